@@ -1,0 +1,123 @@
+"""The ``mnist-hitl`` command: thin wrappers over the library.
+
+Heavy libraries are imported inside each command, so ``predict``, ``correct``
+and ``status`` start in a fraction of a second and never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="mnist-hitl: draw digits, correct the model, let it learn.", no_args_is_help=True,
+                  add_completion=False)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def predict(images: Annotated[list[Path], typer.Argument(help="image files (PNG, any size)")]) -> None:
+    """Predict each image, store it, print one JSON line per image."""
+    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError
+    from mnist_hitl.workbench import Workbench
+
+    failures = 0
+    with Workbench(source="cli") as bench:
+        for path in images:
+            try:
+                result = bench.predict_png(path.read_bytes())
+            except ModelFileError as error:
+                _fail(str(error))
+            except (OSError, EmptyDrawingError, InvalidImageError) as error:
+                failures += 1
+                typer.echo(json.dumps({"file": str(path), "error": str(error)}), err=True)
+                continue
+            typer.echo(json.dumps({"file": str(path), **result.as_json()}))
+    if failures:
+        raise typer.Exit(1)
+
+
+def _label(prediction_id: int, label: int, kind: str) -> None:
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            label_id = bench.label(prediction_id, label, kind)
+        except StoreError as error:
+            _fail(str(error))
+    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "label": label, "kind": kind}))
+
+
+@app.command()
+def correct(prediction_id: int, label: int) -> None:
+    """Store the right digit for a prediction."""
+    _label(prediction_id, label, "correct")
+
+
+@app.command()
+def confirm(prediction_id: int) -> None:
+    """Confirm a prediction was right (stored as a label too)."""
+    from mnist_hitl.store import StoreError, open_store
+
+    with open_store() as store:
+        try:
+            predicted = store.get_prediction(prediction_id).predicted_label
+        except StoreError as error:
+            _fail(str(error))
+    _label(prediction_id, predicted, "confirm")
+
+
+@app.command()
+def status() -> None:
+    """Print the deployed model version and the store's counts as JSON."""
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        typer.echo(json.dumps(bench.status()))
+
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="retrain and redeploy even if a model is deployed")] = False,
+    epochs: Annotated[int | None, typer.Option(help="training epochs (default MNIST_HITL_EPOCHS)")] = None,
+) -> None:
+    """Train and deploy the first model, unless one is deployed."""
+    from mnist_hitl.registry import train_first_model
+
+    result = train_first_model(force=force, epochs=epochs)
+    if not result["trained"]:
+        typer.echo(f"model {result['model_version']} is deployed already (use --force to retrain)", err=True)
+    typer.echo(json.dumps(result))
+
+
+@app.command(name="app")
+def serve_app(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_APP_PORT, 8866)")] = None,
+) -> None:
+    """Serve the drawing app with Voila."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.serve import voila_command
+
+    settings = get_settings()
+    command = voila_command(settings, port=port)
+    typer.echo(f"drawing app: http://{settings.app_host}:{port or settings.app_port}/", err=True)
+    import os
+
+    os.execvp(command[0], command)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

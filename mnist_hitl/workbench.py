@@ -1,0 +1,121 @@
+"""The operations a user performs, shared by the app, the CLI and scripts.
+
+``Workbench`` ties the store and the fast predictor together: predict a picture
+(preprocess, infer, store), label a prediction, report the status. Nothing here
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_hitl import metrics
+from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.predictor import ModelFileError, Predictor, deployed_model
+from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, encode_png, to_mnist
+from mnist_hitl.store import Store, StoreError
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What a prediction returns to its caller."""
+
+    prediction_id: int
+    predicted_label: int
+    probabilities: list[float]
+    model_version: str
+    latency_ms: float
+    digit: np.ndarray = field(repr=False)  # the 28x28 picture the model saw
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.predicted_label]
+
+    def as_json(self) -> dict:
+        return {
+            "prediction_id": self.prediction_id,
+            "predicted_label": self.predicted_label,
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "model_version": self.model_version,
+        }
+
+
+class Workbench:
+    """Predict, label and report against one home folder.
+
+    Args:
+        settings: defaults to the environment's settings.
+        source: who is predicting (``app``, ``cli``...), stored with each prediction.
+    """
+
+    def __init__(self, settings: Settings | None = None, source: str = "app") -> None:
+        self.settings = settings or get_settings()
+        self.source = source
+        self.store = Store(self.settings.db_path)
+        self.predictor = Predictor(self.settings.models_dir)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workbench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def predict_picture(self, picture: np.ndarray) -> PredictionResult:
+        """Preprocess a picture MNIST-style, predict it, store it.
+
+        Raises:
+            EmptyDrawingError: nothing drawn; nothing is stored.
+            ModelFileError: no usable deployed model; nothing is stored.
+        """
+        start = time.perf_counter()
+        try:
+            digit = to_mnist(picture)
+            probabilities, version = self.predictor.predict(digit)
+        except (EmptyDrawingError, InvalidImageError, ModelFileError) as error:
+            metrics.record_refusal(type(error).__name__)
+            raise
+        label = int(np.argmax(probabilities))
+        latency_ms = (time.perf_counter() - start) * 1000
+        prediction_id = self.store.record_prediction(
+            encode_png(digit), label, probabilities.tolist(), version, latency_ms, source=self.source
+        )
+        metrics.record_prediction(label, version, latency_ms / 1000)
+        return PredictionResult(prediction_id, label, [float(p) for p in probabilities], version, latency_ms, digit)
+
+    def predict_png(self, data: bytes) -> PredictionResult:
+        """Like :meth:`predict_picture`, from image file bytes (PNG or any PIL format)."""
+        try:
+            picture = decode_image(data)
+        except InvalidImageError as error:
+            metrics.record_refusal(type(error).__name__)
+            raise
+        return self.predict_picture(picture)
+
+    def label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
+        """Append the user's label for a prediction; returns the label's id.
+
+        Raises:
+            StoreError: the label is outside 0-9 or the prediction does not exist.
+        """
+        try:
+            label_id = self.store.add_label(prediction_id, label, kind)
+        except StoreError as error:
+            metrics.record_refusal("StoreError")
+            raise
+        metrics.record_label(int(label), kind)
+        return label_id
+
+    def status(self) -> dict:
+        """The deployed model and the store's counts."""
+        try:
+            deployed = deployed_model(self.settings.models_dir)
+            model = {"model_version": deployed.version, "holdout_accuracy": deployed.holdout_accuracy}
+        except ModelFileError as error:
+            model = {"model_version": None, "model_error": str(error)}
+        return {**model, **self.store.counts(), "home": str(self.settings.home)}

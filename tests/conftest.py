@@ -1,0 +1,48 @@
+"""Shared fixtures: a fresh home folder per test, and one model trained per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnist_hitl.config import Settings, get_settings
+
+# Epochs of the session's model: the default training, so behaviour tests judge the real thing.
+SESSION_EPOCHS = int(os.environ.get("MNIST_HITL_TEST_EPOCHS", "15"))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """An empty MNIST_HITL_HOME for one test."""
+    monkeypatch.setenv("MNIST_HITL_HOME", str(tmp_path / "home"))
+    for name in ("MNIST_HITL_MNIST_SOURCE", "MNIST_HITL_MNIST_PATH", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with one deployed model, trained once per test session."""
+    from mnist_hitl.registry import train_first_model
+
+    session_home = tmp_path_factory.mktemp("session-home")
+    previous = os.environ.get("MNIST_HITL_HOME")
+    os.environ["MNIST_HITL_HOME"] = str(session_home)
+    try:
+        train_first_model(get_settings(), epochs=SESSION_EPOCHS, progress=False)
+    finally:
+        if previous is None:
+            os.environ.pop("MNIST_HITL_HOME")
+        else:
+            os.environ["MNIST_HITL_HOME"] = previous
+    return session_home / "models"
+
+
+@pytest.fixture
+def home_with_model(home: Settings, trained_models: Path) -> Settings:
+    """A fresh home whose models folder holds the session's deployed model."""
+    shutil.copytree(trained_models, home.models_dir)
+    return home
