@@ -115,6 +115,42 @@ def serve_app(
     os.execvp(command[0], command)
 
 
+@app.command()
+def cycle(
+    force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False,
+) -> None:
+    """Run one learning cycle now (monitor, then retrain if needed), without any server."""
+    from mnist_hitl.loop import run_cycle
+
+    typer.echo(json.dumps(run_cycle(force_retrain=force_retrain), default=str))
+
+
+@app.command()
+def schedule() -> None:
+    """Serve the learning cycle on its schedule (every MNIST_HITL_CYCLE_MINUTES) to the Prefect server."""
+    from mnist_hitl.loop import serve_schedule
+
+    serve_schedule()
+
+
+@app.command()
+def metrics(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_METRICS_PORT, 9108)")] = None,
+) -> None:
+    """Serve the Prometheus metrics of every mnist-hitl process on one endpoint."""
+    from mnist_hitl.metrics import serve_exporter
+
+    serve_exporter(port=port)
+
+
+@app.command()
+def run() -> None:
+    """Start the whole local stack: app, Prefect server and schedule, MLflow UI, metrics, Prometheus."""
+    from mnist_hitl.stack import run_stack
+
+    run_stack()
+
+
 def main() -> None:
     app()
 

@@ -1,15 +1,351 @@
-"""Prometheus metrics (placeholder hooks; the exporter comes with observability)."""
+"""Prometheus metrics of every mnist-hitl process, summed on one endpoint.
+
+Every process that records something (each Voila kernel, the CLI, the learning-loop
+flow) writes its values to its own memory-mapped files in ``$MNIST_HITL_HOME/metrics``:
+prometheus_client's multiprocess mode. ``mnist-hitl metrics`` (:func:`serve_exporter`)
+reads all the files at each scrape and serves the sums: counters and histograms add up
+across processes, last-value gauges keep the most recent value written by any process.
+
+The ``record_*`` functions are cheap and never raise: if the metrics folder cannot be
+used, they log one warning and do nothing, so metrics never break a prediction or a
+learning cycle. The folder is set up on the first call, from the settings of that
+moment; a process whose ``MNIST_HITL_HOME`` changes (a test) moves to the new folder.
+
+Files are named after the process that writes them, ``<host>-<pid>``, so containers
+sharing one volume never write to the same file. :func:`clean_metrics_dir` removes the
+files of processes of this host that are no longer alive, at start-up.
+
+Metrics (all prefixed ``mnist_hitl_``):
+    predictions_total{digit, model_version}    predictions served
+    prediction_latency_seconds                 preprocess + inference + store, histogram
+    labels_total{kind, digit}                  user labels: kind confirm / correct, true digit
+    refusals_total{reason}                     refused inputs and failed requests
+    cycles_total{outcome}                      learning cycles by outcome
+    last_cycle_timestamp_seconds               end of the last learning cycle
+    drift_score                                drift score of the last monitor run
+    class_error_ratio{digit}                   per-class error rate of the last monitor run
+    labels_waiting                             labels waiting for the next cycle
+    last_monitor_timestamp_seconds             time of the last monitor run
+    deployed_model_timestamp_seconds           the deployed version's creation time
+    deployed_model_info{model_version}         the deployed version (served by the exporter)
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnist_hitl.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "mnist_hitl"
+LABEL_KINDS = ("confirm", "correct")
+CYCLE_OUTCOMES = ("no_new_data", "no_retrain", "promoted", "rejected", "failed")
+DIGITS = tuple(range(10))
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Gauge files of these modes keep a last known value that stays true after its writer
+# exits (the last drift score, the last cycle's time), so start-up cleaning keeps them.
+_LAST_VALUE_MODES = ("mostrecent", "max")
+_FILE_NAME = re.compile(r"^(?P<prefix>counter|histogram|summary|gauge_(?P<mode>[a-z]+))_(?P<writer>[^_]+)\.db$")
+
+
+def _host() -> str:
+    # '_' separates the parts of a metrics file name; keep it out of the writer's name.
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
+def process_identifier() -> str:
+    """This process' name in the metrics folder: ``<host>-<pid>``."""
+    return f"{_host()}-{os.getpid()}"
+
+
+class _Instruments:
+    """The metric objects of one process, writing to one multiprocess folder."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        # prometheus_client reads the folder from the environment whenever it opens a file,
+        # and chooses its value class when it is imported: set both here, so the import
+        # order of the process (Voila, Prefect, the CLI) does not matter.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        self.directory = directory
+        self.value_class = values.MultiProcessValue(process_identifier=process_identifier)
+        values.ValueClass = self.value_class
+
+        def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, documentation, labels, namespace=PREFIX, registry=None)
+
+        def gauge(name: str, documentation: str, mode: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, documentation, labels, namespace=PREFIX, registry=None, multiprocess_mode=mode)
+
+        self.predictions = counter("predictions", "Predictions served, by predicted digit and model version.",
+                                   ("digit", "model_version"))
+        self.latency = Histogram(
+            "prediction_latency_seconds", "Time to preprocess, predict and store one drawing, in seconds.",
+            namespace=PREFIX, registry=None, buckets=LATENCY_BUCKETS,
+        )
+        self.labels = counter("labels", "Labels given by users, by kind (confirm or correct) and true digit.",
+                              ("kind", "digit"))
+        self.refusals = counter("refusals", "Refused inputs and failed requests, by reason.", ("reason",))
+        self.cycles = counter("cycles", "Learning cycles, by outcome.", ("outcome",))
+        self.last_cycle = gauge("last_cycle_timestamp_seconds",
+                                "End of the last learning cycle, in seconds since the epoch.", "max")
+        self.drift_score = gauge("drift_score", "Drift score of the users' drawings against the training data, "
+                                 "from the last monitor run.", "mostrecent")
+        self.class_error = gauge("class_error_ratio", "Share of labelled predictions of each true digit that were "
+                                 "wrong, from the last monitor run.", "mostrecent", ("digit",))
+        self.labels_waiting = gauge("labels_waiting", "Labels waiting for the next learning cycle, "
+                                    "from the last monitor run.", "mostrecent")
+        self.last_monitor = gauge("last_monitor_timestamp_seconds",
+                                  "Time of the last monitor run, in seconds since the epoch.", "max")
+        self.deployed_model = gauge("deployed_model_timestamp_seconds", "Creation time of the deployed model "
+                                    "version (its version name), in seconds since the epoch.", "mostrecent")
+        # Known label values start at zero, so rates and increases see their first event.
+        for kind in LABEL_KINDS:
+            for digit in DIGITS:
+                self.labels.labels(kind, str(digit))
+        for outcome in CYCLE_OUTCOMES:
+            self.cycles.labels(outcome)
+
+    def close(self) -> None:
+        self.value_class.close_all_files()
+
+
+_lock = threading.Lock()
+_state: dict = {"home": None, "instruments": None, "failed": False}
+
+
+def _instruments() -> _Instruments | None:
+    """This process' instruments, set up (again) when ``MNIST_HITL_HOME`` changes."""
+    home = os.environ.get("MNIST_HITL_HOME")
+    if _state["instruments"] is not None and _state["home"] == home:
+        return _state["instruments"]
+    with _lock:
+        if _state["instruments"] is not None and _state["home"] == home:
+            return _state["instruments"]
+        if _state["failed"] and _state["home"] == home:
+            return None
+        previous = _state["instruments"]
+        if previous is not None:
+            previous.close()
+        _state.update(home=home, instruments=None, failed=False)
+        directory = get_settings().metrics_dir
+        try:
+            _state["instruments"] = _Instruments(directory)
+        except Exception as error:  # metrics must never break the caller
+            _state["failed"] = True
+            log.warning("metrics are off in this process: cannot use %s (%s)", directory, error)
+        return _state["instruments"]
+
+
+def _record(action) -> None:
+    try:
+        instruments = _instruments()
+        if instruments is not None:
+            action(instruments)
+    except Exception as error:  # metrics must never break the caller
+        log.warning("could not record a metric: %s", error)
+
 
 def record_prediction(label: int, model_version: str, latency_seconds: float) -> None:
-    """Count one stored prediction and observe its latency."""
+    """Count one stored prediction and observe its latency.
+
+    Args:
+        label: the predicted digit.
+        model_version: the version that predicted it.
+        latency_seconds: preprocessing, inference and storing, in seconds.
+    """
+    def action(m: _Instruments) -> None:
+        m.predictions.labels(str(int(label)), str(model_version)).inc()
+        m.latency.observe(float(latency_seconds))
+
+    _record(action)
 
 
 def record_label(label: int, kind: str) -> None:
-    """Count one label given by a user."""
+    """Count one label given by a user.
+
+    Args:
+        label: the true digit.
+        kind: ``confirm`` (the prediction was right) or ``correct``.
+    """
+    if kind not in LABEL_KINDS:
+        log.warning("label kind %r is not one of %s; not counted", kind, LABEL_KINDS)
+        return
+    _record(lambda m: m.labels.labels(kind, str(int(label))).inc())
 
 
 def record_refusal(reason: str) -> None:
-    """Count one refused input or failed request, by reason."""
+    """Count one refused input or failed request, by reason (an error's class name)."""
+    _record(lambda m: m.refusals.labels(str(reason)).inc())
+
+
+def record_cycle(outcome: str) -> None:
+    """Count one learning cycle by outcome and note its time.
+
+    Args:
+        outcome: one of ``no_new_data``, ``no_retrain``, ``promoted``, ``rejected``, ``failed``.
+    """
+    if outcome not in CYCLE_OUTCOMES:
+        log.warning("cycle outcome %r is not one of %s; not counted", outcome, CYCLE_OUTCOMES)
+        return
+
+    def action(m: _Instruments) -> None:
+        m.cycles.labels(outcome).inc()
+        m.last_cycle.set(time.time())
+
+    _record(action)
+
+
+def record_monitor(drift_score: float, class_error_rates: dict[int, float], labels_waiting: int) -> None:
+    """Publish the last monitor run's drift score, per-class error rates and waiting labels.
+
+    Args:
+        drift_score: the drift score against the training data.
+        class_error_rates: error rate (0-1) per true digit; a digit left out (no labels)
+            is published as NaN, so an older rate does not linger.
+        labels_waiting: labels not yet used by a retraining.
+    """
+    def action(m: _Instruments) -> None:
+        m.drift_score.set(float(drift_score))
+        for digit in DIGITS:
+            rate = class_error_rates.get(digit, class_error_rates.get(str(digit)))
+            m.class_error.labels(str(digit)).set(float("nan") if rate is None else float(rate))
+        m.labels_waiting.set(int(labels_waiting))
+        m.last_monitor.set(time.time())
+
+    _record(action)
+
+
+def version_timestamp(version: str) -> float | None:
+    """Seconds since the epoch of a version name like ``20261127-101244-090`` (UTC), or None."""
+    try:
+        moment = datetime.strptime(version[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+        millis = int(version[16:19]) if len(version) >= 19 else 0
+    except ValueError:
+        return None
+    return moment.timestamp() + millis / 1000
+
+
+def set_deployed_model(version: str) -> None:
+    """Publish the deployed model version (as its creation time; the exporter adds the name)."""
+    stamp = version_timestamp(version)
+    if stamp is None:
+        log.warning("model version %r is not a timestamp; not published", version)
+        return
+    _record(lambda m: m.deployed_model.set(stamp))
+
+
+def clean_metrics_dir(settings: Settings | None = None) -> list[Path]:
+    """Remove the metrics files of this host's processes that are no longer running.
+
+    Counters and histograms of finished processes go (Prometheus reads the drop as a
+    counter reset); files of running processes, of other hosts (containers sharing the
+    folder) and last-value gauges (the last drift score, the last cycle's time) stay.
+
+    Returns:
+        The files removed.
+    """
+    settings = settings or get_settings()
+    directory = settings.metrics_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    host = _host()
+    removed = []
+    for path in sorted(directory.glob("*.db")):
+        match = _FILE_NAME.match(path.name)
+        if match is None or match["mode"] in _LAST_VALUE_MODES:
+            continue
+        writer_host, _, pid = match["writer"].rpartition("-")
+        if (writer_host or host) != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _DeployedModelCollector:
+    """Reads the deployed version at each scrape: ``mnist_hitl_deployed_model_info``.
+
+    When the deployment changes it also calls :func:`set_deployed_model`, so the
+    version's timestamp is right even if whoever deployed it did not publish it.
+    """
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.published: str | None = None
+
+    def collect(self):
+        from prometheus_client.core import InfoMetricFamily
+
+        from mnist_hitl.predictor import ModelFileError, deployed_model
+
+        family = InfoMetricFamily(f"{PREFIX}_deployed_model", "The deployed model version.",
+                                  labels=("model_version",))
+        try:
+            version = deployed_model(self.models_dir).version
+        except ModelFileError:
+            version = None
+        if version is not None:
+            if version != self.published:
+                set_deployed_model(version)
+                self.published = version
+            family.add_metric([version], {})
+        yield family
+
+
+def exporter_registry(settings: Settings | None = None):
+    """The registry the exporter serves: the deployed version, then every process' files."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    settings = settings or get_settings()
+    settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+    registry = CollectorRegistry()
+    registry.register(_DeployedModelCollector(settings.models_dir))  # first: it may write a value
+    MultiProcessCollector(registry, path=str(settings.metrics_dir))
+    return registry
+
+
+def serve_exporter(port: int | None = None, host: str | None = None, settings: Settings | None = None) -> None:
+    """Serve the sums of every process' metrics at ``http://<host>:<port>/metrics`` until stopped.
+
+    Args:
+        port: defaults to ``MNIST_HITL_METRICS_PORT`` (9108).
+        host: defaults to ``MNIST_HITL_APP_HOST`` (127.0.0.1), the address every service binds.
+        settings: defaults to the environment's settings.
+    """
+    from prometheus_client import start_http_server
+
+    settings = settings or get_settings()
+    port = port or settings.metrics_port
+    host = host or settings.app_host
+    server, thread = start_http_server(port, addr=host, registry=exporter_registry(settings))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"metrics: http://{host}:{port}/metrics (files in {settings.metrics_dir})", flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+    server.server_close()

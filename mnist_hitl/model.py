@@ -146,7 +146,7 @@ def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(
         dataset = dataset.map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     callbacks = [_ProgressBar(params.epochs * len(dataset), description)] if progress else []
-    model.fit(dataset, epochs=params.epochs, verbose=0, callbacks=callbacks)
+    model.fit(dataset, epochs=params.epochs, verbose=0, callbacks=callbacks, shuffle=False)
     return model
 
 
