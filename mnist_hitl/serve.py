@@ -1,7 +1,16 @@
-"""How the drawing app is served: the Voila command line."""
+"""How the drawing app is served: the Voila command line.
+
+Voila runs standalone (it keeps its preheated kernels), launched through
+:func:`main`, which adds jupyter_server's HTTP metrics: every request is timed
+into ``http_request_duration_seconds{method, handler, status_code}`` and the
+server answers ``/metrics`` without authentication (like jupyter_server with
+``--ServerApp.authenticate_prometheus=False``); the app itself has no login, and
+binds the loopback address unless configured otherwise.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +25,7 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
     """
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
     return [
-        sys.executable, "-m", "voila", str(notebook),
+        sys.executable, "-m", "mnist_hitl.serve", str(notebook),
         f"--port={port or settings.app_port}",
         f"--Voila.ip={settings.app_host}",
         "--no-browser",
@@ -25,3 +34,28 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
         "--show_tracebacks=True",
         f"--Voila.root_dir={notebook.parent}",
     ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run Voila (same arguments as ``voila``) with HTTP metrics at ``/metrics``."""
+    # The server keeps its own in-process metrics; the kernels it starts set up the
+    # shared multiprocess folder themselves (mnist_hitl.metrics).
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    from jupyter_server.base.handlers import PrometheusMetricsHandler
+    from jupyter_server.log import log_request
+    from jupyter_server.utils import url_path_join
+    from traitlets.config import Config
+    from voila.app import Voila
+
+    class VoilaWithMetrics(Voila):
+        def init_handlers(self) -> list:
+            metrics = (url_path_join(self.server_url, "/metrics"), PrometheusMetricsHandler)
+            return [metrics, *super().init_handlers()]
+
+    config = Config()
+    config.Voila.tornado_settings = {"log_function": log_request, "authenticate_prometheus": False}
+    VoilaWithMetrics.launch_instance(argv, config=config)
+
+
+if __name__ == "__main__":
+    main()

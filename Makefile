@@ -1,0 +1,37 @@
+# mnist-hitl: `make run` starts everything, `make test` runs every test. `make help` lists the rest.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run app init test test-fast bench clean-home
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its test tools
+
+run: $(STAMP) ## install, train the first model if none is deployed, start the app and every service
+	$(BIN)/mnist-hitl run
+
+app: $(STAMP) ## install, train the first model if needed, serve only the drawing app
+	$(BIN)/mnist-hitl init
+	$(BIN)/mnist-hitl app
+
+init: $(STAMP) ## train and deploy the first model if none is deployed
+	$(BIN)/mnist-hitl init
+
+test: $(STAMP) ## install, then run every test (unit, notebooks, browser, Prometheus, stack)
+	$(BIN)/python -m pytest -p no:cacheprovider -ra
+
+bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the learning loop)
+	$(BIN)/python bench/predict_latency.py
+	$(BIN)/python bench/app_kernel.py
+	$(BIN)/python bench/replay.py
