@@ -27,6 +27,7 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
     return [
         sys.executable, "-m", "mnist_hitl.serve", str(notebook),
         f"--port={port or settings.app_port}",
+        "--Voila.port_retries=0",  # fail on a busy port rather than serve on another one
         f"--Voila.ip={settings.app_host}",
         "--no-browser",
         "--preheat_kernel=True",

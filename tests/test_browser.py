@@ -1,0 +1,254 @@
+"""End to end in a real browser: Voila serves the drawing app, headless Chromium draws on it.
+
+Needs Chromium at ``/usr/bin/chromium`` (or ``MNIST_HITL_CHROMIUM``) and the ``playwright``
+package; the test fails rather than skips when they are missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mnist_hitl.config import Settings
+from mnist_hitl.serve import voila_command
+from mnist_hitl.store import Store
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SEVEN = [(60, 50), (220, 50), (150, 250)]
+ONE = [(130, 40), (150, 30), (150, 250)]
+
+
+@dataclass
+class VoilaApp:
+    url: str
+    settings: Settings
+    process: subprocess.Popen
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_voila(settings: Settings, log: Path, timeout: float = 90.0) -> VoilaApp:
+    """Start Voila on a free port and wait until it answers and its kernel pool is filled."""
+    port = free_port()
+    env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
+    handle = open(log, "wb")
+    process = subprocess.Popen(voila_command(settings, port=port), env=env, stdout=handle,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    handle.close()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    answering = False
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"voila exited with {process.returncode}:\n{log.read_text()}")
+        if not answering:
+            try:  # a static file: asking for the page itself would take a kernel from the pool
+                with urllib.request.urlopen(f"{url}voila/static/favicon.ico", timeout=2):
+                    answering = True
+            except (urllib.error.URLError, OSError):
+                pass
+        if answering and "is filled with" in log.read_text(errors="replace"):
+            return VoilaApp(url, settings, process, log)
+        time.sleep(0.2)
+    stop_voila(process)
+    raise RuntimeError(f"voila did not get ready in {timeout:.0f} s:\n{log.read_text()}")
+
+
+def stop_voila(process: subprocess.Popen) -> None:
+    """Stop Voila (which shuts its kernels down); kill its process group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    try:  # kernels left behind by a hung server are in its session
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
+    """Deploy the deployed model's files again under a new version name (no training)."""
+    from mnist_hitl.model import SavedModel, deploy
+
+    info = json.loads((models_dir / "latest.json").read_text())
+    keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
+    shutil.copyfile(models_dir / info["keras"], keras_path)
+    shutil.copyfile(models_dir / info["tflite"], tflite_path)
+    deploy(SavedModel(version, keras_path, tflite_path), models_dir, holdout_accuracy=info.get("holdout_accuracy"))
+    return version
+
+
+@pytest.fixture
+def voila_app(home_with_model: Settings, tmp_path: Path) -> Iterator[VoilaApp]:
+    app = start_voila(home_with_model, tmp_path / "voila.log")
+    try:
+        yield app
+    finally:
+        stop_voila(app.process)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, voila_app: VoilaApp):
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+def open_app(page, app: VoilaApp) -> float:
+    """Load the app and wait until its canvas can be drawn on; returns seconds since navigation start."""
+    page.goto(app.url)
+    page.wait_for_selector(".hitl-canvas.hitl-ready")
+    seconds = page.evaluate("performance.now()") / 1000
+    print(f"\npage load to usable canvas: {seconds:.2f} s")
+    return seconds
+
+
+def draw(page, points, steps: int = 10) -> None:
+    """Draw a polyline on the canvas with the mouse, in canvas pixel coordinates."""
+    box = page.locator(".hitl-canvas").bounding_box()
+    scale_x, scale_y = box["width"] / 280, box["height"] / 280
+    x, y = points[0]
+    page.mouse.move(box["x"] + x * scale_x, box["y"] + y * scale_y)
+    page.mouse.down()
+    for nx, ny in points[1:]:
+        page.mouse.move(box["x"] + nx * scale_x, box["y"] + ny * scale_y, steps=steps)
+    page.mouse.up()
+
+
+def ink_pixels(page) -> int:
+    return page.eval_on_selector(".hitl-canvas", """canvas => {
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let n = 0;
+        for (let i = 0; i < data.length; i += 4) if (data[i] > 200) n++;
+        return n;
+    }""")
+
+
+def shown_prediction_id(page) -> str:
+    return page.eval_on_selector(".hitl-status", "el => el.querySelector('[data-prediction-id]')"
+                                 "?.dataset.predictionId ?? ''")
+
+
+def press_predict(page) -> int:
+    """Press Predict and wait for the answer; returns the shown prediction id."""
+    before = shown_prediction_id(page)
+    page.click(".hitl-predict")
+    page.wait_for_function(
+        """before => { const el = document.querySelector('.hitl-status [data-prediction-id]');
+                       return el && el.dataset.predictionId !== before; }""", arg=before)
+    return int(shown_prediction_id(page))
+
+
+def shown_answer(page) -> dict:
+    return page.evaluate("""() => ({
+        label: document.querySelector('.hitl-prediction [data-label]').dataset.label,
+        confidence: document.querySelector('.hitl-confidence [data-confidence]').dataset.confidence,
+        bars: [...document.querySelectorAll('.hitl-probabilities .hitl-bar')]
+              .map(el => [Number(el.dataset.digit), Number(el.dataset.p)]),
+        version: document.querySelector('.hitl-model-version [data-version]').dataset.version,
+        image: document.querySelector('.hitl-digit-image').naturalWidth,
+    })""")
+
+
+def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp) -> None:
+    settings = voila_app.settings
+    open_app(page, voila_app)
+    first_version = json.loads((settings.models_dir / "latest.json").read_text())["version"]
+    assert page.inner_text(".hitl-model-version").strip() == f"model {first_version}"
+
+    draw(page, SEVEN)
+    page.wait_for_function("() => true")  # let the draw commands come back from the kernel
+    pid = press_predict(page)
+    assert ink_pixels(page) > 2000, "the strokes drawn by the kernel did not show on the canvas"
+
+    answer = shown_answer(page)
+    probabilities = [p for _, p in sorted(answer["bars"])]
+    predicted = int(answer["label"])
+    assert [digit for digit, _ in sorted(answer["bars"])] == list(range(10))
+    assert abs(sum(probabilities) - 1) < 1e-3
+    assert predicted == max(range(10), key=probabilities.__getitem__)
+    assert abs(float(answer["confidence"]) - probabilities[predicted]) < 1e-5
+    assert answer["version"] == first_version and answer["image"] == 140
+    assert page.inner_text(".hitl-prediction").strip() == str(predicted)
+    print(f"drew a 7, the model read {predicted} ({probabilities[predicted]:.1%}) as prediction {pid}")
+
+    chosen = (predicted + 1) % 10
+    page.click(f".hitl-digit-{chosen}")
+    page.click(".hitl-correct")
+    page.wait_for_function(
+        "text => document.querySelector('.hitl-status').innerText.includes(text)",
+        arg=f"saved correction: prediction {pid} is a {chosen}")
+
+    with Store(settings.db_path) as store:
+        row = store.get_prediction(pid)
+        labels = store.labels(pid)
+    assert row.model_version == first_version and row.predicted_label == predicted
+    assert Image.open(io.BytesIO(row.png)).size == (28, 28)
+    assert abs(sum(row.probabilities) - 1) < 1e-3
+    assert [(label.label, label.kind) for label in labels] == [(chosen, "correct")]
+
+    new_version = deploy_copy_as_new_version(settings.models_dir, "20990101-000000-000")
+    page.click(".hitl-clear")
+    page.wait_for_function("() => !document.querySelector('.hitl-status [data-prediction-id]')")
+    draw(page, ONE)
+    second = press_predict(page)
+    assert second != pid
+    assert shown_answer(page)["version"] == new_version
+    assert page.inner_text(".hitl-model-version").strip() == f"model {new_version}"
+    with Store(settings.db_path) as store:
+        assert store.get_prediction(second).model_version == new_version
+
+
+def test_predict_on_an_empty_canvas_says_so_and_stores_nothing(page, voila_app: VoilaApp) -> None:
+    open_app(page, voila_app)
+    page.click(".hitl-predict")
+    page.wait_for_selector(".hitl-status.hitl-error")
+    assert page.inner_text(".hitl-status").strip() == "the drawing is empty: draw a digit first"
+    assert page.inner_text(".hitl-prediction").strip() == "\u2013"
+    with Store(voila_app.settings.db_path) as store:
+        assert store.counts()["predictions"] == 0
