@@ -37,7 +37,7 @@ def as_gray(image: np.ndarray) -> np.ndarray:
     """A 2-D float32 picture in [0, 1], white ink on black.
 
     Accepts ``uint8`` or float pictures, grey or RGB(A); a dark-on-light picture
-    (ink on paper) is inverted so the ink is bright, as in MNIST.
+    (judged by its border) is inverted so the ink is bright, as in MNIST.
     """
     array = np.asarray(image)
     if array.ndim == 3:
@@ -57,7 +57,8 @@ def as_gray(image: np.ndarray) -> np.ndarray:
     if gray.max(initial=0.0) > 1.0:
         gray = gray / 255.0
     gray = np.clip(gray, 0.0, 1.0)
-    if np.median(gray) > 0.5:
+    border = np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
+    if border.mean() > 0.5:  # a light background: ink on paper
         gray = 1.0 - gray
     return gray
 

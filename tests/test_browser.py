@@ -160,13 +160,13 @@ def draw(page, points, steps: int = 10) -> None:
     page.mouse.up()
 
 
-def ink_pixels(page) -> int:
-    return page.eval_on_selector(".hitl-canvas", """canvas => {
-        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-        let n = 0;
-        for (let i = 0; i < data.length; i += 4) if (data[i] > 200) n++;
-        return n;
-    }""")
+INK_SHOWN = """least => {
+    const canvas = document.querySelector('.hitl-canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] > 200) n++;
+    return n >= least;
+}"""
 
 
 def shown_prediction_id(page) -> str:
@@ -202,9 +202,8 @@ def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp)
     assert page.inner_text(".hitl-model-version").strip() == f"model {first_version}"
 
     draw(page, SEVEN)
-    page.wait_for_function("() => true")  # let the draw commands come back from the kernel
     pid = press_predict(page)
-    assert ink_pixels(page) > 2000, "the strokes drawn by the kernel did not show on the canvas"
+    page.wait_for_function(INK_SHOWN, arg=2000, timeout=10_000)  # the kernel's strokes reached the canvas
 
     answer = shown_answer(page)
     probabilities = [p for _, p in sorted(answer["bars"])]
