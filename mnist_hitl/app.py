@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas, hold_canvas
+from ipywidgets.widgets.widget_string import HTMLStyle
 from PIL import Image
 
 from mnist_hitl.config import Settings, get_settings
@@ -158,12 +159,23 @@ class DrawingApp:
         self.canvas.on_touch_end(lambda touches: self.pen_up(*touches[0]) if touches else self.pen_up())
         self.canvas.on_touch_cancel(lambda touches: self.pen_up())
 
+        # Widgets that look alike share one Layout and one style: every widget is a model
+        # the page must fetch and build before the canvas appears, so fewer load faster.
+        button_layout, digit_layout = widgets.Layout(width="auto"), widgets.Layout(width="34px")
+        button_style, html_style, plain = widgets.ButtonStyle(), HTMLStyle(), widgets.Layout()
+
         def button(description: str, css: str, handler, style: str = "", tooltip: str = "") -> widgets.Button:
             b = widgets.Button(description=description, button_style=style, tooltip=tooltip,
-                               layout=widgets.Layout(width="auto"))
+                               layout=button_layout, style=button_style)
             b.add_class(css)
             b.on_click(lambda _: handler())
             return b
+
+        def html_widget(value: str = "", css: str | None = None) -> widgets.HTML:
+            h = widgets.HTML(value, layout=plain, style=html_style)
+            if css:
+                h.add_class(css)
+            return h
 
         self.predict_button = button("Predict", "hitl-predict", self.predict, "primary", "predict the drawing")
         self.clear_button = button("Clear", "hitl-clear", self.clear, tooltip="erase the drawing")
@@ -175,39 +187,35 @@ class DrawingApp:
 
         self.digit_buttons = []
         for digit in range(10):
-            b = widgets.Button(description=str(digit), layout=widgets.Layout(width="34px"))
+            b = widgets.Button(description=str(digit), layout=digit_layout, style=button_style)
             b.add_class("hitl-digit")
             b.add_class(f"hitl-digit-{digit}")
             b.on_click(lambda _, d=digit: self.choose(d))
             self.digit_buttons.append(b)
-        self.label_choice = widgets.HBox(self.digit_buttons)
+        self.label_choice = widgets.HBox(self.digit_buttons, layout=plain)
         self.label_choice.add_class("hitl-label-choice")
 
-        self.prediction = widgets.HTML()
-        self.prediction.add_class("hitl-prediction")
-        self.confidence = widgets.HTML()
-        self.confidence.add_class("hitl-confidence")
-        self.probabilities = widgets.HTML()
-        self.probabilities.add_class("hitl-probabilities")
+        self.prediction = html_widget(css="hitl-prediction")
+        self.confidence = html_widget(css="hitl-confidence")
+        self.probabilities = html_widget(css="hitl-probabilities")
         self.digit_image = widgets.Image(format="png", width=DIGIT_IMAGE_SIZE, height=DIGIT_IMAGE_SIZE)
         self.digit_image.add_class("hitl-digit-image")
-        self.model_version = widgets.HTML()
-        self.model_version.add_class("hitl-model-version")
-        self.status = widgets.HTML()
-        self.status.add_class("hitl-status")
+        self.model_version = html_widget(css="hitl-model-version")
+        self.status = html_widget(css="hitl-status")
 
-        drawing = widgets.VBox([self.canvas, widgets.HBox([self.predict_button, self.clear_button])])
+        drawing = widgets.VBox([self.canvas, widgets.HBox([self.predict_button, self.clear_button], layout=plain)],
+                               layout=plain)
         answer = widgets.VBox([
             widgets.HBox([self.prediction, self.confidence], layout=widgets.Layout(align_items="flex-end")),
             self.probabilities,
-            widgets.HTML("<small>what the model saw (28x28)</small>"),
+            html_widget("<small>what the model saw (28x28)</small>"),
             self.digit_image,
         ], layout=widgets.Layout(margin="0 0 0 16px"))
-        labelling = widgets.HBox([widgets.HTML("right digit:&nbsp;"), self.label_choice, self.correct_button,
+        labelling = widgets.HBox([html_widget("right digit:&nbsp;"), self.label_choice, self.correct_button,
                                   self.confirm_button], layout=widgets.Layout(flex_flow="row wrap"))
         model = widgets.HBox([self.model_version, self.reload_button], layout=widgets.Layout(align_items="center"))
-        self.widget = widgets.VBox([widgets.HTML(_STYLE), widgets.HBox([drawing, answer]), labelling, model,
-                                    self.status])
+        self.widget = widgets.VBox([html_widget(_STYLE), widgets.HBox([drawing, answer], layout=plain), labelling,
+                                    model, self.status], layout=plain)
         self.widget.add_class("hitl-app")
 
     def display(self) -> None:

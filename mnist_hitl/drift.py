@@ -187,6 +187,29 @@ def feature_distances(reference: pd.DataFrame, current: pd.DataFrame) -> dict[st
             for c in reference.columns if c in current.columns}
 
 
+def plot_features(reference: pd.DataFrame, current: pd.DataFrame, columns: tuple[str, ...] = FEATURES[:6]):
+    """Histograms of features, training digits against recent drawings (densities)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in columns if c in reference.columns]
+    figure, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 2.6))
+    for ax, column in zip(np.atleast_1d(axes), columns):
+        values = np.concatenate([reference[column].to_numpy(), current[column].to_numpy()])
+        bins = np.histogram_bin_edges(values, bins=20) if len(values) else 10
+        ax.hist(reference[column], bins=bins, density=True, alpha=0.5, label="training")
+        if len(current):
+            ax.hist(current[column], bins=bins, density=True, alpha=0.5, label="recent")
+        ax.set_title(column, fontsize=9)
+        ax.tick_params(labelsize=7)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 # drifted data on purpose -------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -1,0 +1,233 @@
+"""The local stack: every service a user needs, started by ``mnist-hitl run``.
+
+The services are the lines of the repository's ``Procfile``, run by honcho: the
+drawing app (Voila), the Prefect server and the hourly learning cycle served to it,
+the MLflow UI, the metrics exporter and, when the ``prometheus`` binary is installed,
+Prometheus. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1) on its configured port.
+Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
+deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_hitl.config import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCFILE = ROOT / "Procfile"
+PROMETHEUS_CONFIG = ROOT / "dashboards" / "prometheus" / "prometheus.yml"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One line of the Procfile, as the user sees it."""
+
+    name: str
+    port: int
+    url: str
+    what: str
+
+
+def services(settings: Settings, with_prometheus: bool) -> list[Service]:
+    """The services of the stack, in Procfile order, with the URL each answers on."""
+    host = settings.app_host
+
+    def url(port: int, path: str = "/") -> str:
+        return f"http://{host}:{port}{path}"
+
+    found = [
+        Service("app", settings.app_port, url(settings.app_port), "the drawing app"),
+        Service("prefect", settings.prefect_port, url(settings.prefect_port),
+                "Prefect server (UI and API)"),
+        Service("schedule", settings.prefect_port, url(settings.prefect_port, "/deployments"),
+                f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect"),
+        Service("mlflow", settings.mlflow_port, url(settings.mlflow_port), "MLflow UI"),
+        Service("metrics", settings.metrics_port, url(settings.metrics_port, "/metrics"), "Prometheus metrics"),
+    ]
+    if with_prometheus:
+        found.append(Service("prometheus", settings.prometheus_port, url(settings.prometheus_port), "Prometheus"))
+    return found
+
+
+def prometheus_config(settings: Settings, scrape_interval: str | None = None) -> str:
+    """``dashboards/prometheus/prometheus.yml`` with the local addresses as targets.
+
+    The file in the repository names the docker-compose services; jobs keep their
+    names, so the dashboards' queries work against both.
+    """
+    import yaml
+
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    host = settings.app_host
+    targets = {
+        "mnist-hitl": f"{host}:{settings.metrics_port}",
+        "app": f"{host}:{settings.app_port}",
+        "prometheus": f"{host}:{settings.prometheus_port}",
+    }
+    if scrape_interval:
+        config.setdefault("global", {})["scrape_interval"] = scrape_interval
+        config["global"]["evaluation_interval"] = scrape_interval
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def stack_environment(settings: Settings) -> dict[str, str]:
+    """The environment of every service: the settings, spelled out, and the tools' own variables."""
+    env = dict(os.environ)
+    # Each mnist-hitl process sets up its own metrics folder from MNIST_HITL_HOME; the
+    # other services (Prefect, MLflow) must not write prometheus_client files there.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update({
+        "MNIST_HITL_HOME": str(settings.home),
+        "MNIST_HITL_APP_HOST": settings.app_host,
+        "MNIST_HITL_APP_PORT": str(settings.app_port),
+        "MNIST_HITL_PREFECT_PORT": str(settings.prefect_port),
+        "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
+        "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
+        "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
+        "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
+        "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
+        "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def prepare_home(settings: Settings) -> list[Path]:
+    """Create the folders the services write to and clean the metrics folder.
+
+    Returns:
+        The metrics files removed (those of processes that have ended).
+    """
+    from mnist_hitl.metrics import clean_metrics_dir
+
+    for folder in (settings.home, settings.prefect_home, settings.mlflow_artifacts_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return clean_metrics_dir(settings)
+
+
+def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
+    """The services whose port is taken already."""
+    busy = []
+    for service in {s.port: s for s in reversed(stack)}.values():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.app_host, service.port))
+            except OSError:
+                busy.append(service)
+    return sorted(busy, key=stack.index)
+
+
+def run_stack(settings: Settings | None = None, procfile: Path = PROCFILE) -> int:
+    """Start every service, print where each listens, and run until Ctrl-C.
+
+    Trains the first model only if none is deployed, and removes only the metrics
+    files of processes that have ended; nothing else under ``MNIST_HITL_HOME`` is touched.
+
+    Returns:
+        0 once stopped by Ctrl-C (or SIGTERM).
+
+    Raises:
+        SystemExit: a port is taken, or a service stopped by itself (then all are stopped).
+    """
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from mnist_hitl.registry import train_first_model
+
+    settings = settings or get_settings()
+    with_prometheus = shutil.which("prometheus") is not None
+    stack = services(settings, with_prometheus)
+    busy = busy_ports(settings, stack)
+    if busy:
+        for service in busy:
+            print(f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
+                  f"stop what uses it or choose another port (see mnist_hitl/config.py)", file=sys.stderr)
+        raise SystemExit(1)
+
+    removed = prepare_home(settings)
+    model = train_first_model(settings)
+    print(f"model {model['model_version']} is deployed" + (" (trained now)" if model["trained"] else ""))
+    if removed:
+        print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
+    env = stack_environment(settings)
+    if with_prometheus:
+        config = Path(env["MNIST_HITL_PROMETHEUS_CONFIG"])
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(prometheus_config(settings))
+
+    commands = parse_procfile(Path(procfile).read_text()).processes
+    manager = Manager()
+    for service in stack:
+        manager.add_process(service.name, commands[service.name], env=env, cwd=str(ROOT))
+
+    width = max(len(s.name) for s in stack)
+    print(f"mnist-hitl stack, data in {settings.home}:")
+    for service in stack:
+        print(f"  {service.name:<{width}}  {service.url:<36} {service.what}")
+    if not with_prometheus:
+        print(f"  {'prometheus':<{width}}  not installed (apt-get install prometheus), not started")
+    print("Ctrl-C stops everything.", flush=True)
+
+    manager.loop()
+    if manager.returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
+        return 0
+    print(f"a service stopped by itself (exit status {manager.returncode}); everything is stopped",
+          file=sys.stderr)
+    raise SystemExit(manager.returncode or 1)
+
+
+def wait_for(url: str, timeout: float = 300.0) -> bool:
+    """Wait until ``url`` answers 200; True if it did within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start-up steps of single services (the Procfile and the containers use them).
+
+    ``python -m mnist_hitl.stack wait-for URL`` waits until URL answers;
+    ``python -m mnist_hitl.stack prepare`` runs :func:`prepare_home`.
+    """
+    parser = argparse.ArgumentParser(prog="python -m mnist_hitl.stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    wait = commands.add_parser("wait-for", help="wait until a URL answers 200")
+    wait.add_argument("url")
+    wait.add_argument("--timeout", type=float, default=300.0)
+    commands.add_parser("prepare", help="create the data folders and clean the metrics folder")
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare_home(get_settings())
+    elif not wait_for(args.url, args.timeout):
+        print(f"{args.url} did not answer within {args.timeout:.0f} s", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""MLflow records of the learning loop: runs, artifacts, the registered model and its champion.
+
+One parent run per cycle (``cycle <id>``) with nested runs ``monitor`` and
+``retrain``. The cycle creates the runs and hands their ids to the notebooks
+(papermill parameters), which log into them; the cycle logs the executed
+notebooks and ends the runs. The embedded default is a SQLite database and a
+local artifact folder under ``MNIST_HITL_HOME/mlflow``; ``MLFLOW_TRACKING_URI``
+points anywhere else.
+
+Every challenger is logged with the Keras flavour and registered as
+``mnist-hitl-cnn``; a promotion moves the ``champion`` alias and stamps the
+version (``promoted_at``), so :func:`promotion_history` reads them back in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Mapping
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnist_hitl.config import Settings
+
+EXPERIMENT = "mnist-hitl"
+REGISTERED_MODEL = "mnist-hitl-cnn"
+CHAMPION = "champion"
+KIND_TAG = "mnist_hitl.kind"  # cycle | monitor | retrain
+CYCLE_TAG = "mnist_hitl.cycle_id"
+VERSION_TAG = "mnist_hitl.version"
+
+log = logging.getLogger(__name__)
+
+
+def _quiet() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _embedded(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def client(settings: Settings):
+    """An MlflowClient on the configured tracking (and registry) URI."""
+    _quiet()
+    from mlflow import MlflowClient
+
+    if _embedded(settings.tracking_uri):
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def experiment_id(settings: Settings, mlflow_client=None) -> str:
+    """The loop's experiment, created on first use (artifacts under the home folder when embedded)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = mlflow_client or client(settings)
+    found = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    location = settings.mlflow_artifacts_dir.as_uri() if _embedded(settings.tracking_uri) else None
+    try:
+        return mlflow_client.create_experiment(EXPERIMENT, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        return mlflow_client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def start_run(settings: Settings, name: str, kind: str, cycle_id: str, parent_run_id: str | None = None,
+              tags: Mapping[str, str] | None = None) -> str:
+    """Create a run (nested under ``parent_run_id`` if given) and return its id."""
+    mlflow_client = client(settings)
+    all_tags = {KIND_TAG: kind, CYCLE_TAG: cycle_id, **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow_client.create_run(experiment_id(settings, mlflow_client), run_name=name, tags=all_tags)
+    return run.info.run_id
+
+
+def end_run(settings: Settings, run_id: str, status: str = "FINISHED") -> None:
+    client(settings).set_terminated(run_id, status)
+
+
+class RunLog:
+    """Log into one existing run by id; with no id every call does nothing (a notebook run by hand).
+
+    Args:
+        settings: the tracking URI.
+        run_id: the run to log into, or ``None``/"".
+    """
+
+    def __init__(self, settings: Settings, run_id: str | None) -> None:
+        self.settings = settings
+        self.run_id = run_id or None
+        self._client = client(settings) if self.run_id else None
+
+    def __bool__(self) -> bool:
+        return self.run_id is not None
+
+    def params(self, values: Mapping[str, object]) -> None:
+        if not self:
+            return
+        from mlflow.entities import Param
+
+        params = [Param(_key(k), _text(v)[:6000]) for k, v in values.items()]
+        for start in range(0, len(params), 100):
+            self._client.log_batch(self.run_id, params=params[start : start + 100])
+
+    def metrics(self, values: Mapping[str, float | int | None], step: int = 0) -> None:
+        """Log numeric values; ``None`` and NaN are left out."""
+        if not self:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(_key(k), float(v), now, step) for k, v in values.items()
+                   if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        for start in range(0, len(metrics), 500):
+            self._client.log_batch(self.run_id, metrics=metrics[start : start + 500])
+
+    def tags(self, values: Mapping[str, object]) -> None:
+        if not self:
+            return
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(_key(k), _text(v)[:8000]) for k, v in values.items()])
+
+    def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """Upload a file (or a folder's files) if it exists."""
+        path = Path(path)
+        if not self or not path.exists():
+            return
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), folder)
+        else:
+            self._client.log_artifact(self.run_id, str(path), folder)
+
+    def json(self, data: object, name: str) -> None:
+        if self:
+            self._client.log_dict(self.run_id, data, name)
+
+
+def _key(name: object) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(name))
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+# the model ---------------------------------------------------------------------------
+
+def log_keras_model(settings: Settings, run_id: str, network, version: str) -> str:
+    """Log a Keras model into a run (with signature and pinned requirements) and register it.
+
+    Returns:
+        The registered model version (as text).
+    """
+    _quiet()
+    import keras
+    import mlflow
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1), "digit")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities")]),
+    )
+    requirements = [f"keras=={keras.__version__}", f"tensorflow-cpu=={_version('tensorflow')}"]
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    mlflow_client = client(settings)
+    status = mlflow_client.get_run(run_id).info.status
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.keras.log_model(
+            network, name="model", signature=signature, pip_requirements=requirements,
+            registered_model_name=REGISTERED_MODEL, tags={VERSION_TAG: version},
+        )
+    if status == "RUNNING":  # start_run(run_id) ends the run on exit; the cycle ends it when it is done
+        mlflow_client.update_run(run_id, status="RUNNING")
+    registered = str(info.registered_model_version)
+    mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, VERSION_TAG, version)
+    mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, "run_id", run_id)
+    return registered
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in (f"{package}-cpu", package):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def mark_promotion(settings: Settings, mlflow_version: str, version: str, promoted: bool,
+                   reasons: list[str]) -> None:
+    """Tag a registered version promoted or rejected; a promotion moves the champion alias."""
+    mlflow_client = client(settings)
+    mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "status",
+                                        "promoted" if promoted else "rejected")
+    mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "reasons", " | ".join(reasons)[:5000])
+    if promoted:
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "promoted_at",
+                                            datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        mlflow_client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
+
+
+def champion(settings: Settings) -> dict | None:
+    """The registered version the ``champion`` alias points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client(settings).get_model_version_by_alias(REGISTERED_MODEL, CHAMPION)
+    except MlflowException:
+        return None
+    return _version_record(found)
+
+
+def promotion_history(settings: Settings) -> list[dict]:
+    """Every promoted version, oldest first: mlflow version, model version, time, run, champion or not."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        versions = mlflow_client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    except MlflowException:
+        return []
+    current = champion(settings)
+    records = [_version_record(v) for v in versions if "promoted_at" in (v.tags or {})]
+    for record in records:
+        record["champion"] = current is not None and record["mlflow_version"] == current["mlflow_version"]
+    return sorted(records, key=lambda r: (r["promoted_at"], int(r["mlflow_version"])))
+
+
+def _version_record(found) -> dict:
+    tags = found.tags or {}
+    return {"mlflow_version": str(found.version), "version": tags.get(VERSION_TAG), "run_id": found.run_id,
+            "status": tags.get("status"), "promoted_at": tags.get("promoted_at")}
+
+
+def sync_champion(settings: Settings, deployed_version: str) -> bool:
+    """Point the champion alias at the deployed model's registered version, if it has one and differs.
+
+    Returns:
+        True when the alias was moved (a cycle died between deployment and tagging).
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        versions = mlflow_client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    except MlflowException:
+        return False
+    matching = [v for v in versions if (v.tags or {}).get(VERSION_TAG) == deployed_version]
+    if not matching:
+        return False
+    current = champion(settings)
+    if current and current["version"] == deployed_version:
+        return False
+    mark_promotion(settings, str(matching[0].version), deployed_version, True,
+                   ["deployed by a cycle that was interrupted before tagging"])
+    return True
+
+
+def fail_stale_runs(settings: Settings, cycle_id: str) -> int:
+    """Mark the still-running runs of an interrupted cycle KILLED; returns how many."""
+    mlflow_client = client(settings)
+    runs = mlflow_client.search_runs([experiment_id(settings, mlflow_client)],
+                                     filter_string=f"tags.`{CYCLE_TAG}` = '{cycle_id}'")
+    stale = [run for run in runs if run.info.status == "RUNNING"]
+    for run in stale:
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+    return len(stale)
+
+
+def snapshot_sqlite(source: str | Path, target: str | Path) -> Path:
+    """A consistent copy of a SQLite database (e.g. the Optuna study) for logging as an artifact."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    with closing(sqlite3.connect(str(source))) as src, closing(sqlite3.connect(str(target))) as dst:
+        src.backup(dst)
+    return target
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL, or None for other URLs."""
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
