@@ -126,6 +126,7 @@ class DrawingApp:
         strokes: the stroke points drawn so far, in canvas pixels (what is predicted).
         result: the current prediction, or None.
         chosen_label: the digit picked for **Correct & save**, or None.
+        status_text: the status line as plain text (what was saved, or what went wrong).
     """
 
     def __init__(self, settings: Settings | None = None, workbench: Workbench | None = None) -> None:
@@ -415,7 +416,8 @@ class DrawingApp:
             except ModelFileError:
                 version = None
         if version is None:
-            self.model_version.value = '<span data-version="">no model deployed: run <code>mnist-hitl init</code></span>'
+            self.model_version.value = ('<span data-version="">no model deployed: run <code>mnist-hitl init</code>'
+                                        "</span>")
         else:
             text = html.escape(version)
             self.model_version.value = f'<span data-version="{text}">model {text}</span>&nbsp;'

@@ -20,7 +20,7 @@ Metrics (all prefixed ``mnist_hitl_``):
     prediction_latency_seconds                 preprocess + inference + store, histogram
     labels_total{kind, digit}                  user labels: kind confirm / correct, true digit
     refusals_total{reason}                     refused inputs and failed requests
-    cycles_total{outcome}                      learning cycles by outcome
+    cycles_total{outcome}                      learning cycles by outcome (see CYCLE_OUTCOMES)
     last_cycle_timestamp_seconds               end of the last learning cycle
     drift_score                                drift score of the last monitor run
     class_error_ratio{digit}                   per-class error rate of the last monitor run
@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "mnist_hitl"
 LABEL_KINDS = ("confirm", "correct")
-CYCLE_OUTCOMES = ("no_new_data", "no_retrain", "promoted", "rejected", "failed")
+CYCLE_OUTCOMES = ("no_new_data", "no_retrain", "promoted", "rejected", "failed", "busy")
+_OUTCOME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_unexpected_outcomes: set[str] = set()
 DIGITS = tuple(range(10))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -195,11 +197,17 @@ def record_cycle(outcome: str) -> None:
     """Count one learning cycle by outcome and note its time.
 
     Args:
-        outcome: one of ``no_new_data``, ``no_retrain``, ``promoted``, ``rejected``, ``failed``.
+        outcome: one of ``no_new_data``, ``no_retrain``, ``promoted``, ``rejected``,
+            ``failed``, or ``busy`` (skipped: another cycle was running). Another
+            name is counted too, with a warning the first time.
     """
-    if outcome not in CYCLE_OUTCOMES:
-        log.warning("cycle outcome %r is not one of %s; not counted", outcome, CYCLE_OUTCOMES)
+    outcome = str(outcome)
+    if not _OUTCOME.match(outcome):
+        log.warning("cycle outcome %r is not a lower-case name; not counted", outcome)
         return
+    if outcome not in CYCLE_OUTCOMES and outcome not in _unexpected_outcomes:
+        _unexpected_outcomes.add(outcome)
+        log.warning("cycle outcome %r is not one of %s; counted anyway", outcome, CYCLE_OUTCOMES)
 
     def action(m: _Instruments) -> None:
         m.cycles.labels(outcome).inc()

@@ -143,7 +143,7 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
     assert values(samples, "mnist_hitl_refusals_total", "reason") == {"EmptyDrawingError": 2}
 
     cycles = values(samples, "mnist_hitl_cycles_total", "outcome")
-    assert cycles == {"no_new_data": 0, "no_retrain": 1, "promoted": 1, "rejected": 0, "failed": 0}
+    assert cycles == {"no_new_data": 0, "no_retrain": 1, "promoted": 1, "rejected": 0, "failed": 0, "busy": 0}
     assert time.time() - 60 < values(samples, "mnist_hitl_last_cycle_timestamp_seconds")[()] <= time.time()
     assert values(samples, "mnist_hitl_drift_score") == {(): 0.25}
     assert values(samples, "mnist_hitl_labels_waiting") == {(): 12}

@@ -1,0 +1,28 @@
+# One image for every Python service of mnist-hitl: the app, the learning-cycle flow,
+# the MLflow UI, the metrics exporter, and the Prefect server (`prefect server start`).
+# docker-compose.yml runs it; all data lives in the volume at MNIST_HITL_HOME (/data).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MNIST_HITL_HOME=/data \
+    MNIST_HITL_APP_HOST=0.0.0.0 \
+    PREFECT_HOME=/data/prefect \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+WORKDIR /opt/mnist-hitl
+
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir mnist_hitl && touch mnist_hitl/__init__.py && pip install -e . && rm -rf mnist_hitl
+
+# The package, the notebooks, the flows, the dashboards, the Procfile (.dockerignore leaves out the rest).
+COPY . .
+
+VOLUME ["/data"]
+
+# Every container start creates the data folders and removes the metrics files that
+# processes of an earlier run of this container left (the files of running ones stay).
+ENTRYPOINT ["sh", "-c", "python -m mnist_hitl.stack prepare && exec \"$@\"", "mnist-hitl"]
+CMD ["mnist-hitl", "app"]
