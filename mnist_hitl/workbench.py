@@ -105,7 +105,7 @@ class Workbench:
         """
         try:
             label_id = self.store.add_label(prediction_id, label, kind)
-        except StoreError as error:
+        except StoreError:
             metrics.record_refusal("StoreError")
             raise
         metrics.record_label(int(label), kind)

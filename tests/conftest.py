@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,20 @@ def home_with_model(home: Settings, trained_models: Path) -> Settings:
     """A fresh home whose models folder holds the session's deployed model."""
     shutil.copytree(trained_models, home.models_dir)
     return home
+
+
+@pytest.fixture
+def redeploy() -> Callable[[Path, str], str]:
+    """Deploy the deployed model's files again under a new version name (a new deployment, no training)."""
+
+    def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
+        from mnist_hitl.model import SavedModel, deploy
+
+        info = json.loads((models_dir / "latest.json").read_text())
+        keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
+        shutil.copyfile(models_dir / info["keras"], keras_path)
+        shutil.copyfile(models_dir / info["tflite"], tflite_path)
+        deploy(SavedModel(version, keras_path, tflite_path), models_dir, holdout_accuracy=info.get("holdout_accuracy"))
+        return version
+
+    return deploy_copy_as_new_version

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,18 +36,6 @@ def draw_with_mouse(app: DrawingApp, points, steps: int = 8) -> None:
             send(app, "mouse_move", x=x + (nx - x) * i / steps, y=y + (ny - y) * i / steps)
         x, y = nx, ny
     send(app, "mouse_up", x=x, y=y)
-
-
-def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
-    """Deploy the deployed model's files again under a new version name (no training)."""
-    from mnist_hitl.model import SavedModel, deploy
-
-    info = json.loads((models_dir / "latest.json").read_text())
-    keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
-    shutil.copyfile(models_dir / info["keras"], keras_path)
-    shutil.copyfile(models_dir / info["tflite"], tflite_path)
-    deploy(SavedModel(version, keras_path, tflite_path), models_dir, holdout_accuracy=info.get("holdout_accuracy"))
-    return version
 
 
 def bars(app: DrawingApp) -> list[float]:
@@ -181,10 +167,10 @@ def test_without_a_model_the_app_says_so(home: Settings) -> None:
         assert store.counts()["predictions"] == 0
 
 
-def test_a_newly_deployed_model_is_used_by_the_next_prediction(app: DrawingApp, home_with_model: Settings) -> None:
+def test_a_newly_deployed_model_is_used_by_the_next_prediction(app: DrawingApp, home_with_model: Settings, redeploy) -> None:
     draw_with_mouse(app, SEVEN)
     first = app.predict()
-    version = deploy_copy_as_new_version(home_with_model.models_dir, "20990101-000000-000")
+    version = redeploy(home_with_model.models_dir, "20990101-000000-000")
     second = app.predict()
     assert first.model_version != version and second.model_version == version
     assert f'data-version="{version}"' in app.model_version.value
@@ -192,8 +178,8 @@ def test_a_newly_deployed_model_is_used_by_the_next_prediction(app: DrawingApp, 
         assert store.get_prediction(second.prediction_id).model_version == version
 
 
-def test_reload_shows_the_deployed_version(app: DrawingApp, home_with_model: Settings) -> None:
-    version = deploy_copy_as_new_version(home_with_model.models_dir, "20990101-000000-001")
+def test_reload_shows_the_deployed_version(app: DrawingApp, home_with_model: Settings, redeploy) -> None:
+    version = redeploy(home_with_model.models_dir, "20990101-000000-001")
     app.reload_button.click()
     assert f'data-version="{version}"' in app.model_version.value
     assert app.status_text == f"reloaded the deployed model: version {version}"

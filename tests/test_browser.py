@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -90,18 +89,6 @@ def stop_voila(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
-    """Deploy the deployed model's files again under a new version name (no training)."""
-    from mnist_hitl.model import SavedModel, deploy
-
-    info = json.loads((models_dir / "latest.json").read_text())
-    keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
-    shutil.copyfile(models_dir / info["keras"], keras_path)
-    shutil.copyfile(models_dir / info["tflite"], tflite_path)
-    deploy(SavedModel(version, keras_path, tflite_path), models_dir, holdout_accuracy=info.get("holdout_accuracy"))
-    return version
 
 
 @pytest.fixture
@@ -195,7 +182,7 @@ def shown_answer(page) -> dict:
     })""")
 
 
-def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp) -> None:
+def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp, redeploy) -> None:
     settings = voila_app.settings
     open_app(page, voila_app)
     first_version = json.loads((settings.models_dir / "latest.json").read_text())["version"]
@@ -231,7 +218,7 @@ def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp)
     assert abs(sum(row.probabilities) - 1) < 1e-3
     assert [(label.label, label.kind) for label in labels] == [(chosen, "correct")]
 
-    new_version = deploy_copy_as_new_version(settings.models_dir, "20990101-000000-000")
+    new_version = redeploy(settings.models_dir, "20990101-000000-000")
     page.click(".hitl-clear")
     page.wait_for_function("() => !document.querySelector('.hitl-status [data-prediction-id]')")
     draw(page, ONE)
