@@ -32,6 +32,7 @@ Metrics (all prefixed ``mnist_hitl_``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -60,6 +61,7 @@ _LAST_VALUE_MODES = ("mostrecent", "max")
 _FILE_NAME = re.compile(r"^(?P<prefix>counter|histogram|summary|gauge_(?P<mode>[a-z]+))_(?P<writer>[^_]+)\.db$")
 
 
+@functools.cache
 def _host() -> str:
     # '_' separates the parts of a metrics file name; keep it out of the writer's name.
     return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"

@@ -1,0 +1,113 @@
+"""docker-compose.yml without a Docker engine: `docker-compose config`, and every path and port it relies on."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_hitl.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+PYTHON_SERVICES = {"init", "app", "prefect", "flow", "mlflow", "exporter"}
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def compose_config(**env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    return subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], cwd=ROOT, capture_output=True,
+                          text=True, env={**environment, **env}, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is missing (apt-get install docker-compose)")
+def test_docker_compose_config_passes_and_the_grafana_password_comes_from_the_environment():
+    default = compose_config()
+    assert default.returncode == 0, default.stderr
+    services = yaml.safe_load(default.stdout)["services"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "admin"
+    chosen = compose_config(GRAFANA_ADMIN_PASSWORD="s3cret")
+    assert yaml.safe_load(chosen.stdout)["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_every_path_compose_mounts_or_builds_from_exists():
+    checked = 0
+    for name, service in compose()["services"].items():
+        build = service.get("build")
+        if build:
+            context = ROOT / build["context"]
+            assert context.is_dir(), name
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+            checked += 1
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+                checked += 1
+    assert checked >= 9
+
+
+def test_the_dockerfile_copies_only_what_exists_and_the_image_finds_its_files():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY\s+(.+)$", dockerfile, re.M):
+        for source in line.split()[:-1]:
+            assert (ROOT / source).exists(), source
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for needed in ("mnist_hitl", "notebooks", "dashboards", "Procfile", "pyproject.toml"):
+        assert needed not in ignored and (ROOT / needed).exists(), needed
+    assert "MNIST_HITL_HOME=/data" in dockerfile
+
+
+def test_python_services_share_one_named_volume_at_mnist_hitl_home_and_have_fixed_hostnames():
+    spec = compose()
+    assert list(spec["volumes"]) == ["mnist-hitl-home"]
+    for name in PYTHON_SERVICES:
+        service = spec["services"][name]
+        assert "mnist-hitl-home:/data" in service["volumes"], name
+        assert service["hostname"] == name  # it names the service's metrics files
+        assert service["build"]["context"] == "."
+
+
+def test_ports_match_the_local_stack_and_bind_the_loopback_address():
+    defaults = Settings(home=Path("."))
+    expected = {"app": defaults.app_port, "prefect": defaults.prefect_port, "mlflow": defaults.mlflow_port,
+                "exporter": defaults.metrics_port, "prometheus": defaults.prometheus_port, "grafana": 3000}
+    services = compose()["services"]
+    published = {name: services[name]["ports"] for name in expected}
+    assert published == {name: [f"127.0.0.1:{port}:{port}"] for name, port in expected.items()}
+    assert "--port" in services["app"]["command"] and str(defaults.app_port) in services["app"]["command"]
+
+
+def test_every_long_running_service_has_a_healthcheck():
+    for name, service in compose()["services"].items():
+        if name != "init":  # init trains the first model and exits
+            assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_prometheus_and_grafana_point_at_the_compose_services():
+    services = compose()["services"]
+    config = yaml.safe_load((ROOT / "dashboards/prometheus/prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets["mnist-hitl"] == ["exporter:9108"] and targets["app"] == ["app:8866"]
+    assert {"exporter", "app", "prometheus", "grafana"} <= set(services)
+    (source,) = yaml.safe_load(
+        (ROOT / "dashboards/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((ROOT / "dashboards/grafana/provisioning/dashboards/mnist-hitl.yml").read_text())
+    assert "./dashboards/grafana/dashboards:" + provider["providers"][0]["options"]["path"] + ":ro" in \
+        services["grafana"]["volumes"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is missing (apt-get install prometheus)")
+def test_promtool_accepts_the_prometheus_config():
+    result = subprocess.run(["promtool", "check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
