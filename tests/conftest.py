@@ -17,6 +17,19 @@ SESSION_EPOCHS = int(os.environ.get("MNIST_HITL_TEST_EPOCHS", "15"))
 
 
 @pytest.fixture
+def require_binary() -> Callable[[str, str], str]:
+    """Find a Debian-packaged tool the test needs; the test fails (never skips) when it is missing."""
+
+    def find(name: str, package: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            pytest.fail(f"{name} is not installed: apt-get install -y {package} (as .ci/run does)")
+        return path
+
+    return find
+
+
+@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """An empty MNIST_HITL_HOME for one test."""
     monkeypatch.setenv("MNIST_HITL_HOME", str(tmp_path / "home"))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from mnist_hitl.config import Settings
@@ -28,8 +26,8 @@ def compose_config(**env: str) -> subprocess.CompletedProcess:
                           text=True, env={**environment, **env}, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is missing (apt-get install docker-compose)")
-def test_docker_compose_config_passes_and_the_grafana_password_comes_from_the_environment():
+def test_docker_compose_config_passes_and_the_grafana_password_comes_from_the_environment(require_binary):
+    require_binary("docker-compose", "docker-compose")
     default = compose_config()
     assert default.returncode == 0, default.stderr
     services = yaml.safe_load(default.stdout)["services"]
@@ -106,8 +104,8 @@ def test_prometheus_and_grafana_point_at_the_compose_services():
         services["grafana"]["volumes"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is missing (apt-get install prometheus)")
-def test_promtool_accepts_the_prometheus_config():
+def test_promtool_accepts_the_prometheus_config(require_binary):
+    require_binary("promtool", "prometheus")
     result = subprocess.run(["promtool", "check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

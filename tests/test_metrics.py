@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -159,8 +158,8 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
     assert len(writers) >= 4  # two sessions, the flow, the exporter
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (apt-get install prometheus) is missing")
-def test_metric_names_and_help_follow_prometheus_conventions(home_with_model, exporter):
+def test_metric_names_and_help_follow_prometheus_conventions(home_with_model, exporter, require_binary):
+    require_binary("promtool", "prometheus")
     finish(run_python(home_with_model, WORKER, "0", "3"), run_python(home_with_model, FLOW))
     exporter()
     text = exporter.text

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -120,8 +119,8 @@ def processes():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed (apt-get install prometheus)")
-def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path):
+def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path, require_binary):
+    require_binary("prometheus", "prometheus")
     settings = dataclasses.replace(home_with_model, app_port=free_port(), metrics_port=free_port(),
                                    prometheus_port=free_port())
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
