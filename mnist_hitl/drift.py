@@ -32,6 +32,7 @@ from scipy.stats import wasserstein_distance
 from mnist_hitl.preprocess import MNIST_SIZE
 
 INK = 0.5  # a pixel at least this bright is ink
+PIXELS = MNIST_SIZE * MNIST_SIZE
 N_COMPONENTS = 3
 FEATURES = (
     "mean_intensity", "ink_fraction", "bbox_height", "bbox_width", "com_offset", "stroke_thickness",
@@ -55,13 +56,13 @@ class PixelComponents:
 
     @classmethod
     def fit(cls, images: np.ndarray, k: int = N_COMPONENTS) -> PixelComponents:
-        x = as_unit(images).reshape(len(images), -1).astype(np.float64)
+        x = as_unit(images).reshape(len(images), PIXELS).astype(np.float64)
         mean = x.mean(axis=0)
         _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
         return cls(mean, vt[:k])
 
     def transform(self, images: np.ndarray) -> np.ndarray:
-        x = as_unit(images).reshape(len(images), -1).astype(np.float64)
+        x = as_unit(images).reshape(len(images), PIXELS).astype(np.float64)
         return (x - self.mean) @ self.components.T
 
 
@@ -115,8 +116,8 @@ def intensity_drift(current: np.ndarray, reference: np.ndarray) -> float:
         W1(current, reference) / std(reference) of the per-image mean intensity;
         NaN when there are no current drawings.
     """
-    cur = as_unit(current).reshape(len(current), -1).mean(axis=1)
-    ref = as_unit(reference).reshape(len(reference), -1).mean(axis=1)
+    cur = as_unit(current).reshape(len(current), PIXELS).mean(axis=1)
+    ref = as_unit(reference).reshape(len(reference), PIXELS).mean(axis=1)
     return normed_wasserstein(cur, ref)
 
 

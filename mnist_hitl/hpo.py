@@ -30,7 +30,7 @@ from mnist_hitl.model import TrainParams, as_input
 from mnist_hitl.preprocess import decode_image
 from mnist_hitl.store import Store
 
-LEARNING_RATES = (1e-4, 3e-3)
+LEARNING_RATES = (1e-4, 1e-3)
 DROPOUTS = (0.1, 0.5)
 BATCH_SIZES = (32, 64, 128)
 
@@ -195,7 +195,7 @@ def validation_split(data: RetrainData, seed: int = 0, mnist_fraction: float = 0
     mnist = rng.permutation(len(data.y_mnist))
     n_val = max(1, int(len(mnist) * mnist_fraction))
     users = rng.permutation(len(data.users_train))
-    n_users_val = int(round(len(users) * users_fraction)) if len(users) >= 5 else 0
+    n_users_val = round(len(users) * users_fraction) if len(users) >= 5 else 0
     return mnist[n_val:], mnist[:n_val], users[n_users_val:], users[:n_users_val]
 
 

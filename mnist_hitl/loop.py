@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,29 @@ class MonitorResult:
     reference_features: object = None  # pandas frames, for the notebook's plots
     current_features: object = None
 
+    def class_table(self):
+        """Labels, errors and error rate per digit, as a table (digits as columns)."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "labels": self.class_counts,
+            "errors": self.class_errors,
+            "error rate": {d: self.class_error_rates.get(d, float("nan")) for d in range(10)},
+        }, dtype=float).rename_axis("digit").T.round(3)
+
+    def drift_table(self):
+        """The normed Wasserstein distance of every feature, as a one-row table."""
+        import pandas as pd
+
+        return pd.Series(self.feature_distances, name="normed Wasserstein", dtype=float).round(3).to_frame().T
+
+    def drift_line(self) -> str:
+        """One line of Markdown: the drift score and what Evidently found."""
+        share = "not run (fewer than 2 drawings)" if math.isnan(self.evidently_share) else \
+            f"{self.evidently_share:.0%} of the features drifted {self.drifted_features or ''}"
+        return (f"drift score **{self.drift_score:.3f}** (threshold {self.thresholds.drift_threshold:g}); "
+                f"Evidently: {share}; report: `{self.report_html or '-'}`")
+
     def as_json(self) -> dict:
         return {
             "retrain": self.decision.retrain,
@@ -216,8 +240,8 @@ def monitor(settings: Settings, since_label_id: int, through_label_id: int, thre
     current_features = drift.image_features(labels.x, components)
     score = drift.intensity_drift(labels.x, reference)
     report_html = None
-    share, distances, drifted = float("nan"), {}, []
-    if len(labels) >= 2:
+    share, distances, drifted = float("nan"), drift.feature_distances(reference_features, current_features), []
+    if len(labels) >= 2:  # Evidently needs a few rows to compare
         summary = drift.drift_report(reference_features, current_features, thresholds.drift_threshold,
                                      output_dir / "drift_report.html")
         share, distances, drifted = summary.share, summary.per_feature, summary.drifted
@@ -789,20 +813,62 @@ def flows_dir() -> Path:
 
 
 def serve_schedule(settings: Settings | None = None) -> None:
-    """Serve the ``hitl-cycle`` flow on its schedule (every ``MNIST_HITL_CYCLE_MINUTES``).
+    """Serve the ``hitl-cycle`` flow on its schedule (every ``MNIST_HITL_CYCLE_MINUTES``), until interrupted.
 
     Uses the Prefect server at ``PREFECT_API_URL`` (default: the local one on
-    ``MNIST_HITL_PREFECT_PORT``); when none answers, starts ``prefect server start``
-    (SQLite under ``$MNIST_HITL_HOME/prefect``) and stops it on exit.
+    ``MNIST_HITL_PREFECT_PORT``). When that is the default and nothing answers,
+    starts ``prefect server start`` (SQLite under ``$MNIST_HITL_HOME/prefect``)
+    and stops it on exit.
     """
-    settings = settings or get_settings()
     import importlib.util
+    import subprocess
 
+    settings = settings or get_settings()
+    explicit = bool(os.environ.get("PREFECT_API_URL"))
     configure_prefect(settings)
-    spec = importlib.util.spec_from_file_location("hitl_cycle_flow", flows_dir() / "hitl_cycle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.serve(settings)
+    api = os.environ["PREFECT_API_URL"]
+    server = None
+    if not _prefect_answers(api, timeout=30 if explicit else 1):
+        if explicit:
+            raise RuntimeError(f"no Prefect server answers at {api}: start one with `prefect server start`")
+        log_path = settings.prefect_home / "server.log"
+        with open(log_path, "ab") as server_log:
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                 "--port", str(settings.prefect_port)],
+                stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+        if not _prefect_answers(api, timeout=120):
+            server.terminate()
+            raise RuntimeError(f"the Prefect server did not start; see {log_path}")
+    try:
+        spec = importlib.util.spec_from_file_location("hitl_cycle_flow", flows_dir() / "hitl_cycle.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.serve(settings)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _prefect_answers(api: str, timeout: float) -> bool:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def configure_prefect(settings: Settings) -> None:

@@ -1,11 +1,24 @@
 """Champion against challenger: the comparison, the promotion rule, and acting on it.
 
-The rule: promote the challenger when it is better than the deployed champion
-on the users' held-out slice (drawings never trained on) by more than
-``min_users_gain`` (default 0: strictly better), and not more than
-``max_holdout_drop`` (default 0.005, half a point) worse on the MNIST holdout.
-With no users' held-out drawings, it must be strictly better on the MNIST
-holdout instead.
+The rule (``promotion_rule``): promote the challenger when
+
+* it is better than the deployed champion on the users' held-out slice
+  (drawings never trained on), and
+* it is not more than ``max_holdout_drop`` (0.5 points) worse on the MNIST
+  holdout, **or** its drop there is within the holdout's noise: not significant
+  in an exact one-sided McNemar test at ``significance`` (5%) on the digits one
+  model reads right and the other wrong.
+
+Why the second clause: on the bundled 1,000-digit holdout, the first model's own
+recipe lands anywhere from 98.1% to 98.9% with the seed alone, and repeating one
+fine-tuning changes its holdout score by up to 0.3 points; challengers that
+gained 15 points on the users' drawings measured 0 to 0.7 points below a 98.9%
+champion. A bare 0.5-point gate rejects a good share of them on noise, while a
+poisoned challenger (wrong labels) drops by several points, significantly, and
+is still rejected. ``significance=0`` gives the plain 0.5-point rule; on the full
+MNIST (10,000 test digits) the test is sharp enough that the two rarely differ.
+With no users' held-out drawings the challenger must be strictly better on the
+MNIST holdout.
 
 Acting on it writes, in this order: the model file and its LiteRT export
 (``models/model_<version>.*``), the store's record as ``candidate``, the MLflow
@@ -31,7 +44,7 @@ from mnist_hitl.store import Store
 log = logging.getLogger(__name__)
 
 MAX_HOLDOUT_DROP = 0.005
-MIN_USERS_GAIN = 0.0
+SIGNIFICANCE = 0.05
 
 
 @dataclass
@@ -50,6 +63,8 @@ class Comparison:
     champion: Scores
     n_mnist_holdout: int
     n_users_heldout: int
+    mnist_only_champion_right: int = 0  # holdout digits the champion reads right and the challenger wrong
+    mnist_only_challenger_right: int = 0
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -67,12 +82,13 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict[int, f
     return {int(d): float((predicted[labels == d] == d).mean()) for d in range(10) if (labels == d).any()}
 
 
-def score(network, x_mnist: np.ndarray, y_mnist: np.ndarray, x_users: np.ndarray, y_users: np.ndarray) -> Scores:
-    """A Keras model's accuracies on the MNIST holdout and the users' held-out slice."""
+def _predict(network, x: np.ndarray) -> np.ndarray:
     from mnist_hitl.model import predict_proba
 
-    mnist_pred = predict_proba(network, x_mnist).argmax(axis=1)
-    users_pred = predict_proba(network, x_users).argmax(axis=1) if len(y_users) else np.zeros(0, dtype=int)
+    return predict_proba(network, x).argmax(axis=1) if len(x) else np.zeros(0, dtype=int)
+
+
+def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
     return Scores(
         float((mnist_pred == y_mnist).mean()) if len(y_mnist) else float("nan"),
         float((users_pred == y_users).mean()) if len(y_users) else float("nan"),
@@ -83,21 +99,54 @@ def score(network, x_mnist: np.ndarray, y_mnist: np.ndarray, x_users: np.ndarray
 
 def compare(challenger, champion, data) -> Comparison:
     """Score both models on the same MNIST holdout and users' held-out slice (a RetrainData)."""
-    args = (data.x_mnist_holdout, data.y_mnist_holdout, data.users_heldout.x, data.users_heldout.y)
-    return Comparison(score(challenger, *args), score(champion, *args), len(data.y_mnist_holdout),
-                      len(data.users_heldout))
+    y_mnist, y_users = np.asarray(data.y_mnist_holdout), np.asarray(data.users_heldout.y)
+    new_mnist, old_mnist = _predict(challenger, data.x_mnist_holdout), _predict(champion, data.x_mnist_holdout)
+    new_users, old_users = _predict(challenger, data.users_heldout.x), _predict(champion, data.users_heldout.x)
+    return Comparison(
+        _scores(new_mnist, y_mnist, new_users, y_users),
+        _scores(old_mnist, y_mnist, old_users, y_users),
+        len(y_mnist),
+        len(y_users),
+        int(((old_mnist == y_mnist) & (new_mnist != y_mnist)).sum()),
+        int(((old_mnist != y_mnist) & (new_mnist == y_mnist)).sum()),
+    )
 
 
-def promotion_rule(challenger: Scores, champion: Scores, max_holdout_drop: float = MAX_HOLDOUT_DROP,
-                   min_users_gain: float = MIN_USERS_GAIN) -> Verdict:
-    """Decide whether the challenger replaces the champion; the reasons say why, with the numbers."""
+def holdout_drop_p_value(only_champion_right: int, only_challenger_right: int) -> float:
+    """One-sided exact McNemar test: how likely a drop this large is if both models were equally good."""
+    from scipy.stats import binomtest
+
+    discordant = only_champion_right + only_challenger_right
+    if discordant == 0:
+        return 1.0
+    return float(binomtest(only_champion_right, discordant, 0.5, alternative="greater").pvalue)
+
+
+def promotion_rule(comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT_DROP,
+                   significance: float = SIGNIFICANCE) -> Verdict:
+    """Decide whether the challenger replaces the champion; the reasons say why, with the numbers.
+
+    Args:
+        comparison: both models' scores on the same data.
+        max_holdout_drop: the MNIST-holdout drop always tolerated (0.005 = half a point).
+        significance: a larger drop is still tolerated when a one-sided McNemar test
+            does not find it significant at this level; 0 turns the allowance off.
+    """
+    challenger, champion = comparison.challenger, comparison.champion
     reasons = []
     drop = champion.mnist_holdout - challenger.mnist_holdout
-    holdout_ok = drop <= max_holdout_drop + 1e-12
+    p_value = holdout_drop_p_value(comparison.mnist_only_champion_right, comparison.mnist_only_challenger_right)
+    within = drop <= max_holdout_drop + 1e-12
+    noise = not within and significance > 0 and p_value >= significance
+    holdout_ok = within or noise
+    verdict = ("ok" if within else
+               f"more than {max_holdout_drop * 100:.2f} points lower but within the holdout's noise "
+               f"(McNemar p={p_value:.2f} >= {significance:g})" if noise else
+               f"more than {max_holdout_drop * 100:.2f} points lower (McNemar p={p_value:.3f})")
     reasons.append(
         f"MNIST holdout {challenger.mnist_holdout:.4f} vs {champion.mnist_holdout:.4f} "
-        f"({-drop * 100:+.2f} points; at most {max_holdout_drop * 100:.2f} points lower allowed): "
-        + ("ok" if holdout_ok else "too much lower")
+        f"({-drop * 100:+.2f} points; {comparison.mnist_only_champion_right} digits only the champion reads, "
+        f"{comparison.mnist_only_challenger_right} only the challenger): {verdict}"
     )
     if _missing(challenger.users_heldout) or _missing(champion.users_heldout):
         better = challenger.mnist_holdout > champion.mnist_holdout
@@ -105,11 +154,10 @@ def promotion_rule(challenger: Scores, champion: Scores, max_holdout_drop: float
                        + ("it is" if better else "it is not"))
         return Verdict(better and holdout_ok, reasons)
     gain = challenger.users_heldout - champion.users_heldout
-    users_ok = gain > min_users_gain
+    users_ok = gain > 0
     reasons.append(
-        f"users' held-out slice {challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} "
-        f"({gain * 100:+.2f} points; must be more than {min_users_gain * 100:+.2f}): "
-        + ("better" if users_ok else "not better")
+        f"users' held-out slice ({comparison.n_users_heldout} drawings) {challenger.users_heldout:.4f} vs "
+        f"{champion.users_heldout:.4f} ({gain * 100:+.2f} points): " + ("better" if users_ok else "not better")
     )
     return Verdict(users_ok and holdout_ok, reasons)
 
