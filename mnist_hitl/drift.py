@@ -190,13 +190,11 @@ def feature_distances(reference: pd.DataFrame, current: pd.DataFrame) -> dict[st
 
 def plot_features(reference: pd.DataFrame, current: pd.DataFrame, columns: tuple[str, ...] = FEATURES[:6]):
     """Histograms of features, training digits against recent drawings (densities)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     columns = [c for c in columns if c in reference.columns]
-    figure, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 2.6))
+    figure = Figure(figsize=(2.6 * len(columns), 2.6))
+    axes = figure.subplots(1, len(columns))
     for ax, column in zip(np.atleast_1d(axes), columns):
         values = np.concatenate([reference[column].to_numpy(), current[column].to_numpy()])
         bins = np.histogram_bin_edges(values, bins=20) if len(values) else 10
@@ -207,7 +205,6 @@ def plot_features(reference: pd.DataFrame, current: pd.DataFrame, columns: tuple
         ax.tick_params(labelsize=7)
     np.atleast_1d(axes)[0].legend(fontsize=7)
     figure.tight_layout()
-    plt.close(figure)
     return figure
 
 

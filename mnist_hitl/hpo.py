@@ -278,10 +278,7 @@ def plot_search(search: SearchResult, output_dir: Path) -> dict[str, Path]:
     """The optimisation history and parameter importances as PNG files; returns their paths."""
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optuna draws with pyplot
     from optuna.visualization import matplotlib as optuna_plots
 
     study = load_study(search)

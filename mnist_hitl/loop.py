@@ -257,12 +257,10 @@ def monitor(settings: Settings, since_label_id: int, through_label_id: int, thre
 
 def plot_confusion(confusion: np.ndarray, title: str = ""):
     """The confusion matrix (users' label against predicted digit) as a matplotlib figure."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5.2, 4.6))
+    figure = Figure(figsize=(5.2, 4.6))
+    axes = figure.subplots()
     image = axes.imshow(confusion, cmap="Blues")
     for (row, col), value in np.ndenumerate(confusion):
         if value:
@@ -275,8 +273,17 @@ def plot_confusion(confusion: np.ndarray, title: str = ""):
     axes.set_title(f"Confusion matrix {title}".strip())
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
-    plt.close(figure)
     return figure
+
+
+def save_figure(figure, path: Path | str):
+    """Save a figure as PNG and return it as an image a notebook displays."""
+    from IPython.display import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    return Image(str(path))
 
 
 def write_json(path: Path | str, data: dict) -> Path:
@@ -325,7 +332,9 @@ def log_monitor(run_log, result: MonitorResult, decision_path: Path | str | None
     })
     run_log.tags({"decision": "retrain" if result.decision.retrain else "no retrain",
                   "reasons": "\n".join(result.decision.reasons)})
-    for path, folder in ((result.confusion_png, "plots"), (result.report_html, "drift"), (decision_path, None)):
+    features_png = Path(result.confusion_png).parent / "drift_features.png" if result.confusion_png else None
+    for path, folder in ((result.confusion_png, "plots"), (features_png, "plots"), (result.report_html, "drift"),
+                         (decision_path, None)):
         if path:
             run_log.artifact(path, folder)
 
@@ -507,8 +516,8 @@ def _settle_interrupted(settings: Settings, store: Store, cycle_id: str) -> list
     changes = []
     for row in store.model_versions():
         details = row["details"]
-        if details.get("cycle_id") == cycle_id and row["status"] in ("deployed", "rejected") \
-                and "reconciled" not in details and details.get("through_label_id") is not None:
+        finished = row["status"] == "deployed" or (row["status"] == "rejected" and "reconciled" not in details)
+        if details.get("cycle_id") == cycle_id and finished and details.get("through_label_id") is not None:
             advance_watermarks(store, int(details["through_label_id"]), int(details["through_label_id"]))
             changes.append(f"its retraining of {row['version']} had finished ({row['status']}): watermarks advanced")
     try:
@@ -619,7 +628,7 @@ def run_cycle(force_retrain: bool = False, settings: Settings | None = None, *, 
             passes one that runs each stage as a task.
 
     Returns:
-        A summary: ``outcome`` (``busy``, ``no_new_labels``, ``no_retrain``, ``promoted``,
+        A summary: ``outcome`` (``busy``, ``no_new_data``, ``no_retrain``, ``promoted``,
         ``rejected``), the decision and its reasons, the model version, the stage times.
 
     Raises:
@@ -654,20 +663,20 @@ def _cycle(settings: Settings, cycle_id: str, force_retrain: bool, monitor_param
     summary: dict = {"cycle_id": cycle_id, "force_retrain": force_retrain, "since_label_id": plan.since_label_id,
                      "through_label_id": plan.through_label_id, "reconciled": plan.reconciled}
     if not plan.has_new_labels and not force_retrain:
-        summary.update(outcome="no_new_labels",
+        summary.update(outcome="no_new_data",
                        message=f"no label newer than {plan.seen_through} since the last cycle: nothing to do")
         timed("record", _record_quiet_cycle, settings, plan, summary)
         seconds["total"] = round(time.perf_counter() - started, 2)
         summary["seconds"] = seconds
         _remember(settings, summary)
-        metrics.record_cycle("no_new_labels")
+        metrics.record_cycle("no_new_data")
         return summary
 
+    with Store(settings.db_path) as store:
+        store.set_meta(RUNNING_CYCLE, cycle_id)  # first: a cycle killed from here on is settled by the next
     parent_run = tracking.start_run(settings, f"cycle {cycle_id}", "cycle", cycle_id,
                                     tags={"force_retrain": str(force_retrain)})
     summary["mlflow_run_id"] = parent_run
-    with Store(settings.db_path) as store:
-        store.set_meta(RUNNING_CYCLE, cycle_id)
     parent = tracking.RunLog(settings, parent_run)
     try:
         parent.params({"force_retrain": force_retrain, **asdict(Thresholds.from_settings(settings)),
@@ -687,6 +696,7 @@ def _cycle(settings: Settings, cycle_id: str, force_retrain: bool, monitor_param
                 summary["reasons"] = [*decision["reasons"], "retraining anyway: --force-retrain"]
             retrain_result, retrain_run = timed("retrain", _retrain_stage, settings, plan, parent_run, retrain_params)
             summary.update(retrain_run_id=retrain_run, model_version=retrain_result["version"],
+                           mlflow_model_version=retrain_result.get("mlflow_model_version"),
                            promoted=retrain_result["status"] == "deployed",
                            verdict_reasons=retrain_result["reasons"], scores=retrain_result["comparison"],
                            retrain_seconds=retrain_result.get("seconds"))
@@ -749,7 +759,7 @@ def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> N
 
     try:
         run_id = tracking.start_run(settings, f"cycle {plan.cycle_id}", "cycle", plan.cycle_id,
-                                    tags={"outcome": "no_new_labels", "reasons": summary["message"]})
+                                    tags={"outcome": "no_new_data", "reasons": summary["message"]})
         tracking.RunLog(settings, run_id).metrics({"new_labels": 0})
         tracking.end_run(settings, run_id, "FINISHED")
         summary["mlflow_run_id"] = run_id
@@ -820,12 +830,12 @@ def serve_schedule(settings: Settings | None = None) -> None:
     starts ``prefect server start`` (SQLite under ``$MNIST_HITL_HOME/prefect``)
     and stops it on exit.
     """
-    import importlib.util
+    import importlib
     import subprocess
 
     settings = settings or get_settings()
     explicit = bool(os.environ.get("PREFECT_API_URL"))
-    configure_prefect(settings)
+    configure_prefect(settings, server=True)
     api = os.environ["PREFECT_API_URL"]
     server = None
     if not _prefect_answers(api, timeout=30 if explicit else 1):
@@ -841,9 +851,11 @@ def serve_schedule(settings: Settings | None = None) -> None:
             server.terminate()
             raise RuntimeError(f"the Prefect server did not start; see {log_path}")
     try:
-        spec = importlib.util.spec_from_file_location("hitl_cycle_flow", flows_dir() / "hitl_cycle.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # Prefect runs each flow run in a child process that imports the flow's module by name
+        folder = str(flows_dir())
+        sys.path.insert(0, folder)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+        module = importlib.import_module("hitl_cycle")
         module.serve(settings)
     finally:
         if server is not None:
@@ -871,14 +883,20 @@ def _prefect_answers(api: str, timeout: float) -> bool:
         time.sleep(0.5)
 
 
-def configure_prefect(settings: Settings) -> None:
-    """Point Prefect at the home folder and the local server, unless the environment says otherwise.
+def configure_prefect(settings: Settings, server: bool = False) -> None:
+    """Keep Prefect's files under the home folder, unless the environment says otherwise.
 
     Call before importing ``prefect``: it reads its settings once.
+
+    Args:
+        settings: where the home folder is.
+        server: also point ``PREFECT_API_URL`` at the local server (``MNIST_HITL_PREFECT_PORT``)
+            when it is not set; without it, a flow run with no API URL uses a temporary local API.
     """
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
-    os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{settings.prefect_port}/api")
+    if server:
+        os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{settings.prefect_port}/api")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

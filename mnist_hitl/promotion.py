@@ -168,12 +168,10 @@ def _missing(value: float | None) -> bool:
 
 def plot_per_class(comparison: Comparison):
     """Accuracy per digit, champion against challenger, on the MNIST holdout and the users' slice."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    figure = Figure(figsize=(11, 3.6))
+    axes = figure.subplots(1, 2, sharey=True)
     panels = (("MNIST holdout", "mnist_per_class", comparison.n_mnist_holdout),
               ("users' held-out slice", "users_per_class", comparison.n_users_heldout))
     for ax, (title, attribute, n) in zip(axes, panels):
@@ -189,7 +187,6 @@ def plot_per_class(comparison: Comparison):
     axes[0].set_ylim(0, 1.02)
     axes[1].legend(loc="lower right")
     figure.tight_layout()
-    plt.close(figure)
     return figure
 
 
@@ -234,6 +231,9 @@ def apply_verdict(settings: Settings, challenger, verdict: Verdict, comparison: 
         mlflow_version = tracking.log_keras_model(settings, run_id, challenger, saved.version)
         record["mlflow_model_version"] = mlflow_version
     if not deploy:
+        with Store(settings.db_path) as store:
+            store.record_model_version(saved.version, saved.keras_path.name, accuracy, "candidate",
+                                       {**record, "dry_run": True})
         return Outcome(saved.version, "candidate", saved.keras_path.name, mlflow_version)
     if verdict.promote:
         pointer = model_lib.deploy(saved, settings.models_dir, holdout_accuracy=accuracy)
@@ -285,7 +285,7 @@ def reconcile(settings: Settings) -> list[str]:
                                            {**row["details"], "reconciled": "deployed but recorded "
                                             f"{row['status']} (cycle interrupted after deployment)"})
                 changes.append(f"{row['version']}: recorded as deployed (the pointer says so)")
-            elif row["version"] != deployed and row["status"] == "candidate":
+            elif row["version"] != deployed and row["status"] == "candidate" and not row["details"].get("dry_run"):
                 store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], "rejected",
                                            {**row["details"], "reconciled": "cycle interrupted before promotion"})
                 changes.append(f"{row['version']}: candidate left by an interrupted cycle, recorded as rejected")

@@ -129,9 +129,9 @@ def test_a_second_cycle_exits_at_once_with_a_clear_message(home):
     holder.start()
     try:
         assert ready.wait(60)
-        with pytest.raises(loop.CycleBusy, match=rf"another learning cycle is running: cycle .* \(pid {holder.pid}"):
-            with loop.cycle_lock(home):
-                pass
+        busy = rf"another learning cycle is running: cycle .* \(pid {holder.pid}"
+        with pytest.raises(loop.CycleBusy, match=busy), loop.cycle_lock(home):
+            pass
         summary = loop.run_cycle(settings=home)
         assert summary["outcome"] == "busy" and f"pid {holder.pid}" in summary["message"]
     finally:
@@ -157,14 +157,14 @@ def test_the_lock_is_released_when_the_holder_dies(home):
 
 def test_a_cycle_without_new_labels_only_records_that(home):
     first = loop.run_cycle(settings=home)
-    assert first["outcome"] == "no_new_labels" and "nothing to do" in first["message"]
+    assert first["outcome"] == "no_new_data" and "nothing to do" in first["message"]
     assert not home.runs_dir.exists()  # no notebook ran
     assert loop.last_cycle(home)["cycle_id"] == first["cycle_id"]
     from mnist_hitl import tracking
 
     client = tracking.client(home)
     run = client.get_run(first["mlflow_run_id"])
-    assert run.data.tags["outcome"] == "no_new_labels" and run.info.status == "FINISHED"
+    assert run.data.tags["outcome"] == "no_new_data" and run.info.status == "FINISHED"
 
 
 def test_labels_are_never_counted_twice(home, monkeypatch):
@@ -180,7 +180,7 @@ def test_labels_are_never_counted_twice(home, monkeypatch):
     assert first["outcome"] == "no_retrain" and first["new_labels"] == 25
     assert "fewer than the 50 needed" in first["reasons"][0]
     assert first["watermarks"]["seen_through"] == 25 and first["watermarks"]["retrained_through"] == 0
-    assert loop.run_cycle(settings=settings)["outcome"] == "no_new_labels"
+    assert loop.run_cycle(settings=settings)["outcome"] == "no_new_data"
     add_labels(settings, [3] * 30)
     third = loop.run_cycle(settings=settings, monitor_params={"reference_size": 300})
     assert third["outcome"] == "no_retrain" and third["new_labels"] == 55
