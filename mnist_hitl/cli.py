@@ -120,9 +120,15 @@ def cycle(
     force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False,
 ) -> None:
     """Run one learning cycle now (monitor, then retrain if needed), without any server."""
-    from mnist_hitl.loop import run_cycle
+    from mnist_hitl.loop import CycleFailed, run_cycle
 
-    typer.echo(json.dumps(run_cycle(force_retrain=force_retrain), default=str))
+    try:
+        summary = run_cycle(force_retrain=force_retrain)
+    except CycleFailed as error:
+        _fail(str(error))
+    typer.echo(json.dumps(summary, default=str))
+    if summary["outcome"] == "busy":
+        _fail(summary["message"], code=75)  # EX_TEMPFAIL: try again later
 
 
 @app.command()

@@ -31,9 +31,13 @@ class Settings:
     app_host: str = "127.0.0.1"
     app_port: int = 8866
     min_new_labels: int = 20
-    drift_threshold: float = 0.1
+    drift_threshold: float = 0.3
     fail_threshold: int = 5
     cycle_minutes: int = 60
+    n_trials: int = 8
+    epochs_per_trial: int = 1
+    final_epochs: int = 4
+    oversample: int = 5
     mlflow_tracking_uri: str = ""
     prefect_port: int = 4200
     mlflow_port: int = 5000
@@ -98,8 +102,11 @@ def get_settings() -> Settings:
         MNIST_HITL_SEED [0]: seed of the split and of training.
         MNIST_HITL_EPOCHS [15]: epochs of the first model's training.
         MNIST_HITL_APP_HOST [127.0.0.1], MNIST_HITL_APP_PORT [8866]: the drawing app.
-        MIN_NEW_LABELS [20], DRIFT_THRESHOLD [0.1], FAIL_THRESHOLD [5]: retrain trigger.
+        MIN_NEW_LABELS [20], DRIFT_THRESHOLD [0.3], FAIL_THRESHOLD [5]: retrain trigger.
         MNIST_HITL_CYCLE_MINUTES [60]: interval of the scheduled learning cycle.
+        MNIST_HITL_TRIALS [8], MNIST_HITL_EPOCHS_PER_TRIAL [1]: the retraining's Optuna search.
+        MNIST_HITL_FINAL_EPOCHS [4]: epochs of the challenger's final training.
+        MNIST_HITL_OVERSAMPLE [5]: how many times each user drawing is repeated in training.
         MLFLOW_TRACKING_URI [sqlite:///$MNIST_HITL_HOME/mlflow/mlflow.db].
     """
     home = Path(_env("MNIST_HITL_HOME", "var")).expanduser().resolve()
@@ -114,9 +121,13 @@ def get_settings() -> Settings:
         app_host=_env("MNIST_HITL_APP_HOST", "127.0.0.1"),
         app_port=int(_env("MNIST_HITL_APP_PORT", "8866")),
         min_new_labels=int(_env("MIN_NEW_LABELS", "20")),
-        drift_threshold=float(_env("DRIFT_THRESHOLD", "0.1")),
+        drift_threshold=float(_env("DRIFT_THRESHOLD", "0.3")),
         fail_threshold=int(_env("FAIL_THRESHOLD", "5")),
         cycle_minutes=int(_env("MNIST_HITL_CYCLE_MINUTES", "60")),
+        n_trials=int(_env("MNIST_HITL_TRIALS", "8")),
+        epochs_per_trial=int(_env("MNIST_HITL_EPOCHS_PER_TRIAL", "1")),
+        final_epochs=int(_env("MNIST_HITL_FINAL_EPOCHS", "4")),
+        oversample=int(_env("MNIST_HITL_OVERSAMPLE", "5")),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
         prefect_port=int(_env("MNIST_HITL_PREFECT_PORT", "4200")),
         mlflow_port=int(_env("MNIST_HITL_MLFLOW_PORT", "5000")),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_hitl.config import Settings
-from mnist_hitl.model import TrainParams, as_input
+from mnist_hitl.model import TrainParams
 from mnist_hitl.preprocess import decode_image
 from mnist_hitl.store import Store
 
@@ -139,32 +139,10 @@ def _keras():
 
 
 def fit(x: np.ndarray, y: np.ndarray, params: TrainParams, initial_weights: list | None = None):
-    """Train a CNN, from scratch or from ``initial_weights`` (a fine-tune).
-
-    The same pipeline as :func:`mnist_hitl.model.train_model` (shuffled batches,
-    light rotation, zoom and shift), with the weights to start from.
-    """
+    """Train a CNN quietly, from scratch or from ``initial_weights`` (a fine-tune)."""
     from mnist_hitl import model as model_lib
 
-    if initial_weights is None:
-        return model_lib.train_model(x, y, params, progress=False)
-    keras = _keras()
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(params.seed)
-    network = model_lib.build_model(params.learning_rate, params.dropout)
-    network.set_weights(initial_weights)
-    dataset = tf.data.Dataset.from_tensor_slices((as_input(x), np.asarray(y, dtype=np.int64)))
-    dataset = dataset.shuffle(len(x), seed=params.seed).batch(params.batch_size)
-    if params.augment:
-        augment = keras.Sequential([
-            keras.layers.RandomRotation(0.04, fill_mode="constant", seed=params.seed),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=params.seed),
-            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=params.seed),
-        ])
-        dataset = dataset.map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-    network.fit(dataset.prefetch(tf.data.AUTOTUNE), epochs=params.epochs, verbose=0)
-    return network
+    return model_lib.train_model(x, y, params, progress=False, initial_weights=initial_weights)
 
 
 def accuracy(network, x: np.ndarray, y: np.ndarray) -> float:

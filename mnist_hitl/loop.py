@@ -53,15 +53,6 @@ RUNNING_CYCLE = "loop.running_cycle"
 MONITOR_NOTEBOOK = "monitor.ipynb"
 RETRAIN_NOTEBOOK = "retrain.ipynb"
 
-# Retraining parameters a deployment may override from the environment (notebook defaults otherwise).
-RETRAIN_ENV = {
-    "MNIST_HITL_TRIALS": ("n_trials", int),
-    "MNIST_HITL_EPOCHS_PER_TRIAL": ("epochs_per_trial", int),
-    "MNIST_HITL_FINAL_EPOCHS": ("final_epochs", int),
-    "MNIST_HITL_OVERSAMPLE": ("oversample", int),
-}
-
-
 class CycleBusy(RuntimeError):
     """Another learning cycle holds the lock."""
 
@@ -552,14 +543,10 @@ def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) 
     return output
 
 
-def retrain_overrides() -> dict:
-    """Retraining parameters set in the environment (``MNIST_HITL_TRIALS``...)."""
-    overrides = {}
-    for variable, (name, kind) in RETRAIN_ENV.items():
-        value = os.environ.get(variable)
-        if value:
-            overrides[name] = kind(value)
-    return overrides
+def retrain_overrides(settings: Settings) -> dict:
+    """The retraining parameters the settings give (``MNIST_HITL_TRIALS``...)."""
+    return {"n_trials": settings.n_trials, "epochs_per_trial": settings.epochs_per_trial,
+            "final_epochs": settings.final_epochs, "oversample": settings.oversample}
 
 
 def _monitor_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: dict) -> tuple[dict, str]:
@@ -596,7 +583,7 @@ def _retrain_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: 
     parameters = {
         "home": str(settings.home), "tracking_uri": settings.tracking_uri, "mlflow_run_id": run_id,
         "cycle_id": plan.cycle_id, "through_label_id": plan.through_label_id,
-        "output_dir": str(plan.run_dir), "result_path": str(result_path), **retrain_overrides(), **extra,
+        "output_dir": str(plan.run_dir), "result_path": str(result_path), **retrain_overrides(settings), **extra,
     }
     status = "FAILED"
     try:
@@ -682,7 +669,7 @@ def _cycle(settings: Settings, cycle_id: str, force_retrain: bool, monitor_param
         parent.params({"force_retrain": force_retrain, **asdict(Thresholds.from_settings(settings)),
                        "since_label_id": plan.since_label_id, "seen_through": plan.seen_through,
                        "through_label_id": plan.through_label_id, **{f"retrain.{k}": v for k, v in
-                                                                       {**retrain_overrides(),
+                                                                       {**retrain_overrides(settings),
                                                                         **retrain_params}.items()}})
         decision, monitor_run = timed("monitor", _monitor_stage, settings, plan, parent_run, monitor_params)
         summary.update(decision=decision["retrain"], reasons=decision["reasons"], new_labels=decision["new_labels"],

@@ -114,14 +114,16 @@ class _ProgressBar:
 
 
 def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(), progress: bool = True,
-                description: str = "training"):
-    """Train a fresh CNN.
+                description: str = "training", initial_weights: list | None = None):
+    """Train a CNN, from scratch or from ``initial_weights`` (a fine-tune).
 
     Args:
         x: images (n, 28, 28), uint8 or float in [0, 1].
         y: digits (n,).
-        params: hyper-parameters; the seed makes the run repeatable.
+        params: hyper-parameters; the seed fixes the initialisation, shuffling and augmentation.
         progress: show a progress bar.
+        description: the progress bar's label.
+        initial_weights: weights to start from (``model.get_weights()`` of another model).
 
     Returns:
         The trained Keras model.
@@ -131,6 +133,8 @@ def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(
 
     keras.utils.set_random_seed(params.seed)
     model = build_model(params.learning_rate, params.dropout)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
     x = as_input(x)
     y = np.asarray(y, dtype=np.int64)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=params.seed)
