@@ -12,6 +12,8 @@ import time
 import urllib.request
 from collections import Counter
 
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,30 +22,7 @@ from mnist_hitl.config import get_settings
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.store import Store
 
-# A user session in one process: predict pictures, label each, send one empty drawing.
-# Every third right answer is "corrected" anyway, so both kinds of label occur.
-WORKER = """
-import sys
-import numpy as np
-from mnist_hitl.data import load_bundled
-from mnist_hitl.preprocess import EmptyDrawingError
-from mnist_hitl.workbench import Workbench
-
-start, count = int(sys.argv[1]), int(sys.argv[2])
-data = load_bundled()
-with Workbench(source="cli") as bench:
-    for i in range(start, start + count):
-        result = bench.predict_picture(data.x_test[i])
-        truth = int(data.y_test[i])
-        if result.predicted_label == truth and i % 3:
-            bench.label(result.prediction_id, truth, "confirm")
-        else:
-            bench.label(result.prediction_id, truth if result.predicted_label != truth else (truth + 1) % 10, "correct")
-    try:
-        bench.predict_picture(np.zeros((28, 28), np.uint8))
-    except EmptyDrawingError:
-        pass
-"""
+USER_SESSION = str(Path(__file__).with_name("user_session.py"))
 
 # What the learning-loop flow publishes after a cycle.
 FLOW = """
@@ -60,10 +39,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_python(settings, code: str, *args: str) -> subprocess.Popen:
+def run_script(settings, script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, script, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def run_python(settings, code: str, *args: str) -> subprocess.Popen:
+    return run_script(settings, "-c", code, *args)
 
 
 def finish(*processes: subprocess.Popen) -> None:
@@ -116,7 +99,7 @@ def values(samples: dict, name: str, label: str | None = None) -> dict:
 def test_metrics_add_up_across_processes(home_with_model, exporter):
     settings = home_with_model
     # Two users' sessions at the same time, then the flow's cycle: three writers.
-    finish(run_python(settings, WORKER, "0", "12"), run_python(settings, WORKER, "100", "9"))
+    finish(run_script(settings, USER_SESSION, "0", "12"), run_script(settings, USER_SESSION, "100", "9"))
     finish(run_python(settings, FLOW))
     samples = exporter()
 
@@ -160,7 +143,7 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
 
 def test_metric_names_and_help_follow_prometheus_conventions(home_with_model, exporter, require_binary):
     require_binary("promtool", "prometheus")
-    finish(run_python(home_with_model, WORKER, "0", "3"), run_python(home_with_model, FLOW))
+    finish(run_script(home_with_model, USER_SESSION, "0", "3"), run_python(home_with_model, FLOW))
     exporter()
     text = exporter.text
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)

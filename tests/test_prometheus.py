@@ -26,29 +26,12 @@ DATASOURCES = ROOT / "dashboards" / "grafana" / "provisioning" / "datasources"
 # Grafana's variables, as Grafana would set them for a short time range scraped every second.
 GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__range": "1h", "$__interval": "1s"}
 
-WORKER = """
+USER_SESSION = str(Path(__file__).with_name("user_session.py"))
+# What the learning-loop flow publishes after a cycle.
+FLOW = """
 import sys
-import numpy as np
-from mnist_hitl.data import load_bundled
-from mnist_hitl.preprocess import EmptyDrawingError
-from mnist_hitl.workbench import Workbench
-
-start, count = int(sys.argv[1]), int(sys.argv[2])
-data = load_bundled()
-with Workbench(source="cli") as bench:
-    for i in range(start, start + count):
-        result = bench.predict_picture(data.x_test[i])
-        truth = int(data.y_test[i])
-        if result.predicted_label == truth and i % 3:
-            bench.label(result.prediction_id, truth, "confirm")
-        else:
-            bench.label(result.prediction_id, truth if result.predicted_label != truth else (truth + 1) % 10, "correct")
-    try:
-        bench.predict_picture(np.zeros((28, 28), np.uint8))
-    except EmptyDrawingError:
-        pass
 from mnist_hitl import metrics
-metrics.record_monitor(0.2, {d: d / 20 for d in range(10)}, labels_waiting=count)
+metrics.record_monitor(0.2, {d: d / 20 for d in range(10)}, labels_waiting=int(sys.argv[1]))
 metrics.record_cycle("promoted")
 """
 
@@ -153,9 +136,12 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(h
         wait_until(targets_up, 120, "Prometheus to scrape the exporter, the app and itself")
         expected = 0
         for count in (8, 6):  # two rounds, so every counter is seen before it grows
-            worker = subprocess.run([sys.executable, "-c", WORKER, str(expected), str(count)], env=env,
+            worker = subprocess.run([sys.executable, USER_SESSION, str(expected), str(count)], env=env,
                                     capture_output=True, text=True, timeout=180)
             assert worker.returncode == 0, worker.stderr
+            flow = subprocess.run([sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True,
+                                  timeout=60)
+            assert flow.returncode == 0, flow.stderr
             assert get(f"http://127.0.0.1:{settings.app_port}/", timeout=60)  # a page view
             expected += count
             wait_until(lambda: [r for r in query("sum(mnist_hitl_predictions_total)")
