@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -44,15 +45,8 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mnist_hitl.registry import train_first_model
 
     session_home = tmp_path_factory.mktemp("session-home")
-    previous = os.environ.get("MNIST_HITL_HOME")
-    os.environ["MNIST_HITL_HOME"] = str(session_home)
-    try:
-        train_first_model(get_settings(), epochs=SESSION_EPOCHS, progress=False)
-    finally:
-        if previous is None:
-            os.environ.pop("MNIST_HITL_HOME")
-        else:
-            os.environ["MNIST_HITL_HOME"] = previous
+    settings = dataclasses.replace(get_settings(), home=session_home)
+    train_first_model(settings, epochs=SESSION_EPOCHS, progress=False)
     return session_home / "models"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -29,17 +30,9 @@ def quick_models(base: Path) -> Path:
     if (models / "latest.json").exists():
         return models
     home = base / "quick-home"
-    previous = os.environ.get("MNIST_HITL_HOME")
-    os.environ["MNIST_HITL_HOME"] = str(home)
-    try:
-        from mnist_hitl.registry import train_first_model
+    from mnist_hitl.registry import train_first_model
 
-        train_first_model(get_settings(), epochs=QUICK_EPOCHS, progress=False)
-    finally:
-        if previous is None:
-            os.environ.pop("MNIST_HITL_HOME")
-        else:
-            os.environ["MNIST_HITL_HOME"] = previous
+    train_first_model(dataclasses.replace(get_settings(), home=home), epochs=QUICK_EPOCHS, progress=False)
     shutil.copytree(home / "models", models)
     return models
 
