@@ -41,7 +41,8 @@ KERNEL_ID = re.compile(r"/api/kernels/([0-9a-f-]{36})")
 def prepare_home(source: Path | None) -> Path:
     """A temporary home with the source home's deployed model, or with one trained now."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.registry import has_deployed_model, train_first_model
+    from mnist_hitl.learning.deployment import has_deployed_model
+    from mnist_hitl.learning.training import train_first_model
 
     home = Path(tempfile.mkdtemp(prefix="mnist-hitl-bench-app-"))
     if source is not None:

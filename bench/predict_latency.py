@@ -39,7 +39,7 @@ def main() -> None:
     from mnist_hitl.data import load_bundled
     from mnist_hitl.predictor import Predictor
     from mnist_hitl.preprocess import render_strokes, to_mnist
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.workbench import Workbench
 
     settings = get_settings()
@@ -71,7 +71,7 @@ def main() -> None:
         stages["preprocess"].append((middle - start) * 1000)
         stages["infer"].append((time.perf_counter() - middle) * 1000)
 
-    from mnist_hitl.model import load_model
+    from mnist_hitl.learning.model import load_model
 
     keras_model = load_model(settings.models_dir / "latest.keras")
     x = to_mnist(drawing).reshape(1, 28, 28, 1)

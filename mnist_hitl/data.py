@@ -133,15 +133,3 @@ def load_mnist(settings: Settings | None = None) -> Dataset:
     if settings.mnist_source == "keras":
         return load_keras()
     raise DataError(f"unknown MNIST source {settings.mnist_source!r}: use bundled, local or keras")
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write an array as an IDX file (gzipped when the name ends in .gz)."""
-    array = np.ascontiguousarray(array)
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
-    if array.dtype not in codes:
-        raise DataError(f"write_idx supports uint8 and int8, not {array.dtype}")
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as handle:
-        handle.write(header + array.tobytes())

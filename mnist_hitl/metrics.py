@@ -43,13 +43,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.learning.outcomes import CycleOutcome
+from mnist_hitl.store import LABEL_KINDS
 
 log = logging.getLogger(__name__)
 
 PREFIX = "mnist_hitl"
-LABEL_KINDS = ("confirm", "correct")
-CYCLE_OUTCOMES = ("no_new_data", "no_retrain", "promoted", "rejected", "failed", "busy")
+CYCLE_OUTCOMES = tuple(outcome.value for outcome in CycleOutcome)
 _OUTCOME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _unexpected_outcomes: set[str] = set()
 DIGITS = tuple(range(10))
@@ -80,7 +82,7 @@ class _Instruments:
         # prometheus_client reads the folder from the environment whenever it opens a file,
         # and chooses its value class when it is imported: set both here, so the import
         # order of the process (Voila, Prefect, the CLI) does not matter.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        config.export("PROMETHEUS_MULTIPROC_DIR", str(directory))
         from prometheus_client import Counter, Gauge, Histogram, values
 
         self.directory = directory
@@ -127,12 +129,17 @@ class _Instruments:
 
 
 _lock = threading.Lock()
-_state: dict = {"home": None, "instruments": None, "failed": False}
+_state: dict = {"home": None, "instruments": None, "failed": False, "pinned": None}
+
+
+def use_folder(directory: Path | None) -> None:
+    """Write this process' metrics to ``directory`` from now on (None: follow ``MNIST_HITL_HOME`` again)."""
+    _state["pinned"] = None if directory is None else Path(directory)
 
 
 def _instruments() -> _Instruments | None:
-    """This process' instruments, set up (again) when ``MNIST_HITL_HOME`` changes."""
-    home = os.environ.get("MNIST_HITL_HOME")
+    """This process' instruments, set up (again) when the metrics folder changes."""
+    home = _state["pinned"] or config.current_home() / "metrics"
     if _state["instruments"] is not None and _state["home"] == home:
         return _state["instruments"]
     with _lock:
@@ -144,7 +151,7 @@ def _instruments() -> _Instruments | None:
         if previous is not None:
             previous.close()
         _state.update(home=home, instruments=None, failed=False)
-        directory = get_settings().metrics_dir
+        directory = home
         try:
             _state["instruments"] = _Instruments(directory)
         except Exception as error:  # metrics must never break the caller

@@ -10,10 +10,10 @@ binds the loopback address unless configured otherwise.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from mnist_hitl import config
 from mnist_hitl.config import Settings
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run Voila (same arguments as ``voila``) with HTTP metrics at ``/metrics``."""
     # The server keeps its own in-process metrics; the kernels it starts set up the
     # shared multiprocess folder themselves (mnist_hitl.metrics).
-    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    config.export("PROMETHEUS_MULTIPROC_DIR", None)
     from jupyter_server.base.handlers import PrometheusMetricsHandler
     from jupyter_server.log import log_request
     from jupyter_server.utils import url_path_join
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
             metrics = (url_path_join(self.server_url, "/metrics"), PrometheusMetricsHandler)
             return [metrics, *super().init_handlers()]
 
-    config = Config()
-    config.Voila.tornado_settings = {"log_function": log_request, "authenticate_prometheus": False}
-    VoilaWithMetrics.launch_instance(argv, config=config)
+    voila_config = Config()
+    voila_config.Voila.tornado_settings = {"log_function": log_request, "authenticate_prometheus": False}
+    VoilaWithMetrics.launch_instance(argv, config=voila_config)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import sys
@@ -21,11 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-PROCFILE = ROOT / "Procfile"
-PROMETHEUS_CONFIG = ROOT / "dashboards" / "prometheus" / "prometheus.yml"
+from mnist_hitl.resources import resource
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def prometheus_config(settings: Settings, scrape_interval: str | None = None) ->
     """
     import yaml
 
-    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config = yaml.safe_load(resource("dashboards/prometheus/prometheus.yml").read_text())
     host = settings.app_host
     targets = {
         "mnist-hitl": f"{host}:{settings.metrics_port}",
@@ -85,29 +82,11 @@ def prometheus_config(settings: Settings, scrape_interval: str | None = None) ->
 
 def stack_environment(settings: Settings) -> dict[str, str]:
     """The environment of every service: the settings, spelled out, and the tools' own variables."""
-    env = dict(os.environ)
-    # Each mnist-hitl process sets up its own metrics folder from MNIST_HITL_HOME; the
-    # other services (Prefect, MLflow) must not write prometheus_client files there.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update({
-        "MNIST_HITL_HOME": str(settings.home),
-        "MNIST_HITL_APP_HOST": settings.app_host,
-        "MNIST_HITL_APP_PORT": str(settings.app_port),
-        "MNIST_HITL_PREFECT_PORT": str(settings.prefect_port),
-        "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
-        "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
-        "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
+    return config.child_environment(settings, {
         "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
         "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
         "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PREFECT_HOME": str(settings.prefect_home),
-        "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
     })
-    return env
 
 
 def prepare_home(settings: Settings) -> list[Path]:
@@ -136,7 +115,7 @@ def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
     return sorted(busy, key=stack.index)
 
 
-def run_stack(settings: Settings | None = None, procfile: Path = PROCFILE) -> int:
+def run_stack(settings: Settings | None = None, procfile: Path | None = None) -> int:
     """Start every service, print where each listens, and run until Ctrl-C.
 
     Trains the first model only if none is deployed, and removes only the metrics
@@ -151,7 +130,7 @@ def run_stack(settings: Settings | None = None, procfile: Path = PROCFILE) -> in
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.learning.training import train_first_model
 
     settings = settings or get_settings()
     with_prometheus = shutil.which("prometheus") is not None
@@ -170,14 +149,14 @@ def run_stack(settings: Settings | None = None, procfile: Path = PROCFILE) -> in
         print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
     env = stack_environment(settings)
     if with_prometheus:
-        config = Path(env["MNIST_HITL_PROMETHEUS_CONFIG"])
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(prometheus_config(settings))
+        prometheus_yml = Path(env["MNIST_HITL_PROMETHEUS_CONFIG"])
+        prometheus_yml.parent.mkdir(parents=True, exist_ok=True)
+        prometheus_yml.write_text(prometheus_config(settings))
 
-    commands = parse_procfile(Path(procfile).read_text()).processes
+    commands = parse_procfile(Path(procfile or resource("Procfile")).read_text()).processes
     manager = Manager()
     for service in stack:
-        manager.add_process(service.name, commands[service.name], env=env, cwd=str(ROOT))
+        manager.add_process(service.name, commands[service.name], env=env, cwd=str(settings.home))
 
     width = max(len(s.name) for s in stack)
     print(f"mnist-hitl stack, data in {settings.home}:")
@@ -198,15 +177,16 @@ def run_stack(settings: Settings | None = None, procfile: Path = PROCFILE) -> in
 def wait_for(url: str, timeout: float = 300.0) -> bool:
     """Wait until ``url`` answers 200; True if it did within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
                     return True
         except (OSError, urllib.error.URLError):
             pass
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.5)
-    return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -42,10 +41,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with one deployed model, trained once per test session."""
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.learning.training import train_first_model
 
     session_home = tmp_path_factory.mktemp("session-home")
-    settings = dataclasses.replace(get_settings(), home=session_home)
+    settings = get_settings().replace(home=session_home)
     train_first_model(settings, epochs=SESSION_EPOCHS, progress=False)
     return session_home / "models"
 
@@ -62,13 +61,15 @@ def redeploy() -> Callable[[Path, str], str]:
     """Deploy the deployed model's files again under a new version name (a new deployment, no training)."""
 
     def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
-        from mnist_hitl.model import SavedModel, deploy
+        from mnist_hitl.learning.deployment import deploy
+        from mnist_hitl.learning.model import SavedModel
 
         info = json.loads((models_dir / "latest.json").read_text())
         keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
         shutil.copyfile(models_dir / info["keras"], keras_path)
         shutil.copyfile(models_dir / info["tflite"], tflite_path)
-        deploy(SavedModel(version, keras_path, tflite_path), models_dir, holdout_accuracy=info.get("holdout_accuracy"))
+        deploy(get_settings(home=models_dir.parent), SavedModel(version, keras_path, tflite_path),
+               info.get("holdout_accuracy"), {"reason": "redeployed by a test"})
         return version
 
     return deploy_copy_as_new_version

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -30,9 +29,9 @@ def quick_models(base: Path) -> Path:
     if (models / "latest.json").exists():
         return models
     home = base / "quick-home"
-    from mnist_hitl.registry import train_first_model
+    from mnist_hitl.learning.training import train_first_model
 
-    train_first_model(dataclasses.replace(get_settings(), home=home), epochs=QUICK_EPOCHS, progress=False)
+    train_first_model(get_settings().replace(home=home), epochs=QUICK_EPOCHS, progress=False)
     shutil.copytree(home / "models", models)
     return models
 
@@ -58,21 +57,21 @@ def draw_and_label(settings: Settings, count: int, seed: int = 0, styled: bool =
         settings: the home (with a deployed model).
         count: how many drawings.
         seed: which MNIST train digits and how they are redrawn.
-        styled: drawn in :func:`mnist_hitl.drift.shifted_style`'s style (else plain, MNIST-like).
+        styled: drawn in :func:`mnist_hitl.learning.synthetic.shifted_style`'s style (else plain, MNIST-like).
         wrong_labels: every label is the next digit (``(true + 1) % 10``): a user who mislabels.
         offset: skip this many digits of the seeded order (for a second batch).
 
     Returns:
         Counts of corrections and confirmations, and the predictions' model versions.
     """
-    from mnist_hitl import drift
+    from mnist_hitl.learning import synthetic
     from mnist_hitl.data import load_bundled
     from mnist_hitl.workbench import Workbench
 
     data = load_bundled()
     order = np.random.default_rng(seed).permutation(len(data.y_train))[offset : offset + count]
-    style = drift.Style() if styled else drift.Style(**PLAIN)
-    pictures = drift.shifted_style(data.x_train[order], seed=seed, style=style)
+    style = synthetic.Style() if styled else synthetic.Style(**PLAIN)
+    pictures = synthetic.shifted_style(data.x_train[order], seed=seed, style=style)
     truth = data.y_train[order]
     labels = (truth + 1) % 10 if wrong_labels else truth
     counts = {"corrections": 0, "confirmations": 0, "versions": set()}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mnist_hitl.config import get_settings
-from mnist_hitl.data import DataError, load_bundled, load_local, load_mnist, read_idx, write_idx
+from helpers import write_idx
+from mnist_hitl.data import DataError, load_bundled, load_local, load_mnist, read_idx
 
 
 def test_bundled_split_is_stratified_disjoint_and_repeatable():

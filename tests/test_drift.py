@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_hitl import drift
+from mnist_hitl.learning import drift
+from mnist_hitl.learning.synthetic import shifted_style
 from mnist_hitl.data import load_bundled
 from mnist_hitl.preprocess import to_mnist
 
@@ -52,7 +53,7 @@ def test_drift_score_is_small_for_the_same_digits_and_large_for_another_style(mn
     reference = mnist.x_train
     assert drift.intensity_drift(reference, reference) == 0
     same = drift.intensity_drift(mnist.x_test[:300], reference)
-    shifted = np.stack([to_mnist(p) for p in drift.shifted_style(mnist.x_test[:300], seed=1)])
+    shifted = np.stack([to_mnist(p) for p in shifted_style(mnist.x_test[:300], seed=1)])
     other = drift.intensity_drift(shifted, reference)
     assert same < 0.15  # measured 0.06 (300 digits)
     assert other > 0.5  # measured 1.2: thick strokes
@@ -69,7 +70,7 @@ def test_drift_score_scale_is_the_reference_spread():
 def test_evidently_report_agrees_with_the_drift_score_and_is_saved(mnist, tmp_path):
     components = drift.PixelComponents.fit(mnist.x_train[:1500])
     reference = mnist.x_train[:1500]
-    current = np.stack([to_mnist(p) for p in drift.shifted_style(mnist.x_test[:60], seed=2)])
+    current = np.stack([to_mnist(p) for p in shifted_style(mnist.x_test[:60], seed=2)])
     summary = drift.drift_report(drift.image_features(reference, components),
                                  drift.image_features(current, components), 0.1, tmp_path / "report.html")
     assert summary.html_path.stat().st_size > 10_000
@@ -79,9 +80,9 @@ def test_evidently_report_agrees_with_the_drift_score_and_is_saved(mnist, tmp_pa
 
 
 def test_shifted_style_is_repeatable_and_readable_as_drawings(mnist):
-    first = drift.shifted_style(mnist.x_train[:5], seed=3)
-    again = drift.shifted_style(mnist.x_train[:5], seed=3)
-    other = drift.shifted_style(mnist.x_train[:5], seed=4)
+    first = shifted_style(mnist.x_train[:5], seed=3)
+    again = shifted_style(mnist.x_train[:5], seed=3)
+    other = shifted_style(mnist.x_train[:5], seed=4)
     assert first.shape == (5, 280, 280) and first.dtype == np.uint8
     assert np.array_equal(first, again) and not np.array_equal(first, other)
     digits = np.stack([to_mnist(p) for p in first])

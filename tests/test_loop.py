@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_hitl import loop
-from mnist_hitl.loop import Thresholds, decide
+from mnist_hitl.files import write_json
+from mnist_hitl.learning import cycle, lock, watermarks
+from mnist_hitl.learning.decision import Thresholds, decide
+from mnist_hitl.learning.monitoring import DecisionError, error_counts, read_decision
+from mnist_hitl.learning.notebooks import resolve_window
+from mnist_hitl.learning.schedule import cron_for
 from mnist_hitl.store import Store
 
 T = Thresholds(min_new_labels=20, drift_threshold=0.1, fail_threshold=5)
@@ -56,7 +60,7 @@ def test_unmeasured_drift_is_not_drift():
 def test_error_counts_and_confusion_matrix():
     labels = np.array([3, 3, 3, 5, 5, 0])
     predicted = np.array([3, 5, 8, 5, 3, 0])
-    counts, errors, confusion = loop.error_counts(labels, predicted)
+    counts, errors, confusion = error_counts(labels, predicted)
     assert counts[3] == 3 and errors[3] == 2 and errors[5] == 1 and errors[0] == 0
     assert confusion[3, 8] == 1 and confusion[5, 3] == 1 and confusion.sum() == 6
     assert np.trace(confusion) == 3
@@ -64,25 +68,25 @@ def test_error_counts_and_confusion_matrix():
 
 def test_decision_file_must_be_a_decision(tmp_path):
     path = tmp_path / "decision.json"
-    with pytest.raises(loop.CycleFailed, match="no readable decision"):
-        loop.read_decision(path)
+    with pytest.raises(cycle.CycleFailed, match="no readable decision"):
+        read_decision(path)
     path.write_text(json.dumps({"retrain": "yes"}))
-    with pytest.raises(loop.CycleFailed, match="not a decision"):
-        loop.read_decision(path)
-    loop.write_json(path, {"retrain": False, "reasons": ["few labels"], "new_labels": 3})
-    assert loop.read_decision(path)["reasons"] == ["few labels"]
+    with pytest.raises(cycle.CycleFailed, match="not a decision"):
+        read_decision(path)
+    write_json(path, {"retrain": False, "reasons": ["few labels"], "new_labels": 3})
+    assert read_decision(path)["reasons"] == ["few labels"]
 
 
 # watermarks ----------------------------------------------------------------------------
 
 def test_watermarks_start_at_zero_and_never_go_back(home):
     with Store(home.db_path) as store:
-        assert loop.watermarks(store) == loop.Watermarks(0, 0, None)
-        marks = loop.advance_watermarks(store, seen_through=12)
+        assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)
+        marks = watermarks.advance_watermarks(store, seen_through=12)
         assert (marks.seen_through, marks.retrained_through, marks.last_retrain_at) == (12, 0, None)
-        marks = loop.advance_watermarks(store, seen_through=30, retrained_through=30)
+        marks = watermarks.advance_watermarks(store, seen_through=30, retrained_through=30)
         assert (marks.seen_through, marks.retrained_through) == (30, 30) and marks.last_retrain_at
-        marks = loop.advance_watermarks(store, seen_through=5, retrained_through=7)
+        marks = watermarks.advance_watermarks(store, seen_through=5, retrained_through=7)
         assert (marks.seen_through, marks.retrained_through) == (30, 30)
 
 
@@ -103,10 +107,10 @@ def add_labels(settings, labels: list[int], predicted: int = 1) -> list[int]:
 def test_newest_label_and_window(home):
     ids = add_labels(home, [1, 2, 3])
     with Store(home.db_path) as store:
-        assert loop.newest_label_id(store) == ids[-1]
-        loop.advance_watermarks(store, ids[0], ids[0])
-    assert loop.resolve_window(home, None, None) == (ids[0], ids[-1])
-    assert loop.resolve_window(home, 0, 2) == (0, 2)
+        assert watermarks.newest_label_id(store) == ids[-1]
+        watermarks.advance_watermarks(store, ids[0], ids[0])
+    assert resolve_window(home, None, None) == (ids[0], ids[-1])
+    assert resolve_window(home, 0, 2) == (0, 2)
 
 
 # one cycle at a time -------------------------------------------------------------------
@@ -117,7 +121,7 @@ def _hold_lock(home: str, ready, release) -> None:
     os.environ["MNIST_HITL_HOME"] = home
     from mnist_hitl.config import get_settings
 
-    with loop.cycle_lock(get_settings()):
+    with lock.cycle_lock(get_settings()):
         ready.set()
         release.wait(30)
 
@@ -130,14 +134,14 @@ def test_a_second_cycle_exits_at_once_with_a_clear_message(home):
     try:
         assert ready.wait(60)
         busy = rf"another learning cycle is running: cycle .* \(pid {holder.pid}"
-        with pytest.raises(loop.CycleBusy, match=busy), loop.cycle_lock(home):
+        with pytest.raises(lock.CycleBusy, match=busy), lock.cycle_lock(home):
             pass
-        summary = loop.run_cycle(settings=home)
+        summary = cycle.run_cycle(settings=home)
         assert summary["outcome"] == "busy" and f"pid {holder.pid}" in summary["message"]
     finally:
         release.set()
         holder.join(30)
-    with loop.cycle_lock(home) as cycle_id:  # released when the holder is gone
+    with lock.cycle_lock(home) as cycle_id:  # released when the holder is gone
         assert cycle_id
 
 
@@ -149,18 +153,18 @@ def test_the_lock_is_released_when_the_holder_dies(home):
     assert ready.wait(60)
     holder.kill()
     holder.join(30)
-    with loop.cycle_lock(home):
+    with lock.cycle_lock(home):
         pass
 
 
 # quiet and failing cycles ------------------------------------------------------------
 
 def test_a_cycle_without_new_labels_only_records_that(home):
-    first = loop.run_cycle(settings=home)
+    first = cycle.run_cycle(settings=home)
     assert first["outcome"] == "no_new_data" and "nothing to do" in first["message"]
     assert not home.runs_dir.exists()  # no notebook ran
-    assert loop.last_cycle(home)["cycle_id"] == first["cycle_id"]
-    from mnist_hitl import tracking
+    assert cycle.last_cycle(home)["cycle_id"] == first["cycle_id"]
+    from mnist_hitl.learning import tracking
 
     client = tracking.client(home)
     run = client.get_run(first["mlflow_run_id"])
@@ -176,13 +180,13 @@ def test_labels_are_never_counted_twice(home, monkeypatch):
 
     settings = get_settings()
     add_labels(settings, [1] * 20 + [2] * 5)
-    first = loop.run_cycle(settings=settings, monitor_params={"reference_size": 300})
+    first = cycle.run_cycle(settings=settings, monitor_params={"reference_size": 300})
     assert first["outcome"] == "no_retrain" and first["new_labels"] == 25
     assert "fewer than the 50 needed" in first["reasons"][0]
     assert first["watermarks"]["seen_through"] == 25 and first["watermarks"]["retrained_through"] == 0
-    assert loop.run_cycle(settings=settings)["outcome"] == "no_new_data"
+    assert cycle.run_cycle(settings=settings)["outcome"] == "no_new_data"
     add_labels(settings, [3] * 30)
-    third = loop.run_cycle(settings=settings, monitor_params={"reference_size": 300})
+    third = cycle.run_cycle(settings=settings, monitor_params={"reference_size": 300})
     assert third["outcome"] == "no_retrain" and third["new_labels"] == 55
     decision = json.loads((settings.runs_dir / f"cycle-{third['cycle_id']}" / "decision.json").read_text())
     assert (decision["since_label_id"], decision["through_label_id"]) == (0, 55)
@@ -203,14 +207,14 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
     nbformat.write(notebook, broken / "monitor.ipynb")
     monkeypatch.setenv("MNIST_HITL_NOTEBOOKS", str(broken))
     add_labels(home, [4] * 3)
-    with pytest.raises(loop.CycleFailed, match="monitor.ipynb failed .*the monitor broke"):
-        loop.run_cycle(settings=home)
+    with pytest.raises(cycle.CycleFailed, match="monitor.ipynb failed .*the monitor broke"):
+        cycle.run_cycle(settings=home)
     with Store(home.db_path) as store:
-        assert loop.watermarks(store) == loop.Watermarks(0, 0, None)
-        assert not store.get_meta(loop.RUNNING_CYCLE)
-    summary = loop.last_cycle(home)
+        assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)
+        assert not store.get_meta(cycle.RUNNING_CYCLE)
+    summary = cycle.last_cycle(home)
     assert summary["outcome"] == "failed" and "the monitor broke" in summary["error"]
-    from mnist_hitl import tracking
+    from mnist_hitl.learning import tracking
 
     client = tracking.client(home)
     runs = client.search_runs([tracking.experiment_id(home)])
@@ -218,15 +222,15 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
                                                                     "monitor": "FAILED"}
     executed = Path(summary["error"].split("see ")[-1].rstrip(")"))
     assert executed.name == "monitor.ipynb" and executed.exists()
-    with loop.cycle_lock(home):  # the lock was released
+    with lock.cycle_lock(home):  # the lock was released
         pass
 
 
 def test_cron_for_the_cycle_interval():
-    assert loop.cron_for(60) == "0 * * * *"
-    assert loop.cron_for(15) == "*/15 * * * *"
-    assert loop.cron_for(120) == "0 */2 * * *"
-    assert loop.cron_for(45) is None  # cron's */45 would also fire on the hour: an interval then
-    assert loop.cron_for(90) is None
+    assert cron_for(60) == "0 * * * *"
+    assert cron_for(15) == "*/15 * * * *"
+    assert cron_for(120) == "0 */2 * * *"
+    assert cron_for(45) is None  # cron's */45 would also fire on the hour: an interval then
+    assert cron_for(90) is None
     with pytest.raises(ValueError):
-        loop.cron_for(0)
+        cron_for(0)

@@ -25,7 +25,7 @@ from loop_support import (
     run_cli,
 )
 
-from mnist_hitl import loop, tracking
+from mnist_hitl.learning import cycle, lock, tracking, watermarks
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.store import Store
 
@@ -79,7 +79,7 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     with Store(settings.db_path) as store:
         records = {row["version"]: row for row in store.model_versions()}
         assert records[new]["status"] == "deployed" and records[new]["details"]["cycle_id"] == summary["cycle_id"]
-        marks = loop.watermarks(store)
+        marks = watermarks.watermarks(store)
         assert marks.retrained_through == marks.seen_through == summary["through_label_id"] == 160
     picture = np.zeros((280, 280), dtype=np.uint8)
     picture[60:220, 130:150] = 255  # a one
@@ -140,7 +140,7 @@ def test_a_worse_challenger_is_kept_on_file_but_not_promoted(home_quick):
     with Store(settings.db_path) as store:
         status = {row["version"]: row["status"] for row in store.model_versions()}
         assert status == {first: "deployed", rejected: "rejected"}
-        assert loop.watermarks(store).retrained_through == 160  # tried: these labels are used
+        assert watermarks.watermarks(store).retrained_through == 160  # tried: these labels are used
     assert tracking.champion(settings) is None and tracking.promotion_history(settings) == []
     client = tracking.client(settings)
     version = client.get_model_version(tracking.REGISTERED_MODEL, summary["mlflow_model_version"])
@@ -202,13 +202,13 @@ def test_a_cycle_killed_while_retraining_leaves_the_deployed_model_serving(home_
         assert bench.predict_picture(np.eye(28, dtype=np.uint8) * 255).model_version == first
     with Store(settings.db_path) as store:
         assert [row["status"] for row in store.model_versions()] == ["deployed"]
-        assert loop.watermarks(store) == loop.Watermarks(0, 0, None)  # its labels are not consumed
-        interrupted = store.get_meta(loop.RUNNING_CYCLE)
+        assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)  # its labels are not consumed
+        interrupted = store.get_meta(cycle.RUNNING_CYCLE)
     assert interrupted
 
     # the next cycle settles the records first, then has the same labels to work on
-    with loop.cycle_lock(settings) as cycle_id:
-        plan = loop.prepare_cycle(settings, cycle_id, False)
+    with lock.cycle_lock(settings) as cycle_id:
+        plan = cycle.prepare_cycle(settings, cycle_id, False)
     assert f"cycle {interrupted} was interrupted" in plan.reconciled
     assert any("marked KILLED" in line for line in plan.reconciled)
     assert plan.has_new_labels and plan.through_label_id == 60

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_hitl import loop
+from mnist_hitl.learning.cycle import last_cycle
+from mnist_hitl.resources import resource
 
 pytestmark = pytest.mark.slow
-FLOW = Path(loop.flows_dir()) / "hitl_cycle.py"
+FLOW = resource("flows") / "hitl_cycle.py"
 
 
 def free_port() -> int:
@@ -46,7 +47,7 @@ def test_one_flow_run_without_a_server(home):
     assert "'outcome': 'no_new_data'" in done.stdout
     log = done.stdout + done.stderr
     assert "Task run 'prepare" in log and "Task run 'record" in log  # the stages ran as Prefect tasks
-    assert loop.last_cycle(home)["outcome"] == "no_new_data"
+    assert last_cycle(home)["outcome"] == "no_new_data"
 
 
 def test_the_schedule_is_served_to_a_local_prefect_server(home):
@@ -79,7 +80,7 @@ def test_the_schedule_is_served_to_a_local_prefect_server(home):
             time.sleep(1)
             state = api(f"{base}/flow_runs/{run['id']}")["state_type"]
         assert state == "COMPLETED", log_path.read_text()[-3000:]
-        assert loop.last_cycle(home)["outcome"] == "no_new_data"
+        assert last_cycle(home)["outcome"] == "no_new_data"
     finally:
         schedule.send_signal(signal.SIGTERM)
         try:

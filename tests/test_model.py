@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mnist_hitl.data import load_bundled
-from mnist_hitl.model import SavedModel, deploy, load_model, predict_proba
+from mnist_hitl.learning.deployment import deploy
+from mnist_hitl.learning.model import SavedModel, load_model, predict_proba
 from mnist_hitl.predictor import ModelFileError, Predictor, deployed_model
 
 
@@ -49,7 +50,7 @@ def test_predictor_follows_a_new_deployment_and_survives_a_bad_pointer(home_with
                       models / "model_20990101-000000-000.tflite")
     shutil.copyfile(keras_path, copy.keras_path)
     shutil.copyfile(deployed.tflite_path, copy.tflite_path)
-    deploy(copy, models, holdout_accuracy=0.5)
+    deploy(home_with_model, copy, 0.5, {"reason": "test"})
     assert predictor.predict(digit)[1] == "20990101-000000-000"
     assert json.loads((models / "latest.json").read_text())["version"] == "20990101-000000-000"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -104,7 +103,7 @@ def processes():
 @pytest.mark.slow
 def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path, require_binary):
     require_binary("prometheus", "prometheus")
-    settings = dataclasses.replace(home_with_model, app_port=free_port(), metrics_port=free_port(),
+    settings = home_with_model.replace(app_port=free_port(), metrics_port=free_port(),
                                    prometheus_port=free_port())
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
     logs = tmp_path / "logs"

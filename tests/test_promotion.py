@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from mnist_hitl import promotion
-from mnist_hitl.hpo import in_users_holdout
+from mnist_hitl.learning import deployment, promotion
+from mnist_hitl.learning.labels import in_users_holdout
 from mnist_hitl.predictor import DEPLOYED_POINTER
-from mnist_hitl.promotion import Comparison, Scores, promotion_rule
+from mnist_hitl.learning.promotion import Comparison, Scores, promotion_rule
 from mnist_hitl.store import Store
 
 
@@ -94,7 +94,7 @@ def test_reconcile_trusts_the_deployed_pointer(home):
         store.record_model_version("v1", "model_v1.keras", 0.98, "deployed")
         store.record_model_version("v2", "model_v2.keras", 0.985, "candidate", {"cycle_id": "c1"})  # died after deploy
         store.record_model_version("v3", "model_v3.keras", 0.97, "candidate", {"cycle_id": "c2"})  # died before
-    changes = promotion.reconcile(home)
+    changes = deployment.reconcile(home)
     assert len(changes) == 3
     assert not (models / ".model_v3.partial.keras").exists()
     with Store(home.db_path) as store:
@@ -102,4 +102,4 @@ def test_reconcile_trusts_the_deployed_pointer(home):
         details = {row["version"]: row["details"] for row in store.model_versions()}
     assert status == {"v1": "deployed", "v2": "deployed", "v3": "rejected"}
     assert details["v2"]["cycle_id"] == "c1" and "reconciled" in details["v3"]
-    assert promotion.reconcile(home) == []  # settled: nothing more to do
+    assert deployment.reconcile(home) == []  # settled: nothing more to do

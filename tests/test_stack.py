@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from mnist_hitl import stack
-from mnist_hitl.loop import flows_dir
 from mnist_hitl.predictor import deployed_model
+from mnist_hitl.resources import resource
 from mnist_hitl.store import Store
 
 PORT_VARIABLES = {
@@ -78,15 +78,13 @@ def kill_all(pids: list[int]) -> None:
 def test_the_procfile_has_a_line_per_service():
     from honcho.environ import parse_procfile
 
-    commands = parse_procfile(stack.PROCFILE.read_text()).processes
+    commands = parse_procfile(resource("Procfile").read_text()).processes
     assert list(commands) == ["app", "prefect", "schedule", "mlflow", "metrics", "prometheus"]
     assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
 
 
 @pytest.mark.slow
 def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everything(home_with_model, tmp_path):
-    if not (flows_dir() / "hitl_cycle.py").is_file():
-        pytest.skip(f"the learning-cycle flow is not written yet ({flows_dir() / 'hitl_cycle.py'})")
     settings = home_with_model
     home = settings.home
     ports = {name: free_port() for name in PORT_VARIABLES}

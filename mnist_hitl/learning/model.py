@@ -1,4 +1,4 @@
-"""The CNN: build, train, evaluate, save with its fast export, deploy.
+"""The CNN: build, train, evaluate, save with its fast export.
 
 TensorFlow is imported inside the functions that need it: importing it costs
 about 7 s and 650 MB, so the app and the CLI's predict path (which use
@@ -7,25 +7,24 @@ about 7 s and 650 MB, so the app and the CLI's predict path (which use
 Files, under the models folder:
     model_<version>.keras    the trained model (immutable once written)
     model_<version>.tflite   its LiteRT export, read by the fast predictor
-    latest.keras, latest.tflite   copies of the deployed model
-    latest.json              which version is deployed; replaced last, atomically
+
+Deploying a saved model is :mod:`mnist_hitl.learning.deployment`'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import shutil
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from mnist_hitl.predictor import DEPLOYED_POINTER, ModelFileError
+from mnist_hitl import config
+from mnist_hitl.clock import timestamp_id
+from mnist_hitl.files import atomic_write
+from mnist_hitl.predictor import ModelFileError
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,9 @@ class SavedModel:
     tflite_path: Path
 
 
-def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def keras_module():
+    """Keras, imported on first use, with TensorFlow's C++ log quiet."""
+    config.export("TF_CPP_MIN_LOG_LEVEL", "2", keep_existing=True)
     import keras
 
     return keras
@@ -58,7 +58,7 @@ def _keras():
 
 def build_model(learning_rate: float = 2e-3, dropout: float = 0.3):
     """A small CNN for 28x28x1 inputs in [0, 1], softmax over the ten digits."""
-    keras = _keras()
+    keras = keras_module()
     layers = keras.layers
     model = keras.Sequential(
         [
@@ -95,7 +95,7 @@ class _ProgressBar:
     """A tqdm bar over all training batches, as a Keras callback."""
 
     def __new__(cls, total: int, description: str):
-        keras = _keras()
+        keras = keras_module()
         from tqdm.auto import tqdm
 
         class Callback(keras.callbacks.Callback):
@@ -128,7 +128,7 @@ def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(
     Returns:
         The trained Keras model.
     """
-    keras = _keras()
+    keras = keras_module()
     import tensorflow as tf
 
     # Same seed, same data -> the same model: without this, TensorFlow's CPU kernels
@@ -171,29 +171,6 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predict_proba(model, images).argmax(axis=1) == np.asarray(labels)).mean())
 
 
-def new_version() -> str:
-    """A version name from the current UTC time, sortable: ``20261127-101500-123``."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
-    with open(partial, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    partial = target.with_name(f".{target.name}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
-
-
 def export_tflite(model, path: Path) -> Path:
     """Write the LiteRT (``.tflite``) export of a Keras model, atomically."""
     import tensorflow as tf
@@ -201,7 +178,7 @@ def export_tflite(model, path: Path) -> Path:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole signature
         flat = converter.convert()
-    _atomic_write(Path(path), flat)
+    atomic_write(path, flat)
     return Path(path)
 
 
@@ -209,7 +186,7 @@ def save_model(model, models_dir: Path, version: str | None = None) -> SavedMode
     """Save ``model_<version>.keras`` and its LiteRT export beside it."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    version = version or new_version()
+    version = version or timestamp_id()
     keras_path = models_dir / f"model_{version}.keras"
     tflite_path = models_dir / f"model_{version}.tflite"
     partial = models_dir / f".model_{version}.partial.keras"
@@ -224,36 +201,8 @@ def load_model(path: Path):
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"no model file at {path}")
-    keras = _keras()
+    keras = keras_module()
     try:
         return keras.models.load_model(path)
     except Exception as error:  # keras raises many kinds for a damaged archive
         raise ModelFileError(f"model file {path} is corrupt or unreadable: {error}") from error
-
-
-def deploy(saved: SavedModel, models_dir: Path, holdout_accuracy: float | None = None) -> dict:
-    """Make a saved model the deployed one.
-
-    ``latest.keras`` and ``latest.tflite`` are replaced by copy-then-rename, and
-    ``latest.json`` (what predictors read) is replaced last, so a process killed
-    halfway leaves the previous deployment whole.
-    """
-    models_dir = Path(models_dir)
-    _atomic_copy(saved.keras_path, models_dir / "latest.keras")
-    _atomic_copy(saved.tflite_path, models_dir / "latest.tflite")
-    pointer = {
-        "version": saved.version,
-        "keras": saved.keras_path.name,
-        "tflite": saved.tflite_path.name,
-        "holdout_accuracy": holdout_accuracy,
-        "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    _atomic_write(models_dir / DEPLOYED_POINTER, json.dumps(pointer, indent=2).encode())
-    return pointer
-
-
-def timed(function, *args, **kwargs) -> tuple[object, float]:
-    """Call ``function`` and return (result, seconds)."""
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start

@@ -20,28 +20,18 @@ MNIST (10,000 test digits) the test is sharp enough that the two rarely differ.
 With no users' held-out drawings the challenger must be strictly better on the
 MNIST holdout.
 
-Acting on it writes, in this order: the model file and its LiteRT export
-(``models/model_<version>.*``), the store's record as ``candidate``, the MLflow
-model version, then either the deployment (``latest`` replaced atomically,
-pointer last) and the record as ``deployed``, or the record as ``rejected`` (the
-files stay). A process killed at any point leaves the previous deployment
-serving; :func:`reconcile` settles the store's record at the next cycle.
+Acting on the verdict is :func:`mnist_hitl.learning.deployment.apply_verdict`'s job;
+this module only judges.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from mnist_hitl.config import Settings
-from mnist_hitl.predictor import ModelFileError, deployed_model
-from mnist_hitl.store import Store
-
-log = logging.getLogger(__name__)
+from mnist_hitl.learning.model import predict_proba
 
 MAX_HOLDOUT_DROP = 0.005
 SIGNIFICANCE = 0.05
@@ -83,8 +73,6 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict[int, f
 
 
 def _predict(network, x: np.ndarray) -> np.ndarray:
-    from mnist_hitl.model import predict_proba
-
     return predict_proba(network, x).argmax(axis=1) if len(x) else np.zeros(0, dtype=int)
 
 
@@ -188,105 +176,3 @@ def plot_per_class(comparison: Comparison):
     axes[1].legend(loc="lower right")
     figure.tight_layout()
     return figure
-
-
-# acting on the verdict ----------------------------------------------------------------
-
-@dataclass
-class Outcome:
-    version: str
-    status: str  # deployed | rejected
-    keras_file: str
-    mlflow_version: str | None = None
-    pointer: dict | None = None
-
-    def as_json(self) -> dict:
-        return asdict(self)
-
-
-def apply_verdict(settings: Settings, challenger, verdict: Verdict, comparison: Comparison, details: dict,
-                  run_id: str | None = None, deploy: bool = True) -> Outcome:
-    """Save the challenger, record it, and deploy it if the verdict says so.
-
-    Args:
-        settings: where the models and the store live.
-        challenger: the trained Keras model.
-        verdict: from :func:`promotion_rule`.
-        comparison: both models' scores (kept in the store's record).
-        details: anything else for the record (parameters, cycle id, data sizes...).
-        run_id: the MLflow run to log the model into (and register it from); none: no MLflow.
-        deploy: False keeps the challenger on file as a candidate whatever the verdict (a dry run).
-    """
-    from mnist_hitl import model as model_lib
-    from mnist_hitl import tracking
-
-    saved = model_lib.save_model(challenger, settings.models_dir)
-    record = {**details, "comparison": comparison.as_json(), "reasons": verdict.reasons,
-              "verdict": "promote" if verdict.promote else "reject", "mlflow_run_id": run_id}
-    accuracy = comparison.challenger.mnist_holdout
-    with Store(settings.db_path) as store:
-        store.record_model_version(saved.version, saved.keras_path.name, accuracy, "candidate", record)
-    mlflow_version = None
-    if run_id:
-        mlflow_version = tracking.log_keras_model(settings, run_id, challenger, saved.version)
-        record["mlflow_model_version"] = mlflow_version
-    if not deploy:
-        with Store(settings.db_path) as store:
-            store.record_model_version(saved.version, saved.keras_path.name, accuracy, "candidate",
-                                       {**record, "dry_run": True})
-        return Outcome(saved.version, "candidate", saved.keras_path.name, mlflow_version)
-    if verdict.promote:
-        pointer = model_lib.deploy(saved, settings.models_dir, holdout_accuracy=accuracy)
-        with Store(settings.db_path) as store:
-            store.record_model_version(saved.version, saved.keras_path.name, accuracy, "deployed", record)
-        if mlflow_version:
-            tracking.mark_promotion(settings, mlflow_version, saved.version, promoted=True, reasons=verdict.reasons)
-        _publish_deployed(saved.version)
-        log.info("promoted %s", saved.version)
-        return Outcome(saved.version, "deployed", saved.keras_path.name, mlflow_version, pointer)
-    with Store(settings.db_path) as store:
-        store.record_model_version(saved.version, saved.keras_path.name, accuracy, "rejected", record)
-    if mlflow_version:
-        tracking.mark_promotion(settings, mlflow_version, saved.version, promoted=False, reasons=verdict.reasons)
-    log.info("rejected %s", saved.version)
-    return Outcome(saved.version, "rejected", saved.keras_path.name, mlflow_version)
-
-
-def _publish_deployed(version: str) -> None:
-    from mnist_hitl import metrics
-
-    metrics.set_deployed_model(version)
-
-
-def reconcile(settings: Settings) -> list[str]:
-    """Make the store's record agree with the deployed pointer after an interrupted cycle.
-
-    Run while holding the cycle lock. The pointer (``latest.json``) is the truth:
-    its version is recorded ``deployed``; any other ``candidate`` was left by a
-    cycle that died before deciding, and is recorded ``rejected``. Half-written
-    model files (``.*.partial*``) are removed.
-
-    Returns:
-        What was changed, one line each (empty when all agreed).
-    """
-    changes = []
-    models_dir = Path(settings.models_dir)
-    for partial in models_dir.glob(".*partial*"):
-        partial.unlink(missing_ok=True)
-        changes.append(f"removed half-written {partial.name}")
-    try:
-        deployed = deployed_model(models_dir).version
-    except ModelFileError:
-        deployed = None
-    with Store(settings.db_path) as store:
-        for row in store.model_versions():
-            if row["version"] == deployed and row["status"] != "deployed":
-                store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], "deployed",
-                                           {**row["details"], "reconciled": "deployed but recorded "
-                                            f"{row['status']} (cycle interrupted after deployment)"})
-                changes.append(f"{row['version']}: recorded as deployed (the pointer says so)")
-            elif row["version"] != deployed and row["status"] == "candidate" and not row["details"].get("dry_run"):
-                store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], "rejected",
-                                           {**row["details"], "reconciled": "cycle interrupted before promotion"})
-                changes.append(f"{row['version']}: candidate left by an interrupted cycle, recorded as rejected")
-    return changes

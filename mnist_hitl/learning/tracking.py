@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnist_hitl import config
 from mnist_hitl.config import Settings
 
 EXPERIMENT = "mnist-hitl"
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def _quiet() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    config.export("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false", keep_existing=True)
+    config.export("MLFLOW_DISABLE_TELEMETRY", "true", keep_existing=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

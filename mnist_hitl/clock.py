@@ -1,0 +1,39 @@
+"""Time as the project writes it: UTC stamps, sortable ids, and stage timings."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the second (the store's and the records' time format)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def timestamp_id(moment: datetime | None = None) -> str:
+    """A sortable id from a UTC time to the millisecond: ``20261127-101500-123`` (model versions, cycles)."""
+    now = moment or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
+
+
+class Stopwatch:
+    """Seconds spent per named stage: ``with clock("search"): ...``; repeated names add up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 2)
+
+    def call(self, name: str, function, *args, **kwargs):
+        """Call ``function`` timed as ``name`` and return its result."""
+        with self(name):
+            return function(*args, **kwargs)

@@ -1,0 +1,134 @@
+"""The ``hitl-cycle`` Prefect flow and its schedule.
+
+Each stage of :func:`mnist_hitl.learning.cycle.run_cycle` runs as a Prefect task
+(``prepare``, ``monitor``, ``retrain``, ``record``), so the Prefect UI shows the
+cycle stage by stage; the logic itself lives in :mod:`mnist_hitl.learning.cycle`.
+
+    mnist-hitl schedule                   serve the flow on its schedule (starts a local Prefect server if none)
+    python flows/hitl_cycle.py --once     run one cycle now as a flow run (ephemeral API if no server)
+    mnist-hitl cycle                      one cycle without Prefect at all (scripts, tests)
+
+The schedule is a cron every ``MNIST_HITL_CYCLE_MINUTES`` (60: ``0 * * * *``) or,
+when cron cannot say it, an interval. Only one cycle runs at a time: the cycle's
+file lock makes a second one return ``busy`` at once, and the deployment also
+asks Prefect not to start a run while one is active. The deployment's entrypoint
+is this module's import path, so the served flow runs from an installed wheel too.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from mnist_hitl import config
+from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.learning.cycle import run_cycle
+from mnist_hitl.learning.outcomes import CycleOutcome
+from mnist_hitl.stack import wait_for
+
+config.use_tool_environment(get_settings())  # before prefect is imported: it reads its settings once
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FLOW_NAME = "hitl-cycle"
+DEPLOYMENT_NAME = "scheduled"
+
+
+def cron_for(minutes: int) -> str | None:
+    """A cron expression running every ``minutes``, or None when cron cannot say it (use an interval)."""
+    if minutes <= 0:
+        raise ValueError("the cycle interval must be positive")
+    if minutes < 60 and 60 % minutes == 0:
+        return f"*/{minutes} * * * *"
+    if minutes % 60 == 0 and 1440 % minutes == 0:
+        hours = minutes // 60
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    return None
+
+
+def as_task(name: str, function, *args, **kwargs):
+    """Run one stage of the cycle as a Prefect task (no caching, no retries: a stage is not idempotent)."""
+    return task(function, name=name, cache_policy=NO_CACHE, retries=0, persist_result=False)(*args, **kwargs)
+
+
+@flow(name=FLOW_NAME, log_prints=True, persist_result=False)
+def hitl_cycle(force_retrain: bool = False, retrain_params: dict | None = None) -> dict:
+    """One learning cycle; returns the cycle's summary (outcome, decision and reasons, model, times)."""
+    summary = run_cycle(force_retrain=force_retrain, retrain_params=retrain_params, runner=as_task)
+    logger = get_run_logger()
+    logger.info("cycle %s: %s", summary.get("cycle_id", "-"), summary["outcome"])
+    for reason in summary.get("reasons", []) + summary.get("verdict_reasons", []):
+        logger.info("  %s", reason)
+    if summary["outcome"] == CycleOutcome.BUSY:
+        logger.warning(summary["message"])
+    return summary
+
+
+def serve(settings: Settings) -> None:
+    """Serve the flow to the Prefect server on the cycle's schedule, until interrupted."""
+    from prefect.types.entrypoint import EntrypointType
+
+    minutes = settings.cycle_minutes
+    cron = cron_for(minutes)
+    schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=minutes)}
+    print(f"serving {FLOW_NAME} every {minutes} min ({cron or 'interval'}) to {settings.prefect_api}", flush=True)
+    hitl_cycle.serve(name=DEPLOYMENT_NAME, limit=1, print_starting_message=False,
+                     description="monitor the users' labels, retrain and promote when the monitor says so",
+                     entrypoint_type=EntrypointType.MODULE_PATH, **schedule)
+
+
+def serve_schedule(settings: Settings | None = None) -> None:
+    """Serve the ``hitl-cycle`` flow on its schedule (every ``MNIST_HITL_CYCLE_MINUTES``), until interrupted.
+
+    Uses the Prefect server at ``PREFECT_API_URL`` (default: the local one on
+    ``MNIST_HITL_PREFECT_PORT``). When that is the default and nothing answers,
+    starts ``prefect server start`` (SQLite under ``$MNIST_HITL_HOME/prefect``)
+    and stops it on exit.
+    """
+    settings = settings or get_settings()
+    config.use_tool_environment(settings, prefect_server=True)
+    api = settings.prefect_api
+    health = f"{api.rstrip('/')}/health"
+    server = None
+    if not wait_for(health, timeout=30 if settings.prefect_api_url else 1):
+        if settings.prefect_api_url:
+            raise RuntimeError(f"no Prefect server answers at {api}: start one with `prefect server start`")
+        server = _start_server(settings, health)
+    try:
+        serve(settings)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _start_server(settings: Settings, health: str) -> subprocess.Popen:
+    log_path = settings.prefect_home / "server.log"
+    with open(log_path, "ab") as server_log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+             "--port", str(settings.prefect_port)],
+            stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=config.child_environment(settings))
+    if not wait_for(health, timeout=120):
+        server.terminate()
+        raise RuntimeError(f"the Prefect server did not start; see {log_path}")
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``--once [--force-retrain]``: one cycle now as a flow run; otherwise serve the schedule."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--once" in argv:
+        print(hitl_cycle(force_retrain="--force-retrain" in argv))
+    else:
+        serve_schedule()

@@ -1,0 +1,92 @@
+"""Training a model: the first one, trained on MNIST alone, and recording a retraining.
+
+Both end in :mod:`mnist_hitl.learning.deployment`, the one writer of model files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from mnist_hitl.clock import Stopwatch
+from mnist_hitl.config import Settings
+from mnist_hitl.learning import deployment
+from mnist_hitl.predictor import deployed_model
+
+log = logging.getLogger(__name__)
+
+
+def train_first_model(settings: Settings, force: bool = False, epochs: int | None = None,
+                      progress: bool = True) -> dict:
+    """Train, evaluate and deploy a model on MNIST, unless one is deployed already.
+
+    Args:
+        settings: where the model, the store and the data are.
+        force: retrain and redeploy even if a model is deployed.
+        epochs: overrides ``MNIST_HITL_EPOCHS``.
+        progress: show a progress bar while training.
+
+    Returns:
+        ``{"trained": bool, "model_version": ..., "holdout_accuracy": ..., "train_seconds": ...}``.
+    """
+    if not force and deployment.has_deployed_model(settings):
+        deployed = deployed_model(settings.models_dir)
+        return {"trained": False, "model_version": deployed.version, "holdout_accuracy": deployed.holdout_accuracy}
+
+    from mnist_hitl.data import load_mnist
+    from mnist_hitl.learning import model as model_lib
+
+    dataset = load_mnist(settings)
+    params = model_lib.TrainParams(epochs=epochs or settings.train_epochs, seed=settings.seed)
+    clock = Stopwatch()
+    trained = clock.call("train", model_lib.train_model, dataset.x_train, dataset.y_train, params,
+                         progress=progress, description=f"training on {len(dataset.y_train)} {dataset.source} digits")
+    accuracy = model_lib.evaluate(trained, dataset.x_test, dataset.y_test)
+    record = {"params": asdict(params), "data": dataset.source, "train_seconds": clock.seconds["train"],
+              "reason": "forced retrain" if force else "first model"}
+    saved, _ = deployment.save_version(settings, trained, accuracy, record)
+    deployment.deploy(settings, saved, accuracy, record)
+    log.info("deployed %s (holdout accuracy %.4f)", saved.version, accuracy)
+    return {"trained": True, "model_version": saved.version, "holdout_accuracy": accuracy,
+            "train_seconds": clock.seconds["train"]}
+
+
+def record_retrain(run_log, settings: Settings, data, search, params, comparison, verdict, outcome,
+                   plots: dict, output_dir: Path, seconds: dict, run_parameters: dict) -> dict:
+    """Log a retraining into its MLflow run (parameters, every trial, scores, study, plots) and return its result.
+
+    The result is what the cycle reads back (``retrain_result.json``).
+    """
+    from mnist_hitl.learning import search as search_lib
+    from mnist_hitl.learning import tracking
+
+    output_dir = Path(output_dir)
+    trials_csv = output_dir / "optuna_trials.csv"
+    search_lib.trials_frame(search).to_csv(trials_csv, index=False)
+    study_db = tracking.sqlite_path(search.storage)
+    study_copy = tracking.snapshot_sqlite(study_db, output_dir / "optuna_study.sqlite") if study_db else None
+    scores = comparison.as_json()
+    run_log.params({**run_parameters, **{f"data.{k}": v for k, v in data.sizes().items()},
+                    **{f"best.{k}": v for k, v in search.best_params.items()}, "study_name": search.study_name,
+                    "final.epochs": params.epochs})
+    run_log.metrics({
+        "best_trial_value": search.best_value,
+        "challenger_mnist_holdout": comparison.challenger.mnist_holdout,
+        "champion_mnist_holdout": comparison.champion.mnist_holdout,
+        "challenger_users_heldout": comparison.challenger.users_heldout,
+        "champion_users_heldout": comparison.champion.users_heldout,
+        "promoted": int(outcome.status == "deployed"),
+        **{f"challenger_users_class_{d}": a for d, a in comparison.challenger.users_per_class.items()},
+        **{f"champion_users_class_{d}": a for d, a in comparison.champion.users_per_class.items()},
+        **{f"seconds_{k}": v for k, v in seconds.items()},
+    })
+    run_log.tags({"verdict": "promote" if verdict.promote else "reject", "status": outcome.status,
+                  "model_version": outcome.version, "reasons": "\n".join(verdict.reasons)})
+    for path, folder in ((trials_csv, "optuna"), (study_copy, "optuna"), *((p, "plots") for p in plots.values())):
+        if path:
+            run_log.artifact(path, folder)
+    return {"version": outcome.version, "status": outcome.status, "mlflow_model_version": outcome.mlflow_version,
+            "reasons": verdict.reasons, "comparison": scores, "best_params": search.best_params,
+            "best_value": search.best_value, "trials": search.trials, "through_label_id": data.through_label_id,
+            "data": data.sizes(), "seconds": seconds}
