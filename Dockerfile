@@ -13,12 +13,18 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/mnist-hitl
 
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir mnist_hitl && touch mnist_hitl/__init__.py && pip install -e . && rm -rf mnist_hitl
+# Dependencies first, so a code change does not reinstall them: the list in pyproject.toml.
+COPY pyproject.toml /tmp/mnist-hitl/
+RUN cd /tmp/mnist-hitl \
+    && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > requirements.txt \
+    && pip install -r requirements.txt
 
-# The package, the notebooks, the flows, the dashboards, the Procfile (.dockerignore leaves out the rest).
-COPY . .
+# Then the package, installed as its wheel installs: the notebooks, flows, dashboards and Procfile go to
+# /usr/local/share/mnist-hitl, where mnist_hitl/resources.py looks. The sources go afterwards, so that
+# `python -m mnist_hitl...` (the healthchecks) cannot import them from a working folder instead.
+COPY . /tmp/mnist-hitl
+RUN pip install /tmp/mnist-hitl && rm -rf /tmp/mnist-hitl
 
 VOLUME ["/data"]
 

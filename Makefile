@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run app init test test-fast bench clean-home
+.PHONY: help install run app init test test-fast bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ init: $(STAMP) ## train and deploy the first model if none is deployed
 
 test: $(STAMP) ## install, then run every test (unit, notebooks, browser, Prometheus, stack)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra
+
+test-fast: $(STAMP) ## install, then run the tests that need no trained model, browser or whole notebook
+	$(BIN)/python -m pytest -p no:cacheprovider -ra -m "not slow and not browser and not model"
 
 bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the learning loop)
 	$(BIN)/python bench/predict_latency.py

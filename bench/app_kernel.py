@@ -20,14 +20,10 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -56,51 +52,6 @@ def prepare_home(source: Path | None) -> Path:
         print("model: none deployed in the given home, training one (about a minute)")
         train_first_model(get_settings(), progress=False)
     return home
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_voila(home: Path, log: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    from mnist_hitl.config import get_settings
-    from mnist_hitl.serve import voila_command
-
-    port = free_port()
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(voila_command(get_settings(), port=port), stdout=handle,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "MNIST_HITL_HOME": str(home)},
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"voila exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}voila/static/favicon.ico", timeout=2):
-                if "is filled with" in log.read_text(errors="replace"):
-                    return process, url
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    stop_voila(process)
-    raise SystemExit(f"voila did not get ready in {timeout:.0f} s:\n{log.read_text()}")
-
-
-def stop_voila(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def kernels(server: subprocess.Popen) -> dict[str, psutil.Process]:
@@ -153,52 +104,54 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.serve import running_app
+
     pool_size = 2
     home = prepare_home(args.home)
-    log = home / "voila.log"
-    started = time.perf_counter()
-    server, url = start_voila(home, log)
-    figures: dict[str, object] = {"voila_ready_with_pool_s": time.perf_counter() - started}
     load_times, attach_times = [], []
+    started = time.perf_counter()
     try:
-        wait_until_quiet(server, pool_size)
-        idle = [memory(process) for process in kernels(server).values()]
-        figures["idle_preheated_kernel_rss_mb"] = max(m["rss_mb"] for m in idle)
-        figures["idle_preheated_kernel_uss_mb"] = max(m["uss_mb"] for m in idle)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1100, "height": 1000})
-            for load in range(args.loads):
-                page = context.new_page()
-                page.goto(url, wait_until="commit")
-                page.wait_for_selector(".hitl-canvas", state="attached", timeout=120_000)
-                attach_times.append(page.evaluate("performance.now()") / 1000)
-                page.wait_for_selector(".hitl-canvas.hitl-ready", timeout=120_000)
-                load_times.append(page.evaluate("performance.now()") / 1000)
-                if load == 0:
-                    draw(page, SEVEN)
-                    start = time.perf_counter()
-                    page.click(".hitl-predict")
-                    page.wait_for_selector(".hitl-status [data-prediction-id]", timeout=60_000)
-                    figures["predict_click_to_answer_ms"] = (time.perf_counter() - start) * 1000
-                    figures["predicted_label"] = page.eval_on_selector(".hitl-prediction [data-label]",
-                                                                       "el => el.dataset.label")
-                    resources = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
-                    ids = {m.group(1) for name in resources if (m := KERNEL_ID.search(name))}
-                    running = kernels(server)
-                    used = [running[i] for i in ids if i in running]
-                    if used:
-                        after = memory(used[0])
-                        figures["kernel_after_first_prediction_rss_mb"] = after["rss_mb"]
-                        figures["kernel_after_first_prediction_uss_mb"] = after["uss_mb"]
-                        figures["kernel_after_first_prediction_pss_mb"] = after["pss_mb"]
-                    else:
-                        print("warning: could not tell which kernel served the page")
-                page.close()
-                wait_until_quiet(server, pool_size)
-            browser.close()
+        with running_app(get_settings(), pool_size=pool_size, log=home / "voila.log") as app:
+            figures: dict[str, object] = {"voila_ready_with_pool_s": time.perf_counter() - started}
+            server, url = app.process, app.url
+            wait_until_quiet(server, pool_size)
+            idle = [memory(process) for process in kernels(server).values()]
+            figures["idle_preheated_kernel_rss_mb"] = max(m["rss_mb"] for m in idle)
+            figures["idle_preheated_kernel_uss_mb"] = max(m["uss_mb"] for m in idle)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+                context = browser.new_context(viewport={"width": 1100, "height": 1000})
+                for load in range(args.loads):
+                    page = context.new_page()
+                    page.goto(url, wait_until="commit")
+                    page.wait_for_selector(".hitl-canvas", state="attached", timeout=120_000)
+                    attach_times.append(page.evaluate("performance.now()") / 1000)
+                    page.wait_for_selector(".hitl-canvas.hitl-ready", timeout=120_000)
+                    load_times.append(page.evaluate("performance.now()") / 1000)
+                    if load == 0:
+                        draw(page, SEVEN)
+                        start = time.perf_counter()
+                        page.click(".hitl-predict")
+                        page.wait_for_selector(".hitl-status [data-prediction-id]", timeout=60_000)
+                        figures["predict_click_to_answer_ms"] = (time.perf_counter() - start) * 1000
+                        figures["predicted_label"] = page.eval_on_selector(".hitl-prediction [data-label]",
+                                                                           "el => el.dataset.label")
+                        resources = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
+                        ids = {m.group(1) for name in resources if (m := KERNEL_ID.search(name))}
+                        running = kernels(server)
+                        used = [running[i] for i in ids if i in running]
+                        if used:
+                            after = memory(used[0])
+                            figures["kernel_after_first_prediction_rss_mb"] = after["rss_mb"]
+                            figures["kernel_after_first_prediction_uss_mb"] = after["uss_mb"]
+                            figures["kernel_after_first_prediction_pss_mb"] = after["pss_mb"]
+                        else:
+                            print("warning: could not tell which kernel served the page")
+                    page.close()
+                    wait_until_quiet(server, pool_size)
+                browser.close()
     finally:
-        stop_voila(server)
         shutil.rmtree(home, ignore_errors=True)
 
     figures["page_load_to_usable_canvas_s"] = [round(t, 3) for t in load_times]

@@ -37,9 +37,9 @@ def main() -> None:
 
     from mnist_hitl.config import get_settings
     from mnist_hitl.data import load_bundled
+    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.predictor import Predictor
     from mnist_hitl.preprocess import render_strokes, to_mnist
-    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.workbench import Workbench
 
     settings = get_settings()

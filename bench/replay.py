@@ -53,13 +53,13 @@ def main() -> None:
     os.environ["MNIST_HITL_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from mnist_hitl.learning import synthetic
-    from mnist_hitl.learning.cycle import run_cycle
     from mnist_hitl.config import get_settings
     from mnist_hitl.data import load_mnist
+    from mnist_hitl.learning import synthetic
+    from mnist_hitl.learning.cycle import run_cycle
+    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.predictor import Predictor, deployed_model
     from mnist_hitl.preprocess import to_mnist
-    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.workbench import Workbench
 
     settings = get_settings()

@@ -17,103 +17,21 @@ script needs are written into the page as text and ``data-`` attributes.
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
-import os
-import sys
-from collections.abc import Iterator, Sequence
 
 import ipywidgets as widgets
 import numpy as np
 from ipycanvas import Canvas, hold_canvas
 from ipywidgets.widgets.widget_string import HTMLStyle
-from PIL import Image
 
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.predictor import ModelFileError, deployed_model
 from mnist_hitl.preprocess import CANVAS_SIZE, STROKE_WIDTH, EmptyDrawingError, InvalidImageError, render_strokes
 from mnist_hitl.store import StoreError
+from mnist_hitl.views import DIGIT_IMAGE_SIZE, INK, PAPER, STYLE, digit_png, native_stderr_silenced, probability_bars
 from mnist_hitl.workbench import PredictionResult, Workbench
 
-DIGIT_IMAGE_SIZE = 140  # the 28x28 picture, shown 5x with nearest-neighbour pixels
-INK = "white"
-PAPER = "black"
-
-_STYLE = """
-<style>
-.hitl-app { font-family: sans-serif; }
-.hitl-canvas { border: 1px solid #888; touch-action: none; cursor: crosshair; }
-.hitl-prediction .hitl-value { font-size: 56px; font-weight: bold; line-height: 1; }
-.hitl-bars { display: grid; grid-template-columns: 1.2em 150px 4em; gap: 2px 6px; align-items: center;
-             font-size: 13px; }
-.hitl-bar-track { background: #eee; height: 12px; }
-.hitl-bar-fill { background: #3b7dd8; height: 12px; }
-.hitl-bar.hitl-top .hitl-bar-fill { background: #d8723b; }
-.hitl-digit-image img { image-rendering: pixelated; border: 1px solid #888; }
-.hitl-status { min-height: 1.5em; }
-.hitl-status.hitl-error { color: #b00020; }
-</style>
-"""
-
-
-def probability_bars(probabilities: Sequence[float] | None) -> str:
-    """The ten probabilities as an HTML bar chart, one element per digit with its value.
-
-    Each bar is ``<div class="hitl-bar" data-digit="d" data-p="p">``; the most probable
-    digit's bar also carries ``hitl-top``. Without probabilities every bar is empty.
-    """
-    values = [0.0] * 10 if probabilities is None else [float(p) for p in probabilities]
-    top = int(np.argmax(values)) if probabilities is not None else -1
-    rows = []
-    for digit, p in enumerate(values):
-        classes = "hitl-bar hitl-top" if digit == top else "hitl-bar"
-        text = f"{p:.1%}" if probabilities is not None else ""
-        rows.append(
-            f'<div class="{classes}" data-digit="{digit}" data-p="{p:.6f}" style="display: contents">'
-            f"<span>{digit}</span>"
-            f'<div class="hitl-bar-track"><div class="hitl-bar-fill" style="width: {p * 100:.1f}%"></div></div>'
-            f'<span class="hitl-bar-value">{text}</span></div>'
-        )
-    return f'<div class="hitl-bars">{"".join(rows)}</div>'
-
-
-def digit_png(digit: np.ndarray | None, size: int = DIGIT_IMAGE_SIZE) -> bytes:
-    """The 28x28 picture the model saw as a PNG, enlarged with nearest-neighbour pixels."""
-    array = np.zeros((28, 28), dtype=np.uint8) if digit is None else np.asarray(digit)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
-    picture = Image.fromarray(array, mode="L").resize((size, size), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Drop what native code writes to file descriptor 2 meanwhile.
-
-    LiteRT prints "Created TensorFlow Lite XNNPACK delegate" from C++ whenever it loads
-    a model; a kernel forwards that descriptor to the page, where it would show as an
-    error box above the app. Python's own ``sys.stderr`` is not affected.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no descriptor 2 to redirect
-        saved = None
-    if saved is None:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
+__all__ = ["DrawingApp", "digit_png", "probability_bars"]
 
 class DrawingApp:
     """The widgets of the drawing app and what its buttons do.
@@ -144,7 +62,7 @@ class DrawingApp:
 
     # widgets -----------------------------------------------------------------------
 
-    def _build(self) -> None:
+    def _build_canvas(self) -> None:
         # Only width and height are given: any drawing attribute set here would be sent
         # to a client that does not exist yet (see the module's docstring).
         self.canvas = Canvas(width=CANVAS_SIZE, height=CANVAS_SIZE,
@@ -160,6 +78,8 @@ class DrawingApp:
         self.canvas.on_touch_end(lambda touches: self.pen_up(*touches[0]) if touches else self.pen_up())
         self.canvas.on_touch_cancel(lambda touches: self.pen_up())
 
+    def _build(self) -> None:
+        self._build_canvas()
         # Widgets that look alike share one Layout and one style: every widget is a model
         # the page must fetch and build before the canvas appears, so fewer load faster.
         button_layout, digit_layout = widgets.Layout(width="auto"), widgets.Layout(width="34px")
@@ -215,7 +135,7 @@ class DrawingApp:
         labelling = widgets.HBox([html_widget("right digit:&nbsp;"), self.label_choice, self.correct_button,
                                   self.confirm_button], layout=widgets.Layout(flex_flow="row wrap"))
         model = widgets.HBox([self.model_version, self.reload_button], layout=widgets.Layout(align_items="center"))
-        self.widget = widgets.VBox([html_widget(_STYLE), widgets.HBox([drawing, answer], layout=plain), labelling,
+        self.widget = widgets.VBox([html_widget(STYLE), widgets.HBox([drawing, answer], layout=plain), labelling,
                                     model, self.status], layout=plain)
         self.widget.add_class("hitl-app")
 

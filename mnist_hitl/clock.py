@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_now() -> str:
     """Now in UTC, ISO 8601 to the second (the store's and the records' time format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def timestamp_id(moment: datetime | None = None) -> str:
     """A sortable id from a UTC time to the millisecond: ``20261127-101500-123`` (model versions, cycles)."""
-    now = moment or datetime.now(timezone.utc)
+    now = moment or datetime.now(UTC)
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
 
 

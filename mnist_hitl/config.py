@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
 def _env(name: str, *, ge: int | float | None = None, le: int | None = None, default=None, **kwargs):
     """A field read from the environment variable ``name`` (also settable by field name)."""
     return Field(default, validation_alias=name, ge=ge, le=le, **kwargs)

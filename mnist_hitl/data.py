@@ -113,14 +113,6 @@ def load_local(path: str | Path) -> Dataset:
     )
 
 
-def load_keras() -> Dataset:
-    """Full MNIST through ``keras.datasets.mnist.load_data()`` (downloads once; needs the network)."""
-    from keras.datasets import mnist
-
-    (x_train, y_train), (x_test, y_test) = mnist.load_data()
-    return Dataset(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), source="keras")
-
-
 def load_mnist(settings: Settings | None = None) -> Dataset:
     """The MNIST split the settings ask for (``MNIST_HITL_MNIST_SOURCE``)."""
     settings = settings or get_settings()
@@ -131,5 +123,8 @@ def load_mnist(settings: Settings | None = None) -> Dataset:
             raise DataError("MNIST_HITL_MNIST_SOURCE=local needs MNIST_HITL_MNIST_PATH")
         return load_local(settings.mnist_path)
     if settings.mnist_source == "keras":
-        return load_keras()
+        from mnist_hitl.learning.model import load_keras_mnist  # TensorFlow: only where training needs it
+
+        x_train, y_train, x_test, y_test = load_keras_mnist()
+        return Dataset(x_train, y_train, x_test, y_test, source="keras")
     raise DataError(f"unknown MNIST source {settings.mnist_source!r}: use bundled, local or keras")

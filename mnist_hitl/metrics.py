@@ -40,7 +40,7 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_hitl import config
@@ -248,7 +248,7 @@ def record_monitor(drift_score: float, class_error_rates: dict[int, float], labe
 def version_timestamp(version: str) -> float | None:
     """Seconds since the epoch of a version name like ``20261127-101244-090`` (UTC), or None."""
     try:
-        moment = datetime.strptime(version[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+        moment = datetime.strptime(version[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
         millis = int(version[16:19]) if len(version) >= 19 else 0
     except ValueError:
         return None

@@ -1,14 +1,17 @@
 """Where the project's files that are not Python live: notebooks, flows, dashboards, the Procfile.
 
 In a source checkout (an editable install) they are the folders at the top of
-the repository; an installed wheel carries them as data files under
-``<prefix>/share/mnist-hitl`` (``[tool.setuptools.data-files]`` in
+the repository; an installed wheel carries them as data files, which pip puts
+under ``share/mnist-hitl`` in the data folder of its install scheme: the
+environment's prefix (a virtualenv's root, ``/usr/local`` in the Docker image),
+or the user base for ``pip install --user`` (``[tool.setuptools.data-files]`` in
 ``pyproject.toml``). Everything that needs one asks :func:`resource`, so no
 module walks up from its own file.
 """
 
 from __future__ import annotations
 
+import site
 import sys
 import sysconfig
 from pathlib import Path
@@ -18,9 +21,13 @@ SHARE = Path("share") / "mnist-hitl"
 
 
 def _roots() -> list[Path]:
+    """The folders to look in, the source checkout first."""
     checkout = Path(__file__).resolve().parent.parent
-    prefixes = [Path(sys.prefix), Path(sysconfig.get_path("data"))]
-    return [checkout, *(prefix / SHARE for prefix in prefixes)]
+    roots = [checkout] if (checkout / "pyproject.toml").is_file() else []
+    prefixes = [sys.prefix, sysconfig.get_path("data")]
+    if site.ENABLE_USER_SITE:
+        prefixes.append(sysconfig.get_path("data", sysconfig.get_preferred_scheme("user")))
+    return roots + [Path(prefix) / SHARE for prefix in dict.fromkeys(prefixes)]
 
 
 def resource(name: str) -> Path:
@@ -31,8 +38,8 @@ def resource(name: str) -> Path:
     """
     if name.split("/")[0] not in NAMES:
         raise ValueError(f"{name!r} is not one of the project's resources {NAMES}")
-    for root in _roots():
-        candidate = root / name
-        if candidate.exists() and (root != _roots()[0] or (root / "pyproject.toml").is_file()):
-            return candidate
-    raise FileNotFoundError(f"{name} is not installed with mnist-hitl (looked in {', '.join(map(str, _roots()))})")
+    roots = _roots()
+    for root in roots:
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"{name} is not installed with mnist-hitl (looked in {', '.join(map(str, roots))})")

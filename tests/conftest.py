@@ -1,4 +1,8 @@
-"""Shared fixtures: a fresh home folder per test, and one model trained per session."""
+"""Shared fixtures: a fresh home folder per test, and the models trained once per session.
+
+A test that uses a trained model, directly or through another fixture, is marked
+``model``; ``make test-fast`` leaves those out, so it trains nothing.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,16 @@ from mnist_hitl.config import Settings, get_settings
 
 # Epochs of the session's model: the default training, so behaviour tests judge the real thing.
 SESSION_EPOCHS = int(os.environ.get("MNIST_HITL_TEST_EPOCHS", "15"))
+QUICK_EPOCHS = 2
+# The fixtures that train: every test that uses one, however indirectly, gets the `model` marker.
+TRAINING_FIXTURES = {"trained_models", "quick_models"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture
@@ -47,6 +61,21 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = get_settings().replace(home=session_home)
     train_first_model(settings, epochs=SESSION_EPOCHS, progress=False)
     return session_home / "models"
+
+
+@pytest.fixture(scope="session")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with a model trained for two epochs (about 97% on the MNIST holdout), once per session.
+
+    A challenger fine-tuned from it for two more epochs is reliably no worse on MNIST, so the
+    learning loop's end-to-end tests judge the loop rather than the noise of a 1,000-digit
+    holdout around a fully trained champion.
+    """
+    from mnist_hitl.learning.training import train_first_model
+
+    quick_home = tmp_path_factory.mktemp("quick-home")
+    train_first_model(get_settings().replace(home=quick_home), epochs=QUICK_EPOCHS, progress=False)
+    return quick_home / "models"
 
 
 @pytest.fixture

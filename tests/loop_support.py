@@ -1,39 +1,20 @@
-"""Helpers for the learning loop's tests: a quick first model and users who draw and label."""
+"""What the learning loop's tests share: a home with a given model, and users who draw and label.
+
+The quickly trained first model they start from is the ``quick_models`` fixture (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.config import Settings
 
-QUICK_EPOCHS = 2
 # The retraining of the end-to-end cycles: one tiny search, two epochs of fine-tuning.
 TINY_RETRAIN = {"MNIST_HITL_TRIALS": "2", "MNIST_HITL_EPOCHS_PER_TRIAL": "1", "MNIST_HITL_FINAL_EPOCHS": "2"}
 PLAIN = {"thicken": (0, 0), "rotate": (0.0, 0.0), "shear": (0.0, 0.0), "elastic": 0.0, "size": (150, 220)}
-
-
-def quick_models(base: Path) -> Path:
-    """A models folder with a deployed model trained for two epochs (about 97% on the MNIST holdout).
-
-    Trained once per test session (the folder is reused). A challenger fine-tuned from it
-    for two more epochs is reliably no worse on MNIST, so the end-to-end tests judge the
-    loop rather than the noise of a 1,000-digit holdout around a 98.9% champion.
-    """
-    models = base / "quick-models"
-    if (models / "latest.json").exists():
-        return models
-    home = base / "quick-home"
-    from mnist_hitl.learning.training import train_first_model
-
-    train_first_model(get_settings().replace(home=home), epochs=QUICK_EPOCHS, progress=False)
-    shutil.copytree(home / "models", models)
-    return models
 
 
 def install_models(settings: Settings, models: Path) -> None:
@@ -64,8 +45,8 @@ def draw_and_label(settings: Settings, count: int, seed: int = 0, styled: bool =
     Returns:
         Counts of corrections and confirmations, and the predictions' model versions.
     """
-    from mnist_hitl.learning import synthetic
     from mnist_hitl.data import load_bundled
+    from mnist_hitl.learning import synthetic
     from mnist_hitl.workbench import Workbench
 
     data = load_bundled()
@@ -84,10 +65,3 @@ def draw_and_label(settings: Settings, count: int, seed: int = 0, styled: bool =
             counts["versions"].add(result.model_version)
     return counts
 
-
-def run_cli(settings: Settings, *args: str, extra_env: dict | None = None, timeout: float = 600):
-    """Run ``mnist-hitl`` in a subprocess on this home; returns the CompletedProcess."""
-    env = {**os.environ, "MNIST_HITL_HOME": str(settings.home), **TINY_RETRAIN, **(extra_env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [str(Path(sys.executable).parent / "mnist-hitl"), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)

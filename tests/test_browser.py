@@ -9,21 +9,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from mnist_hitl.config import Settings
-from mnist_hitl.serve import voila_command
+from mnist_hitl.serve import RunningApp, running_app
 from mnist_hitl.store import Store
 
 pytestmark = pytest.mark.browser
@@ -35,69 +28,10 @@ SEVEN = [(60, 50), (220, 50), (150, 250)]
 ONE = [(130, 40), (150, 30), (150, 250)]
 
 
-@dataclass
-class VoilaApp:
-    url: str
-    settings: Settings
-    process: subprocess.Popen
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_voila(settings: Settings, log: Path, timeout: float = 90.0) -> VoilaApp:
-    """Start Voila on a free port and wait until it answers and its kernel pool is filled."""
-    port = free_port()
-    env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
-    handle = open(log, "wb")
-    process = subprocess.Popen(voila_command(settings, port=port), env=env, stdout=handle,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    handle.close()
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    answering = False
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"voila exited with {process.returncode}:\n{log.read_text()}")
-        if not answering:
-            try:  # a static file: asking for the page itself would take a kernel from the pool
-                with urllib.request.urlopen(f"{url}voila/static/favicon.ico", timeout=2):
-                    answering = True
-            except (urllib.error.URLError, OSError):
-                pass
-        if answering and "is filled with" in log.read_text(errors="replace"):
-            return VoilaApp(url, settings, process, log)
-        time.sleep(0.2)
-    stop_voila(process)
-    raise RuntimeError(f"voila did not get ready in {timeout:.0f} s:\n{log.read_text()}")
-
-
-def stop_voila(process: subprocess.Popen) -> None:
-    """Stop Voila (which shuts its kernels down); kill its process group if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    try:  # kernels left behind by a hung server are in its session
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture
-def voila_app(home_with_model: Settings, tmp_path: Path) -> Iterator[VoilaApp]:
-    app = start_voila(home_with_model, tmp_path / "voila.log")
-    try:
+def voila_app(home_with_model: Settings, tmp_path: Path) -> Iterator[RunningApp]:
+    with running_app(home_with_model, log=tmp_path / "voila.log") as app:
         yield app
-    finally:
-        stop_voila(app.process)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +47,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, voila_app: VoilaApp):
+def page(browser, voila_app: RunningApp):
     context = browser.new_context(viewport={"width": 1100, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -126,7 +60,7 @@ def page(browser, voila_app: VoilaApp):
     assert not errors, errors
 
 
-def open_app(page, app: VoilaApp) -> float:
+def open_app(page, app: RunningApp) -> float:
     """Load the app and wait until its canvas can be drawn on; returns seconds since navigation start."""
     page.goto(app.url)
     page.wait_for_selector(".hitl-canvas.hitl-ready")
@@ -182,7 +116,7 @@ def shown_answer(page) -> dict:
     })""")
 
 
-def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp, redeploy) -> None:
+def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: RunningApp, redeploy) -> None:
     settings = voila_app.settings
     open_app(page, voila_app)
     first_version = json.loads((settings.models_dir / "latest.json").read_text())["version"]
@@ -230,7 +164,7 @@ def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: VoilaApp,
         assert store.get_prediction(second).model_version == new_version
 
 
-def test_predict_on_an_empty_canvas_says_so_and_stores_nothing(page, voila_app: VoilaApp) -> None:
+def test_predict_on_an_empty_canvas_says_so_and_stores_nothing(page, voila_app: RunningApp) -> None:
     open_app(page, voila_app)
     page.click(".hitl-predict")
     page.wait_for_selector(".hitl-status.hitl-error")

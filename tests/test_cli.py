@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from mnist_hitl.data import load_bundled
 from mnist_hitl.preprocess import encode_png, render_strokes
 from mnist_hitl.store import Store
-
-
-def _cli(settings, *args, check=True):
-    env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
-    result = subprocess.run([sys.executable, "-m", "mnist_hitl.cli", *args], env=env, capture_output=True,
-                            text=True, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"mnist-hitl {' '.join(args)} failed:\n{result.stderr}")
-    return result
 
 
 @pytest.fixture
@@ -36,7 +25,8 @@ def pictures(tmp_path):
 
 def test_predict_prints_a_json_line_per_image_and_stores_each(home_with_model, pictures):
     small, big = pictures["small"], pictures["big"]
-    lines = [json.loads(line) for line in _cli(home_with_model, "predict", str(small[0]), str(big[0])).stdout.splitlines()]
+    printed = run_cli(home_with_model, "predict", str(small[0]), str(big[0])).stdout
+    lines = [json.loads(line) for line in printed.splitlines()]
     assert [line["predicted_label"] for line in lines] == [small[1], big[1]]
     for line in lines:
         assert set(line) >= {"prediction_id", "predicted_label", "probabilities", "model_version"}
@@ -48,10 +38,10 @@ def test_predict_prints_a_json_line_per_image_and_stores_each(home_with_model, p
 
 
 def test_correct_then_status_counts_it(home_with_model, pictures):
-    (line,) = [json.loads(_cli(home_with_model, "predict", str(pictures["small"][0])).stdout)]
-    _cli(home_with_model, "correct", str(line["prediction_id"]), "3")
-    _cli(home_with_model, "confirm", str(line["prediction_id"]))
-    status = json.loads(_cli(home_with_model, "status").stdout)
+    (line,) = [json.loads(run_cli(home_with_model, "predict", str(pictures["small"][0])).stdout)]
+    run_cli(home_with_model, "correct", str(line["prediction_id"]), "3")
+    run_cli(home_with_model, "confirm", str(line["prediction_id"]))
+    status = json.loads(run_cli(home_with_model, "status").stdout)
     assert status["model_version"] == line["model_version"]
     assert (status["predictions"], status["labels"], status["corrections"], status["confirmations"]) == (1, 2, 1, 1)
 
@@ -61,46 +51,44 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_stored(home_with_
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     blank = tmp_path / "blank.png"
     blank.write_bytes(encode_png(np.zeros((280, 280), np.uint8)))
-    result = _cli(home_with_model, "predict", str(broken), str(blank), check=False)
+    result = run_cli(home_with_model, "predict", str(broken), str(blank), check=False)
     assert result.returncode == 1
     assert "not a readable image" in result.stderr and "empty" in result.stderr
-    result = _cli(home_with_model, "correct", "12345", "3", check=False)
+    result = run_cli(home_with_model, "correct", "12345", "3", check=False)
     assert result.returncode == 1 and "no prediction with id 12345" in result.stderr
-    (line,) = [json.loads(_cli(home_with_model, "predict", str(pictures["small"][0])).stdout)]
-    result = _cli(home_with_model, "correct", str(line["prediction_id"]), "10", check=False)
+    (line,) = [json.loads(run_cli(home_with_model, "predict", str(pictures["small"][0])).stdout)]
+    result = run_cli(home_with_model, "correct", str(line["prediction_id"]), "10", check=False)
     assert result.returncode == 1 and "outside 0-9" in result.stderr
-    status = json.loads(_cli(home_with_model, "status").stdout)
+    status = json.loads(run_cli(home_with_model, "status").stdout)
     assert (status["predictions"], status["labels"]) == (1, 0)
 
 
 def test_predict_without_a_model_says_how_to_get_one(home, pictures):
-    result = _cli(home, "predict", str(pictures["small"][0]), check=False)
+    result = run_cli(home, "predict", str(pictures["small"][0]), check=False)
     assert result.returncode == 1 and "mnist-hitl init" in result.stderr
 
 
 def test_the_predict_path_never_imports_tensorflow(home_with_model, pictures):
-    code = (
-        "import sys; from mnist_hitl.cli import app\n"
-        f"try: app(['predict', {str(pictures['small'][0])!r}])\n"
-        "except SystemExit as end: assert end.code in (0, None), end.code\n"
-        "print('TF' if 'tensorflow' in sys.modules else 'NO-TF')"
-    )
-    env = {**os.environ, "MNIST_HITL_HOME": str(home_with_model.home)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip().splitlines()[-1] == "NO-TF", out.stderr
+    # Python lists every module it imports, one "import time: ... | name" line each.
+    result = run_cli(home_with_model, "predict", str(pictures["small"][0]), extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "mnist_hitl.predictor" in imported
+    assert not [name for name in imported if name.split(".")[0] == "tensorflow"]
 
 
 def test_init_does_not_retrain_when_a_model_is_deployed(home_with_model):
     before = sorted(p.name for p in home_with_model.models_dir.iterdir())
-    result = json.loads(_cli(home_with_model, "init").stdout)
+    result = json.loads(run_cli(home_with_model, "init").stdout)
     assert result["trained"] is False
     assert sorted(p.name for p in home_with_model.models_dir.iterdir()) == before
 
 
+@pytest.mark.model
 def test_init_trains_and_deploys_the_first_model(home):
-    result = json.loads(_cli(home, "init", "--epochs", "1").stdout)
+    result = json.loads(run_cli(home, "init", "--epochs", "1").stdout)
     assert result["trained"] is True and result["holdout_accuracy"] > 0.8
-    status = json.loads(_cli(home, "status").stdout)
+    status = json.loads(run_cli(home, "status").stdout)
     assert status["model_version"] == result["model_version"]
     with Store(home.db_path) as store:
         assert [v["status"] for v in store.model_versions()] == ["deployed"]

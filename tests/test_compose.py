@@ -59,8 +59,9 @@ def test_the_dockerfile_copies_only_what_exists_and_the_image_finds_its_files():
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), source
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for needed in ("mnist_hitl", "notebooks", "dashboards", "Procfile", "pyproject.toml"):
+    for needed in ("mnist_hitl", "notebooks", "flows", "dashboards", "Procfile", "pyproject.toml", "README.md"):
         assert needed not in ignored and (ROOT / needed).exists(), needed
+    assert "pip install -e" not in dockerfile, "the image installs mnist-hitl as its wheel does (test_wheel.py)"
     assert "MNIST_HITL_HOME=/data" in dockerfile
 
 

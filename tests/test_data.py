@@ -6,9 +6,9 @@ import gzip
 
 import numpy as np
 import pytest
+from helpers import write_idx
 
 from mnist_hitl.config import get_settings
-from helpers import write_idx
 from mnist_hitl.data import DataError, load_bundled, load_local, load_mnist, read_idx
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mnist_hitl.data import load_bundled
 from mnist_hitl.learning import drift
 from mnist_hitl.learning.synthetic import shifted_style
-from mnist_hitl.data import load_bundled
 from mnist_hitl.preprocess import to_mnist
 
 

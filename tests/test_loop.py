@@ -68,10 +68,10 @@ def test_error_counts_and_confusion_matrix():
 
 def test_decision_file_must_be_a_decision(tmp_path):
     path = tmp_path / "decision.json"
-    with pytest.raises(cycle.CycleFailed, match="no readable decision"):
+    with pytest.raises(DecisionError, match="no readable decision"):
         read_decision(path)
     path.write_text(json.dumps({"retrain": "yes"}))
-    with pytest.raises(cycle.CycleFailed, match="not a decision"):
+    with pytest.raises(DecisionError, match="not a decision"):
         read_decision(path)
     write_json(path, {"retrain": False, "reasons": ["few labels"], "new_labels": 3})
     assert read_decision(path)["reasons"] == ["few labels"]
@@ -171,6 +171,7 @@ def test_a_cycle_without_new_labels_only_records_that(home):
     assert run.data.tags["outcome"] == "no_new_data" and run.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # runs the monitor notebook twice
 def test_labels_are_never_counted_twice(home, monkeypatch):
     """A cycle that decides not to retrain moves the 'seen' watermark: the next one has nothing to do,
     while the labels waiting for a retraining keep adding up."""
@@ -205,10 +206,9 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
     ])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, broken / "monitor.ipynb")
-    monkeypatch.setenv("MNIST_HITL_NOTEBOOKS", str(broken))
     add_labels(home, [4] * 3)
     with pytest.raises(cycle.CycleFailed, match="monitor.ipynb failed .*the monitor broke"):
-        cycle.run_cycle(settings=home)
+        cycle.run_cycle(settings=home.replace(notebooks_override=broken))
     with Store(home.db_path) as store:
         assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)
         assert not store.get_meta(cycle.RUNNING_CYCLE)

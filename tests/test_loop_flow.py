@@ -5,26 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from helpers import free_port, start_cli
 
 from mnist_hitl.learning.cycle import last_cycle
 from mnist_hitl.resources import resource
 
 pytestmark = pytest.mark.slow
 FLOW = resource("flows") / "hitl_cycle.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def environment(settings, **extra: str) -> dict:
@@ -58,8 +51,7 @@ def test_the_schedule_is_served_to_a_local_prefect_server(home):
     log_path = home.home / "schedule.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        schedule = subprocess.Popen([str(Path(sys.executable).parent / "mnist-hitl"), "schedule"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+        schedule = start_cli(env, "schedule", stdout=log, stderr=subprocess.STDOUT)
     try:
         deployment = None
         deadline = time.monotonic() + 180

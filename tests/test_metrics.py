@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-
 from pathlib import Path
 
 import pytest
+from helpers import free_port, start_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from mnist_hitl import metrics
@@ -31,12 +30,6 @@ metrics.record_monitor(0.25, {0: 0.1, 7: 0.5}, labels_waiting=12)
 metrics.record_cycle("no_retrain")
 metrics.record_cycle("promoted")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_script(settings, script: str, *args: str) -> subprocess.Popen:
@@ -59,9 +52,8 @@ def finish(*processes: subprocess.Popen) -> None:
 def exporter(home_with_model):
     """``mnist-hitl metrics`` on a free port; yields a function returning the parsed scrape."""
     port = free_port()
-    env = {**os.environ, "MNIST_HITL_HOME": str(home_with_model.home)}
-    process = subprocess.Popen([sys.executable, "-m", "mnist_hitl.cli", "metrics", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_cli(home_with_model, "metrics", "--port", str(port), stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True)
 
     def scrape() -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:

@@ -7,7 +7,7 @@ import json
 import nbformat
 import papermill
 import pytest
-from loop_support import draw_and_label, install_models, quick_models
+from loop_support import draw_and_label, install_models
 
 from mnist_hitl.store import Store
 
@@ -40,8 +40,8 @@ def test_the_notebooks_declare_their_parameters(home):
 
 
 @pytest.fixture
-def home_drawn(home, tmp_path_factory):
-    install_models(home, quick_models(tmp_path_factory.getbasetemp()))
+def home_drawn(home, quick_models):
+    install_models(home, quick_models)
     draw_and_label(home, 40, seed=21)
     return home
 

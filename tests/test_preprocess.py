@@ -30,7 +30,7 @@ def _scaled(strokes, factor, centre=(140, 140)):
 def test_output_is_mnist_shaped_with_centred_mass_in_a_20px_box():
     digit = to_mnist(render_strokes(SEVEN))
     assert digit.shape == (28, 28) and digit.dtype == np.float32
-    assert 0.0 <= digit.min() and digit.max() <= 1.0
+    assert digit.min() >= 0.0 and digit.max() <= 1.0
     cy, cx = ndimage.center_of_mass(digit)
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
     rows = np.flatnonzero((digit > 0.1).any(axis=1))

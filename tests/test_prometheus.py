@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import free_port, start_cli
 
-from mnist_hitl.serve import voila_command
+from mnist_hitl.serve import running_app
 from mnist_hitl.stack import prometheus_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +33,6 @@ from mnist_hitl import metrics
 metrics.record_monitor(0.2, {d: d / 20 for d in range(10)}, labels_waiting=int(sys.argv[1]))
 metrics.record_cycle("promoted")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(url: str, timeout: float = 10) -> bytes:
@@ -101,24 +95,25 @@ def processes():
 
 
 @pytest.mark.slow
-def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path, require_binary):
+def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path,
+                                                                               require_binary):
     require_binary("prometheus", "prometheus")
-    settings = home_with_model.replace(app_port=free_port(), metrics_port=free_port(),
-                                   prometheus_port=free_port())
+    settings = home_with_model.replace(app_port=free_port(), metrics_port=free_port(), prometheus_port=free_port())
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    def start(name: str, command: list[str]) -> None:
-        log = open(logs / f"{name}.log", "w")
-        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    def log_file(name: str):
+        return open(logs / f"{name}.log", "w")
 
-    start("exporter", [sys.executable, "-m", "mnist_hitl.cli", "metrics", "--port", str(settings.metrics_port)])
-    start("app", voila_command(settings, port=settings.app_port, pool_size=1))
+    processes.append(start_cli(env, "metrics", "--port", str(settings.metrics_port), stdout=log_file("exporter"),
+                               stderr=subprocess.STDOUT))
     config = tmp_path / "prometheus.yml"
     config.write_text(prometheus_config(settings, scrape_interval="1s"))
-    start("prometheus", ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}"])
+    processes.append(subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}"], env=env, stdout=log_file("prometheus"),
+        stderr=subprocess.STDOUT))
     api = f"http://127.0.0.1:{settings.prometheus_port}/api/v1"
 
     def query(expression: str) -> list:
@@ -131,34 +126,36 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(h
         active = json.loads(get(f"{api}/targets"))["data"]["activeTargets"]
         return {t["labels"]["job"] for t in active if t["health"] == "up"} == {"mnist-hitl", "app", "prometheus"}
 
-    try:
-        wait_until(targets_up, 120, "Prometheus to scrape the exporter, the app and itself")
-        expected = 0
-        for count in (8, 6):  # two rounds, so every counter is seen before it grows
-            worker = subprocess.run([sys.executable, USER_SESSION, str(expected), str(count)], env=env,
-                                    capture_output=True, text=True, timeout=180)
-            assert worker.returncode == 0, worker.stderr
-            flow = subprocess.run([sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True,
-                                  timeout=60)
-            assert flow.returncode == 0, flow.stderr
-            assert get(f"http://127.0.0.1:{settings.app_port}/", timeout=60)  # a page view
-            expected += count
-            wait_until(lambda: [r for r in query("sum(mnist_hitl_predictions_total)")
-                                if float(r["value"][1]) == expected], 30, f"{expected} predictions in Prometheus")
+    with running_app(settings, port=settings.app_port, pool_size=1, log=logs / "app.log"):
+        try:
+            wait_until(targets_up, 120, "Prometheus to scrape the exporter, the app and itself")
+            expected = 0
+            for count in (8, 6):  # two rounds, so every counter is seen before it grows
+                worker = subprocess.run([sys.executable, USER_SESSION, str(expected), str(count)], env=env,
+                                        capture_output=True, text=True, timeout=180)
+                assert worker.returncode == 0, worker.stderr
+                flow = subprocess.run([sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True,
+                                      timeout=60)
+                assert flow.returncode == 0, flow.stderr
+                assert get(f"http://127.0.0.1:{settings.app_port}/", timeout=60)  # a page view
+                expected += count
+                wait_until(lambda total=expected: [r for r in query("sum(mnist_hitl_predictions_total)")
+                                                   if float(r["value"][1]) == total],
+                           30, f"{expected} predictions in Prometheus")
 
-        empty = []
-        for title, expression in dashboard_queries():
-            for name, value in GRAFANA_VARIABLES.items():
-                expression = expression.replace(name, value)
-            result = query(expression)
-            if not any(math.isfinite(float(series["value"][1])) for series in result):
-                empty.append(f"{title}: {expression} -> {result}")
-        assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+            empty = []
+            for title, expression in dashboard_queries():
+                for name, value in GRAFANA_VARIABLES.items():
+                    expression = expression.replace(name, value)
+                result = query(expression)
+                if not any(math.isfinite(float(series["value"][1])) for series in result):
+                    empty.append(f"{title}: {expression} -> {result}")
+            assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
 
-        # The app server's own HTTP metrics: the page view, by handler and status code.
-        pages = 'sum(http_request_duration_seconds_count{job="app", handler=~".*VoilaHandler", status_code="200"})'
-        wait_until(lambda: [r for r in query(pages) if float(r["value"][1]) == 2], 30, "the two page views")
-    except AssertionError:
-        for log in sorted(logs.iterdir()):
-            print(f"--- {log.name}\n{log.read_text()[-3000:]}")
-        raise
+            # The app server's own HTTP metrics: the page view, by handler and status code.
+            pages = 'sum(http_request_duration_seconds_count{job="app", handler=~".*VoilaHandler", status_code="200"})'
+            wait_until(lambda: [r for r in query(pages) if float(r["value"][1]) == 2], 30, "the two page views")
+        except AssertionError:
+            for log in sorted(logs.iterdir()):
+                print(f"--- {log.name}\n{log.read_text()[-3000:]}")
+            raise

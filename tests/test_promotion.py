@@ -8,8 +8,8 @@ import pytest
 
 from mnist_hitl.learning import deployment, promotion
 from mnist_hitl.learning.labels import in_users_holdout
-from mnist_hitl.predictor import DEPLOYED_POINTER
 from mnist_hitl.learning.promotion import Comparison, Scores, promotion_rule
+from mnist_hitl.predictor import DEPLOYED_POINTER
 from mnist_hitl.store import Store
 
 

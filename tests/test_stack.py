@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, start_cli
 
-from mnist_hitl import stack
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.resources import resource
 from mnist_hitl.store import Store
@@ -35,12 +34,6 @@ HEALTH = {
     "metrics": "/metrics",
     "prometheus": "/-/ready",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(url: str) -> bool:
@@ -111,8 +104,7 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
     for start in (1, 2):
         log_path = tmp_path / f"run-{start}.log"
         with open(log_path, "w") as log:
-            run = subprocess.Popen([sys.executable, "-m", "mnist_hitl.cli", "run"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+            run = start_cli(env, "run", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 240
             waiting = set(services)

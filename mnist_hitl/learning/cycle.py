@@ -312,9 +312,8 @@ class _Cycle:
         with contextlib.suppress(Exception):
             parent.tags({"outcome": "failed", "error": self.summary["error"][:4000]})
             tracking.end_run(self.settings, parent.run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
-        with contextlib.suppress(Exception):
-            with Store(self.settings.db_path) as store:
-                store.set_meta(RUNNING_CYCLE, "")
+        with contextlib.suppress(Exception), Store(self.settings.db_path) as store:
+            store.set_meta(RUNNING_CYCLE, "")
         with contextlib.suppress(Exception):
             self.close()
 

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
-from mnist_hitl import config
+from mnist_hitl.config import export
 from mnist_hitl.preprocess import MNIST_SIZE
 
 INK = 0.5  # a pixel at least this bright is ink
@@ -151,7 +151,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: floa
     ``threshold`` (the same measure as the drift score, so the report explains it).
     """
 
-    config.export("DO_NOT_TRACK", "1", keep_existing=True)  # evidently's usage telemetry stays off
+    export("DO_NOT_TRACK", "1", keep_existing=True)  # evidently's usage telemetry stays off
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from evidently import DataDefinition, Dataset, Report

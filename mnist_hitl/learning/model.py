@@ -56,6 +56,13 @@ def keras_module():
     return keras
 
 
+def load_keras_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Full MNIST through ``keras.datasets.mnist.load_data()`` (downloads once; needs the network)."""
+    keras = keras_module()
+    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
 def build_model(learning_rate: float = 2e-3, dropout: float = 0.3):
     """A small CNN for 28x28x1 inputs in [0, 1], softmax over the ten digits."""
     keras = keras_module()

@@ -8,6 +8,7 @@ logged to the monitor's MLflow run. ``notebooks/monitor.ipynb`` shows it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

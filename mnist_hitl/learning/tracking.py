@@ -20,7 +20,7 @@ import math
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_hitl import config
@@ -214,7 +214,7 @@ def mark_promotion(settings: Settings, mlflow_version: str, version: str, promot
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "reasons", " | ".join(reasons)[:5000])
     if promoted:
         mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "promoted_at",
-                                            datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                            datetime.now(UTC).isoformat(timespec="seconds"))
         mlflow_client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
 
 
