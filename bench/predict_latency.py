@@ -71,9 +71,10 @@ def main() -> None:
         stages["preprocess"].append((middle - start) * 1000)
         stages["infer"].append((time.perf_counter() - middle) * 1000)
 
+    from mnist_hitl.learning.deployment import deployed_keras_path
     from mnist_hitl.learning.model import load_model
 
-    keras_model = load_model(settings.models_dir / "latest.keras")
+    keras_model = load_model(deployed_keras_path(settings))
     x = to_mnist(drawing).reshape(1, 28, 28, 1)
     keras_model.predict(x, verbose=0)
     keras_times = []

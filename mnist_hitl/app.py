@@ -304,7 +304,7 @@ class DrawingApp:
             with native_stderr_silenced():
                 self.workbench.predictor.refresh(force=True)
         except ModelFileError as error:
-            self._show_version()
+            self._show_version(self.workbench.predictor.serving_version)  # what still answers, if anything
             self._set_status(html.escape(str(error)), error=True)
             return None
         version = self.workbench.predictor.version

@@ -2,6 +2,10 @@
 
 Heavy libraries are imported inside each command, so ``predict``, ``correct``
 and ``status`` start in a fraction of a second and never import TensorFlow.
+
+Whatever it is given, the command ends with status 0, 1 (refused, or failed) or 2 (a
+command line it cannot parse), and says why in one line on stderr, never a traceback:
+:class:`OneLineErrors` catches what the commands do not.
 """
 
 from __future__ import annotations
@@ -13,9 +17,52 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+
+class OneLineErrors(TyperGroup):
+    """The command group, reporting every error in one line: usage errors exit 2, the others 1."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Exception as error:  # the last place where a traceback can become one line
+            message, status = _one_line(error)
+            if message is not None:
+                typer.echo(f"error: {message}", err=True)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def _one_line(error: Exception) -> tuple[str | None, int]:
+    """The message and exit status for an error that reached the top of a command."""
+    from mnist_hitl.config import SettingsError
+    from mnist_hitl.store import StoreError
+
+    if type(error).__name__ == "NoArgsIsHelpError":  # no arguments at all: show the help, as usual
+        error.show()
+        return None, 2
+    if hasattr(error, "format_message") and hasattr(error, "exit_code"):  # click's usage and parameter errors
+        context = getattr(error, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        return error.format_message().replace("\n", " ") + hint, error.exit_code
+    if isinstance(error, SettingsError):
+        return str(error), 2
+    if isinstance(error, StoreError):
+        return str(error), 1
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror, 1
+    if type(error).__name__ == "Abort":  # typer's or click's
+        return "aborted", 1
+    first_line = (str(error).splitlines() or [""])[0]
+    return f"unexpected {type(error).__name__}: {first_line}", 1
+
 
 app = typer.Typer(help="mnist-hitl: draw digits, correct the model, let it learn.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, cls=OneLineErrors)
+# A label or an id may be negative: "-1" is then an argument (refused with a reason), not an unknown option.
+NUMBERS = {"ignore_unknown_options": True}
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -34,12 +81,13 @@ def predict(images: Annotated[list[Path], typer.Argument(help="image files (PNG,
     with Workbench(source="cli") as bench:
         for path in images:
             try:
-                result = bench.predict_png(path.read_bytes())
+                result = bench.predict_file(path)
             except ModelFileError as error:
                 _fail(str(error))
             except (OSError, EmptyDrawingError, InvalidImageError) as error:
                 failures += 1
-                typer.echo(json.dumps({"file": str(path), "error": str(error)}), err=True)
+                message = f"{error.strerror}: {path}" if isinstance(error, OSError) and error.strerror else str(error)
+                typer.echo(json.dumps({"file": str(path), "error": message}), err=True)
                 continue
             typer.echo(json.dumps({"file": str(path), **result.as_json()}))
     if failures:
@@ -58,13 +106,13 @@ def _label(prediction_id: int, label: int, kind: str) -> None:
     typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "label": label, "kind": kind}))
 
 
-@app.command()
+@app.command(context_settings=NUMBERS)
 def correct(prediction_id: int, label: int) -> None:
     """Store the right digit for a prediction."""
     _label(prediction_id, label, "correct")
 
 
-@app.command()
+@app.command(context_settings=NUMBERS)
 def confirm(prediction_id: int) -> None:
     """Confirm a prediction was right (stored as a label too)."""
     from mnist_hitl.store import StoreError, open_store
@@ -75,6 +123,23 @@ def confirm(prediction_id: int) -> None:
         except StoreError as error:
             _fail(str(error))
     _label(prediction_id, predicted, "confirm")
+
+
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="the copy to write (a new file)")],
+    force: Annotated[bool, typer.Option(help="replace PATH if it exists")] = False,
+) -> None:
+    """Copy the store to PATH while the app keeps writing (SQLite's online backup), check the copy, print its counts."""
+    from mnist_hitl.store import open_store
+
+    if path.is_dir():
+        _fail(f"{path} is a folder: name a file")
+    if path.exists() and not force:
+        _fail(f"{path} exists: name a new file, or add --force to replace it")
+    with open_store() as store:
+        counts = store.backup(path)
+    typer.echo(json.dumps({"backup": str(path), "integrity": "ok", **counts}))
 
 
 @app.command()

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     train_epochs: int = _env("MNIST_HITL_EPOCHS", ge=1, default=15)
     app_host: str = _env("MNIST_HITL_APP_HOST", default="127.0.0.1")
     app_port: int = _env("MNIST_HITL_APP_PORT", ge=1, le=65535, default=8866)
+    max_picture_bytes: int = _env("MNIST_HITL_MAX_PICTURE_BYTES", ge=1, default=20_000_000)
+    max_picture_pixels: int = _env("MNIST_HITL_MAX_PICTURE_PIXELS", ge=1, default=40_000_000)
     min_new_labels: int = _env("MIN_NEW_LABELS", ge=0, default=20)
     drift_threshold: float = _env("DRIFT_THRESHOLD", ge=0, default=0.3)
     fail_threshold: int = _env("FAIL_THRESHOLD", ge=1, default=5)

@@ -20,6 +20,7 @@ Metrics (all prefixed ``mnist_hitl_``):
     prediction_latency_seconds                 preprocess + inference + store, histogram
     labels_total{kind, digit}                  user labels: kind confirm / correct, true digit
     refusals_total{reason}                     refused inputs and failed requests
+    model_load_failures_total{reason}          deployed models a predictor could not load (see predictor)
     cycles_total{outcome}                      learning cycles by outcome (see CYCLE_OUTCOMES)
     last_cycle_timestamp_seconds               end of the last learning cycle
     drift_score                                drift score of the last monitor run
@@ -105,6 +106,8 @@ class _Instruments:
                               ("kind", "digit"))
         self.refusals = counter("refusals", "Refused inputs and failed requests, by reason.", ("reason",))
         self.cycles = counter("cycles", "Learning cycles, by outcome.", ("outcome",))
+        self.model_load_failures = counter("model_load_failures", "Deployed models a predictor could not load "
+                                           "(it kept serving the one it held, if any), by reason.", ("reason",))
         self.last_cycle = gauge("last_cycle_timestamp_seconds",
                                 "End of the last learning cycle, in seconds since the epoch.", "max")
         self.drift_score = gauge("drift_score", "Drift score of the users' drawings against the training data, "
@@ -123,6 +126,10 @@ class _Instruments:
                 self.labels.labels(kind, str(digit))
         for outcome in CYCLE_OUTCOMES:
             self.cycles.labels(outcome)
+        from mnist_hitl.predictor import LOAD_FAILURE_REASONS  # here: the predictor records through this module
+
+        for reason in LOAD_FAILURE_REASONS:
+            self.model_load_failures.labels(reason)
 
     def close(self) -> None:
         self.value_class.close_all_files()
@@ -200,6 +207,11 @@ def record_label(label: int, kind: str) -> None:
 def record_refusal(reason: str) -> None:
     """Count one refused input or failed request, by reason (an error's class name)."""
     _record(lambda m: m.refusals.labels(str(reason)).inc())
+
+
+def record_model_load_failure(reason: str) -> None:
+    """Count one deployed model a predictor could not load, by reason (see ``predictor.LOAD_FAILURE_REASONS``)."""
+    _record(lambda m: m.model_load_failures.labels(str(reason)).inc())
 
 
 def record_cycle(outcome: str) -> None:

@@ -3,22 +3,48 @@
 The predictor reads ``models/latest.json`` to learn which version is deployed
 and checks it before every prediction (a ``stat``, microseconds), so a running
 app picks up a newly deployed model by itself.
+
+The export is read into memory and checked against the SHA-256 that
+``latest.json`` records, once, when it is (re)loaded. LiteRT would otherwise
+memory-map the file, and a file rewritten or truncated under a map kills the
+process with SIGBUS; held in memory, the model serves whatever happens to the
+file afterwards. When a newly deployed model cannot be loaded, a running
+predictor says so once (log and ``mnist_hitl_model_load_failures_total``),
+keeps serving the model it holds, and tries again when the pointer changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 DEPLOYED_POINTER = "latest.json"
+INPUT_SHAPE = (1, 28, 28, 1)
+# Why a deployed model could not be loaded: the ``reason`` of a ModelFileError and of the metric.
+LOAD_FAILURE_REASONS = ("no_model", "bad_pointer", "missing_export", "checksum_mismatch", "unloadable",
+                        "wrong_input_shape")
 
 
 class ModelFileError(RuntimeError):
-    """No deployed model, or its files are missing or corrupt."""
+    """No deployed model, or its files are missing or corrupt.
+
+    Args:
+        message: what is wrong, for a person.
+        reason: one of :data:`LOAD_FAILURE_REASONS`, for the metric.
+    """
+
+    def __init__(self, message: str, reason: str = "unloadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -26,20 +52,86 @@ class Deployed:
     version: str
     tflite_path: Path
     holdout_accuracy: float | None
+    keras_path: Path | None = None
+    tflite_sha256: str | None = None  # None: deployed before checksums were recorded
 
 
 def deployed_model(models_dir: Path) -> Deployed:
     """What ``latest.json`` says is deployed; raises ModelFileError if nothing is."""
-    pointer = Path(models_dir) / DEPLOYED_POINTER
+    models_dir = Path(models_dir)
+    pointer = models_dir / DEPLOYED_POINTER
     try:
         info = json.loads(pointer.read_text())
-        return Deployed(info["version"], Path(models_dir) / info["tflite"], info.get("holdout_accuracy"))
+        keras = info.get("keras")
+        return Deployed(str(info["version"]), models_dir / info["tflite"], info.get("holdout_accuracy"),
+                        models_dir / keras if keras else None, info.get("tflite_sha256"))
     except FileNotFoundError:
         raise ModelFileError(
-            f"no model is deployed in {models_dir}: run `mnist-hitl init` to train the first one"
+            f"no model is deployed in {models_dir}: run `mnist-hitl init` to train the first one", "no_model"
         ) from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise ModelFileError(f"{pointer} is corrupt: {error}") from error
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelFileError(f"{pointer} is corrupt: {error!r}", "bad_pointer") from error
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A deployed model ready to predict."""
+
+    deployed: Deployed
+    # LiteRT reads the weights from these bytes for the interpreter's whole life (it keeps its own
+    # reference too); held here so that nothing else ever backs the model, least of all a file.
+    content: bytes
+    interpreter: Any
+    input_index: int
+    output_index: int
+
+
+def read_export(deployed: Deployed) -> bytes:
+    """The deployed export's bytes, checked against the pointer's checksum."""
+    path = deployed.tflite_path
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"the deployed model's export {path} is missing", "missing_export") from None
+    except OSError as error:
+        raise ModelFileError(f"the deployed model's export {path} is unreadable: {error}") from error
+    if deployed.tflite_sha256 is None:
+        log.warning("%s has no checksum in %s (deployed by an older mnist-hitl): loading %s unchecked",
+                    deployed.version, DEPLOYED_POINTER, path.name)
+    elif hashlib.sha256(content).hexdigest() != deployed.tflite_sha256:
+        raise ModelFileError(f"the deployed model's export {path} is corrupt: its SHA-256 does not match the "
+                             f"checksum in {DEPLOYED_POINTER} (changed after deployment)", "checksum_mismatch")
+    return content
+
+
+def load_export(deployed: Deployed, content: bytes) -> LoadedModel:
+    """An interpreter over an export's bytes; raises ModelFileError if it cannot read a 28x28 picture."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, content = deployed.tflite_path, bytes(content)  # immutable: the interpreter reads it in place
+    try:
+        interpreter = Interpreter(model_content=content, num_threads=1)
+        interpreter.allocate_tensors()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    except Exception as error:  # LiteRT raises several kinds for a damaged flatbuffer (a garbled name: Unicode)
+        raise ModelFileError(f"the deployed model's export {path} is corrupt: {error}") from error
+    if len(inputs) != 1 or tuple(inputs[0]["shape"]) != INPUT_SHAPE or not outputs:
+        raise ModelFileError(f"{path} does not take a 28x28 picture", "wrong_input_shape")
+    return LoadedModel(deployed, content, interpreter, inputs[0]["index"], outputs[0]["index"])
+
+
+def load_deployed(models_dir: Path) -> LoadedModel:
+    """Read, check and load the deployed model; raises ModelFileError, with its reason, if it cannot."""
+    deployed = deployed_model(models_dir)
+    return load_export(deployed, read_export(deployed))
+
+
+def _pointer_stamp(pointer: Path) -> tuple[int, int] | None:
+    try:
+        stat = pointer.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
 
 
 class Predictor:
@@ -53,30 +145,59 @@ class Predictor:
         self.models_dir = Path(models_dir)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._interpreter = None
-        self._deployed: Deployed | None = None
+        self._model: LoadedModel | None = None
+        self._reported: tuple | None = None  # the last failure logged and counted: (pointer stamp, reason)
 
     @property
     def version(self) -> str:
         """The version in use, after checking for a newer deployment."""
         self.refresh()
-        return self._deployed.version
+        return self._model.deployed.version
+
+    @property
+    def serving_version(self) -> str | None:
+        """The version of the model held now, without looking for a newer one (None: none held)."""
+        model = self._model
+        return None if model is None else model.deployed.version
 
     def refresh(self, force: bool = False) -> bool:
-        """Load the deployed model if it changed since the last check; True if it (re)loaded."""
-        pointer = self.models_dir / DEPLOYED_POINTER
-        try:
-            stat = pointer.stat()
-            stamp = (stat.st_mtime_ns, stat.st_ino)
-        except FileNotFoundError:
-            stamp = None
+        """Load the deployed model if the pointer changed since the last check; True if it (re)loaded.
+
+        A broken new deployment leaves the model in use serving, and is tried again when the pointer
+        changes (or at ``force``).
+
+        Raises:
+            ModelFileError: no model could be loaded and none is held; or, with ``force``, the
+                deployed model could not be loaded (the one held keeps serving).
+        """
+        stamp = _pointer_stamp(self.models_dir / DEPLOYED_POINTER)
         with self._lock:
-            if not force and stamp is not None and stamp == self._stamp:
+            if not force and self._model is not None and stamp == self._stamp:
                 return False
-            deployed = deployed_model(self.models_dir)
-            self._interpreter = _load_interpreter(deployed.tflite_path)
-            self._deployed, self._stamp = deployed, stamp
+            try:
+                model = load_deployed(self.models_dir)
+            except ModelFileError as error:
+                if self._model is None:
+                    self._report(stamp, error, str(error))
+                    raise
+                self._stamp = stamp
+                message = f"{error}; still serving version {self._model.deployed.version}"
+                self._report(stamp, error, message)
+                if force:
+                    raise ModelFileError(message, error.reason) from error
+                return False
+            self._model, self._stamp, self._reported = model, stamp, None
             return True
+
+    def _report(self, stamp: tuple[int, int] | None, error: ModelFileError, message: str) -> None:
+        """Log and count a failed load once per pointer; nothing deployed yet is not a failure."""
+        if (stamp, error.reason) == self._reported or (error.reason == "no_model" and self._model is None):
+            return
+        self._reported = (stamp, error.reason)
+        from mnist_hitl import metrics
+
+        metrics.record_model_load_failure(error.reason)
+        log.error("%s", message)
 
     def predict(self, digit: np.ndarray) -> tuple[np.ndarray, str]:
         """Probabilities of the ten digits for one preprocessed 28x28 picture.
@@ -85,25 +206,10 @@ class Predictor:
             (probabilities of shape (10,), the model version that produced them).
         """
         self.refresh()
-        x = np.asarray(digit, dtype=np.float32).reshape(1, 28, 28, 1)
+        x = np.asarray(digit, dtype=np.float32).reshape(INPUT_SHAPE)
         with self._lock:
-            interpreter, version = self._interpreter, self._deployed.version
-            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-            interpreter.invoke()
-            probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].copy()
-        return probabilities, version
-
-
-def _load_interpreter(path: Path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    if not path.is_file():
-        raise ModelFileError(f"the deployed model's export {path} is missing")
-    try:
-        interpreter = Interpreter(model_path=str(path), num_threads=1)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as error:
-        raise ModelFileError(f"the deployed model's export {path} is corrupt: {error}") from error
-    if tuple(interpreter.get_input_details()[0]["shape"]) != (1, 28, 28, 1):
-        raise ModelFileError(f"{path} does not take a 28x28 picture")
-    return interpreter
+            model = self._model
+            model.interpreter.set_tensor(model.input_index, x)
+            model.interpreter.invoke()
+            probabilities = model.interpreter.get_tensor(model.output_index)[0].copy()
+        return probabilities, model.deployed.version

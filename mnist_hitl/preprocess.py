@@ -4,15 +4,25 @@ MNIST was built by scaling each digit, keeping its aspect ratio, into a 20x20
 box with anti-aliasing, then placing it in a 28x28 field so that its centre of
 mass sits at the centre. A drawing from a 280x280 canvas goes through the same
 steps; skipping them costs about 20 points of accuracy on real drawings.
+
+Picture files come from anyone, so decoding is bounded: a file over a size limit is
+refused unread, and a picture over a pixel limit is refused from its header, before
+anything is decoded (a 700 KB PNG can declare 13000x13000 pixels and take gigabytes
+to decode). A picture larger than :data:`WORK_SIZE` is shrunk while it is decoded
+(JPEG) or right after (box filter), so the floats of preprocessing stay small.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 CANVAS_SIZE = 280
@@ -21,6 +31,13 @@ MNIST_SIZE = 28
 DIGIT_BOX = 20
 INK_THRESHOLD = 0.15
 MIN_EXTENT = 0.05  # the ink must span at least 5% of the picture's longer side
+# Defaults of MNIST_HITL_MAX_PICTURE_BYTES and _PIXELS (config.py): a phone photo passes (12-24 MP, 3-12 MB as
+# JPEG); a 40 MP RGBA PNG, the largest picture accepted, decodes into 160 MB.
+MAX_PICTURE_BYTES = 20_000_000
+MAX_PICTURE_PIXELS = 40_000_000
+WORK_SIZE = 1024  # a larger picture is shrunk to at most this on its longer side: the digit ends up 20x20 anyway
+# Raster formats only: PIL's EPS reader would run Ghostscript on whatever it is given.
+PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 
 Point = tuple[float, float]
 
@@ -31,6 +48,10 @@ class EmptyDrawingError(ValueError):
 
 class InvalidImageError(ValueError):
     """The bytes or array given are not a readable picture."""
+
+
+class PictureTooLargeError(InvalidImageError):
+    """The picture file or the picture it declares is over a limit; refused before decoding."""
 
 
 def as_gray(image: np.ndarray) -> np.ndarray:
@@ -130,15 +151,116 @@ def render_strokes(
     return np.asarray(picture, dtype=np.uint8)
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG (or any PIL-readable) bytes into an array; broken bytes raise InvalidImageError."""
+def read_picture_file(path: str | Path, max_bytes: int = MAX_PICTURE_BYTES) -> bytes:
+    """The bytes of a picture file, refusing anything but a regular file of at most ``max_bytes``.
+
+    Raises:
+        PictureTooLargeError: the file is larger than ``max_bytes`` (it is not read).
+        InvalidImageError: ``path`` is a folder, a pipe or a device.
+        OSError: the file cannot be opened.
+    """
+    # O_NONBLOCK: opening a named pipe must not wait for a writer.
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidImageError(f"{path} is not a picture file (a folder, a pipe or a device)")
+        if info.st_size > max_bytes:
+            raise PictureTooLargeError(_too_many_bytes(info.st_size, max_bytes))
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise PictureTooLargeError(_too_many_bytes(len(data), max_bytes))
+    return data
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_PICTURE_BYTES, max_pixels: int = MAX_PICTURE_PIXELS) -> np.ndarray:
+    """Decode picture file bytes (PNG, JPEG...) into an array: grey, or RGBA for pictures with transparency.
+
+    Args:
+        data: the file's bytes.
+        max_bytes: larger files are refused unread.
+        max_pixels: pictures declaring more pixels are refused from their header, before decoding.
+
+    Raises:
+        PictureTooLargeError: over ``max_bytes`` or ``max_pixels``.
+        InvalidImageError: anything else that is not a readable picture.
+    """
+    if len(data) > max_bytes:
+        raise PictureTooLargeError(_too_many_bytes(len(data), max_bytes))
     try:
-        with Image.open(io.BytesIO(data)) as picture:
-            picture.load()
-            mode = "RGBA" if picture.mode in ("RGBA", "LA", "P", "PA") else "L"
-            return np.asarray(picture.convert(mode))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise InvalidImageError(f"not a readable image (expected a PNG or another picture file): {error}") from error
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            opened = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
+        with opened as picture:
+            width, height = picture.size
+            if width * height > max_pixels:
+                raise PictureTooLargeError(
+                    f"the picture is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels),"
+                    f" over the limit of {max_pixels:,} pixels; refused before decoding"
+                )
+            if width * height == 0:
+                raise InvalidImageError("not a readable image: the picture has no pixels")
+            return _pixels(picture)
+    except InvalidImageError:
+        raise
+    except Image.DecompressionBombError:  # PIL's own limit, checked when it reads the header
+        limit = 2 * Image.MAX_IMAGE_PIXELS
+        raise PictureTooLargeError(f"the picture has more than {limit:,} pixels, over the limit of"
+                                   f" {min(max_pixels, limit):,} pixels; refused before decoding") from None
+    except Exception as error:  # decoders fed hostile bytes raise anything: struct.error, EOFError, IndexError...
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InvalidImageError(
+            f"not a readable image (expected a PNG or another picture file): {message}"
+        ) from error
+
+
+def _too_many_bytes(size: int, max_bytes: int) -> str:
+    return f"the picture file is {size:,} bytes, over the limit of {max_bytes:,} bytes"
+
+
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
+
+
+def _pixels(picture: Image.Image) -> np.ndarray:
+    """The picture's pixels: RGBA if it has transparency, else grey; shrunk to WORK_SIZE if larger."""
+    transparent = picture.mode in ("RGBA", "LA", "P", "PA")
+    factor = -(-max(picture.size) // WORK_SIZE)
+    if factor > 1:
+        # JPEG only (a no-op elsewhere): decode at 1/2, 1/4 or 1/8 scale, never below the size asked for.
+        picture.draft(None if transparent else "L", (picture.size[0] // factor, picture.size[1] // factor))
+        factor = -(-max(picture.size) // WORK_SIZE)
+    if factor <= 1:
+        return np.asarray(picture.convert("RGBA" if transparent else "L"))
+    if transparent:
+        picture.load()
+        return _shrunk_transparent(picture, factor)
+    if picture.mode not in _REDUCIBLE:
+        picture = picture.convert("L")
+    return np.asarray(picture.reduce(factor).convert("L"))
+
+
+def _shrunk_transparent(picture: Image.Image, factor: int) -> np.ndarray:
+    """A large picture with transparency, shrunk, as the grey ink :func:`as_gray` would find at full size.
+
+    Read in strips of whole boxes, each converted on its own: a palette picture never exists in
+    full as RGBA (four times its size).
+    """
+    width, height = picture.size
+    rows = factor * max(1, 1_000_000 // (width * factor))
+
+    def strips():
+        for top in range(0, height, rows):
+            strip = picture.crop((0, top, width, min(top + rows, height)))
+            yield strip if strip.mode in ("RGBA", "LA") else strip.convert("RGBA")
+
+    # Per band, over the drawn pixels (alpha > 0) only: how many pixels have each value.
+    counts = sum(np.asarray(strip.histogram(mask=strip.getchannel("A"))).reshape(-1, 256) for strip in strips())
+    drawn = int(counts[-1].sum())
+    if 0 < drawn < width * height and all(np.count_nonzero(band) == 1 for band in counts[:-1]):
+        # one colour on a transparent background: the alpha is the ink
+        return np.vstack([np.asarray(strip.getchannel("A").reduce(factor)) for strip in strips()])
+    small = np.vstack([np.asarray(strip.reduce(factor), dtype=np.float32) for strip in strips()])
+    composite = small[..., :-1].mean(axis=2) * small[..., -1] / 255.0  # over black, like as_gray
+    return np.round(composite).astype(np.uint8)
 
 
 def encode_png(image: np.ndarray) -> bytes:

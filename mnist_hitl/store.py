@@ -1,67 +1,39 @@
 """The shared SQLite store: predictions, labels and model versions.
 
 SQLite in WAL mode with a busy timeout, so every app kernel, the CLI and the
-learning loop can write at once without losing rows. Labels are append-only (a
-trigger refuses UPDATE and DELETE): a later correction never erases an earlier
-one, and the latest label of a prediction is the one that counts. The schema
-carries a version (``PRAGMA user_version``) for later migrations.
+learning loop can write at once without losing rows. Labels are append-only: a
+later correction never erases an earlier one, and the latest label of a
+prediction is the one that counts. Predictions are immutable. Triggers hold
+these rules for every connection, whatever its pragmas (see
+:mod:`mnist_hitl.store_schema`); an older store is migrated in place when opened.
+
+Every SQLite failure reaches the caller as a :class:`StoreError` saying what to
+do (a read-only file, a store that is not one, a lock held too long). A read-only
+store is refused before SQLite opens it, which would leave read-only ``-wal`` and
+``-shm`` files behind that keep failing once the store is writable again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
+import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 1
-LABEL_KINDS = ("confirm", "correct")
+from mnist_hitl.store_schema import SCHEMA_VERSION, migration
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    png BLOB NOT NULL,
-    predicted_label INTEGER NOT NULL CHECK (predicted_label BETWEEN 0 AND 9),
-    probabilities TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    latency_ms REAL NOT NULL,
-    source TEXT NOT NULL DEFAULT 'app'
-);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prediction_id INTEGER NOT NULL REFERENCES predictions(id),
-    label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
-    kind TEXT NOT NULL CHECK (kind IN ('confirm', 'correct')),
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS labels_by_prediction ON labels(prediction_id, id);
-CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels
-BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
-BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TABLE IF NOT EXISTS model_versions (
-    version TEXT PRIMARY KEY,
-    file TEXT NOT NULL,
-    holdout_accuracy REAL,
-    created_at TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'candidate' CHECK (status IN ('candidate', 'deployed', 'rejected')),
-    deployed_at TEXT,
-    details TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+LABEL_KINDS = ("confirm", "correct")
+MAX_ID = 2**63 - 1  # SQLite integers are signed 64-bit
 
 
 class StoreError(ValueError):
-    """A write was refused; nothing was written."""
+    """A write was refused, or the store cannot be used; nothing was written. The message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -90,24 +62,51 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _sqlite_errors(method: Callable) -> Callable:
+    """Raise the method's SQLite errors as StoreErrors that say what to do."""
+
+    @functools.wraps(method)
+    def translated(self: Store, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise StoreError(_explain(self.path, error)) from error
+
+    return translated
+
+
 class Store:
     """Access to the SQLite store; cheap to create, one connection per instance.
 
     Args:
         path: the SQLite file; its folder is created if needed.
         timeout: seconds a writer waits for another writer's lock.
+
+    Raises:
+        StoreError: the store cannot be created, written or read; nothing was touched.
     """
 
     def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the store's folder {self.path.parent} ({error.strerror}):"
+                             " set MNIST_HITL_HOME to a folder this user can write") from None
+        if blocked := _unwritable(self.path):
+            raise StoreError(_read_only(blocked))
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        try:
+            self._conn.row_factory = sqlite3.Row
+            for pragma in (f"busy_timeout = {int(timeout * 1000)}", "journal_mode = WAL", "synchronous = NORMAL",
+                           "foreign_keys = ON", "recursive_triggers = ON"):
+                self._conn.execute(f"PRAGMA {pragma}")
+            self._migrate()
+        except BaseException as error:
+            self._conn.close()
+            if isinstance(error, sqlite3.Error):
+                raise StoreError(_explain(self.path, error)) from error
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -124,27 +123,32 @@ class Store:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
+        if self.schema_version == SCHEMA_VERSION:
+            return  # the usual case: no write lock needed
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION})")
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                raise StoreError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION}):"
+                                 " update mnist-hitl")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in migration(number):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @property
+    @_sqlite_errors
     def schema_version(self) -> int:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     # predictions -----------------------------------------------------------------
 
+    @_sqlite_errors
     def record_prediction(
         self,
         png: bytes,
@@ -171,18 +175,22 @@ class Store:
             )
             return int(cursor.lastrowid)
 
+    @_sqlite_errors
     def get_prediction(self, prediction_id: int) -> Prediction:
-        row = self._conn.execute("SELECT * FROM predictions WHERE id = ?", (int(prediction_id),)).fetchone()
+        prediction_id = _prediction_id(prediction_id)
+        row = self._conn.execute("SELECT * FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
         if row is None:
             raise StoreError(f"no prediction with id {prediction_id}")
         return _prediction(row)
 
+    @_sqlite_errors
     def predictions(self, since_id: int = 0) -> list[Prediction]:
-        rows = self._conn.execute("SELECT * FROM predictions WHERE id > ? ORDER BY id", (since_id,))
+        rows = self._conn.execute("SELECT * FROM predictions WHERE id > ? ORDER BY id", (_bounded(since_id),))
         return [_prediction(row) for row in rows]
 
     # labels ----------------------------------------------------------------------
 
+    @_sqlite_errors
     def add_label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
         """Append a label to a prediction; refuses bad input without writing anything.
 
@@ -199,22 +207,26 @@ class Store:
             raise StoreError(f"label {label} is outside 0-9")
         if kind not in LABEL_KINDS:
             raise StoreError(f"label kind {kind!r} is not one of {', '.join(LABEL_KINDS)}")
+        prediction_id = _prediction_id(prediction_id)
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (int(prediction_id),)).fetchone() is None:
+            if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
                 raise StoreError(f"no prediction with id {prediction_id}")
             cursor = conn.execute(
                 "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, ?, ?, ?)",
-                (int(prediction_id), label, kind, utc_now()),
+                (prediction_id, label, kind, utc_now()),
             )
             return int(cursor.lastrowid)
 
+    @_sqlite_errors
     def labels(self, prediction_id: int | None = None) -> list[Label]:
         if prediction_id is None:
             rows = self._conn.execute("SELECT * FROM labels ORDER BY id")
         else:
-            rows = self._conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id", (prediction_id,))
+            rows = self._conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id",
+                                      (_bounded(prediction_id),))
         return [Label(**dict(row)) for row in rows]
 
+    @_sqlite_errors
     def labelled_predictions(self, since_label_id: int = 0) -> list[tuple[Prediction, Label]]:
         """Each labelled prediction with its latest label (the latest label wins).
 
@@ -226,26 +238,54 @@ class Store:
             " FROM predictions p JOIN labels l ON l.prediction_id = p.id"
             " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > ?"
             " ORDER BY l.id",
-            (since_label_id,),
+            (_bounded(since_label_id),),
         )
         return [
             (_prediction(row), Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]))
             for row in rows
         ]
 
+    @_sqlite_errors
     def counts(self) -> dict[str, int]:
         """Numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
-        one = self._conn.execute
-        return {
-            "predictions": one("SELECT COUNT(*) FROM predictions").fetchone()[0],
-            "labels": one("SELECT COUNT(*) FROM labels").fetchone()[0],
-            "confirmations": one("SELECT COUNT(*) FROM labels WHERE kind = 'confirm'").fetchone()[0],
-            "corrections": one("SELECT COUNT(*) FROM labels WHERE kind = 'correct'").fetchone()[0],
-            "labelled_predictions": one("SELECT COUNT(DISTINCT prediction_id) FROM labels").fetchone()[0],
-        }
+        return _counts(self._conn)
+
+    @_sqlite_errors
+    def backup(self, target: str | Path) -> dict[str, int]:
+        """Copy the store to ``target`` with SQLite's online backup, while others keep writing.
+
+        The copy is one consistent snapshot (writers carry on meanwhile, in WAL mode) in a
+        single file (no ``-wal``), written beside ``target``, checked with ``PRAGMA
+        integrity_check``, then renamed over it: a failed backup leaves ``target`` as it was.
+
+        Returns:
+            The copy's :meth:`counts`.
+        """
+        target = Path(target)
+        if target.exists() and target.resolve() == self.path.resolve():
+            raise StoreError("a backup must go to another file than the store itself")
+        partial = target.with_name(f".{target.name}.partial")
+        partial.unlink(missing_ok=True)
+        try:
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                self._conn.backup(copy)  # every page in one step: one read transaction, one snapshot
+                copy.execute("PRAGMA journal_mode = DELETE")
+                verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
+                if verdict != "ok":
+                    raise StoreError(f"the backup failed its integrity check ({verdict}); nothing was replaced")
+                counts = _counts(copy)
+            finally:
+                copy.close()
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return counts
 
     # model versions -----------------------------------------------------------------
 
+    @_sqlite_errors
     def record_model_version(
         self, version: str, file: str, holdout_accuracy: float | None, status: str = "candidate",
         details: dict | None = None,
@@ -262,22 +302,81 @@ class Store:
                 (version, file, holdout_accuracy, utc_now(), status, deployed_at, json.dumps(details or {})),
             )
 
+    @_sqlite_errors
     def model_versions(self) -> list[dict]:
         rows = self._conn.execute("SELECT * FROM model_versions ORDER BY created_at, version")
         return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
 
     # small key-value facts (e.g. the learning loop's watermark) ---------------------
 
+    @_sqlite_errors
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row["value"]
 
+    @_sqlite_errors
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+def _counts(connection: sqlite3.Connection) -> dict[str, int]:
+    # one statement, so one snapshot while others write
+    row = connection.execute(
+        "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
+        " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
+        " (SELECT COUNT(DISTINCT prediction_id) FROM labels)"
+    ).fetchone()
+    return dict(zip(("predictions", "labels", "confirmations", "corrections", "labelled_predictions"), row))
+
+
+def _prediction_id(value: object) -> int:
+    """A prediction id as an int; one outside SQLite's range (or below 1) names no prediction."""
+    try:
+        number = int(value) if isinstance(value, str) else operator.index(value)
+    except (TypeError, ValueError):
+        raise StoreError(f"prediction id {value!r} is not a whole number") from None
+    if not 1 <= number <= MAX_ID:
+        raise StoreError(f"no prediction with id {number}")
+    return number
+
+
+def _bounded(value: object) -> int:
+    """An id to compare with, clamped into SQLite's integers (a larger one compares the same)."""
+    return min(max(int(value), -MAX_ID - 1), MAX_ID)
+
+
+def _unwritable(path: Path) -> list[Path]:
+    """What keeps this user from writing the store: read-only files, or a read-only folder where one is missing."""
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    blocked = [file for file in files if file.exists() and not os.access(file, os.W_OK)]
+    if not all(file.exists() for file in files) and not os.access(path.parent, os.W_OK | os.X_OK):
+        blocked.insert(0, path.parent)
+    return blocked
+
+
+def _read_only(blocked: list[Path]) -> str:
+    return (f"the store is read-only for this user: {', '.join(map(str, blocked))} cannot be written; make"
+            f" {'it' if len(blocked) == 1 else 'them'} writable (chmod u+w), or set MNIST_HITL_HOME to another folder")
+
+
+def _explain(path: Path, error: sqlite3.Error) -> str:
+    """One line saying what went wrong with the store at ``path``, and what to do."""
+    text = str(error)
+    if isinstance(error, sqlite3.IntegrityError):
+        return f"refused by the store: {text}"
+    if blocked := _unwritable(path):
+        return _read_only(blocked)
+    if "locked" in text or "busy" in text:
+        return f"the store {path} stayed locked by another process for longer than the timeout ({text}): try again"
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a usable SQLite store ({text}): move it aside, or put a backup in its place"
+    if "unable to open" in text:
+        return f"cannot open the store {path} ({text}): check that its folder exists and this user can write it"
+    return f"the store {path} failed: {text}"
 
 
 def _prediction(row: sqlite3.Row) -> Prediction:

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.predictor import ModelFileError, Predictor, deployed_model
-from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, encode_png, to_mnist
+from mnist_hitl.preprocess import (
+    EmptyDrawingError,
+    InvalidImageError,
+    decode_image,
+    encode_png,
+    read_picture_file,
+    to_mnist,
+)
 from mnist_hitl.store import Store, StoreError
 
 
@@ -89,13 +97,31 @@ class Workbench:
         return PredictionResult(prediction_id, label, [float(p) for p in probabilities], version, latency_ms, digit)
 
     def predict_png(self, data: bytes) -> PredictionResult:
-        """Like :meth:`predict_picture`, from image file bytes (PNG or any PIL format)."""
+        """Like :meth:`predict_picture`, from picture file bytes (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM).
+
+        Raises:
+            PictureTooLargeError: over ``MNIST_HITL_MAX_PICTURE_BYTES`` or ``_PIXELS``; nothing is decoded.
+            InvalidImageError: not a readable picture.
+        """
         try:
-            picture = decode_image(data)
+            picture = decode_image(data, self.settings.max_picture_bytes, self.settings.max_picture_pixels)
         except InvalidImageError as error:
             metrics.record_refusal(type(error).__name__)
             raise
         return self.predict_picture(picture)
+
+    def predict_file(self, path: str | Path) -> PredictionResult:
+        """Like :meth:`predict_png`, from a picture file, which is not read if it is over the size limit.
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        try:
+            data = read_picture_file(path, self.settings.max_picture_bytes)
+        except InvalidImageError as error:
+            metrics.record_refusal(type(error).__name__)
+            raise
+        return self.predict_png(data)
 
     def label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
         """Append the user's label for a prediction; returns the label's id.

@@ -42,21 +42,37 @@ def _cli(settings_or_env: Settings | Mapping[str, str], args: tuple[str, ...],
 
 
 def run_cli(settings_or_env: Settings | Mapping[str, str], *args: str, extra_env: Mapping[str, str] | None = None,
-            timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+            timeout: float = 600, check: bool = True, in_process: bool = False) -> subprocess.CompletedProcess:
     """Run ``mnist-hitl ARGS`` to its end and capture its output as text.
 
     Args:
         settings_or_env: the home to run on (this process's environment, ``MNIST_HITL_HOME`` set to
             it), or the whole environment of the command.
         extra_env: variables to set on top.
-        timeout: seconds before the command is killed and the test fails.
+        timeout: seconds before the command is killed and the test fails (not in process).
         check: fail the test, showing the command's stderr, when it exits with a non-zero status.
+        in_process: run the command group in this process (typer's CliRunner), for tests that make
+            many quick calls; an exception other than an exit fails the test, as a traceback would.
     """
     command, env = _cli(settings_or_env, args, extra_env)
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if in_process:
+        result = _run_in_process(args, env)
+    else:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"mnist-hitl {' '.join(args)} exited with {result.returncode}:\n{result.stderr[-5000:]}")
     return result
+
+
+def _run_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess:
+    from typer.testing import CliRunner
+
+    from mnist_hitl.cli import app
+
+    outcome = CliRunner().invoke(app, list(args), env=env)
+    if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
+        raise outcome.exception
+    return subprocess.CompletedProcess(["mnist-hitl", *args], outcome.exit_code, outcome.stdout, outcome.stderr)
 
 
 def start_cli(settings_or_env: Settings | Mapping[str, str], *args: str, extra_env: Mapping[str, str] | None = None,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mnist_hitl.data import load_bundled
-from mnist_hitl.learning.deployment import deploy
+from mnist_hitl.learning.deployment import deploy, deployed_keras_path
 from mnist_hitl.learning.model import SavedModel, load_model, predict_proba
 from mnist_hitl.predictor import ModelFileError, Predictor, deployed_model
 
@@ -19,19 +19,18 @@ def _deployed_files(models_dir):
     return deployed, models_dir / f"model_{deployed.version}.keras"
 
 
-def test_deployed_model_has_versioned_files_and_latest_copies(home_with_model):
+def test_deployed_model_has_versioned_files_named_by_the_pointer(home_with_model):
     models = home_with_model.models_dir
     deployed, keras_path = _deployed_files(models)
     assert keras_path.is_file() and deployed.tflite_path.is_file()
     assert deployed.tflite_path.name == f"model_{deployed.version}.tflite"
-    assert (models / "latest.keras").read_bytes() == keras_path.read_bytes()
-    assert (models / "latest.tflite").read_bytes() == deployed.tflite_path.read_bytes()
+    assert deployed.keras_path == keras_path == deployed_keras_path(home_with_model)
     assert 0.97 < deployed.holdout_accuracy <= 1.0
 
 
 def test_fast_predictor_agrees_with_keras(home_with_model):
     models = home_with_model.models_dir
-    keras_model = load_model(models / "latest.keras")
+    keras_model = load_model(deployed_keras_path(home_with_model))
     digits = load_bundled().x_test[:200]
     expected = predict_proba(keras_model, digits)
     predictor = Predictor(models)

@@ -6,16 +6,20 @@ challenger (:func:`apply_verdict`) go through :func:`save_version`, then either
 
 1. the model file and its LiteRT export (``models/model_<version>.*``);
 2. the store's record as ``candidate``, and the MLflow model version;
-3. ``latest.keras`` and ``latest.tflite`` replaced by copy-then-rename, then
-   ``latest.json`` (what every predictor reads) replaced last, atomically;
+3. the export checked (a predictor can load it) and ``latest.json`` replaced, atomically:
+   it names the deployed files and records the export's SHA-256;
 4. the record as ``deployed`` (or ``rejected``; the files stay) and the MLflow alias.
 
 A process killed at any point leaves the previous deployment serving;
 :func:`reconcile` settles the store's record at the next cycle.
+
+``latest.json`` is the one source of truth: the deployed files are never copied under
+another name; read the champion with :func:`deployed_keras_path`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -24,14 +28,17 @@ from pathlib import Path
 from mnist_hitl import metrics
 from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings
-from mnist_hitl.files import atomic_copy, atomic_write
+from mnist_hitl.files import atomic_write
 from mnist_hitl.learning import model as model_lib
 from mnist_hitl.learning.model import SavedModel
 from mnist_hitl.learning.promotion import Comparison, Verdict
-from mnist_hitl.predictor import DEPLOYED_POINTER, ModelFileError, deployed_model
+from mnist_hitl.predictor import DEPLOYED_POINTER, Deployed, ModelFileError, deployed_model, load_deployed, load_export
 from mnist_hitl.store import Store
 
 log = logging.getLogger(__name__)
+
+# Copies of the deployed files that mnist-hitl wrote before latest.json named them; reconcile removes them.
+RETIRED_COPIES = ("latest.keras", "latest.tflite")
 
 
 @dataclass
@@ -49,11 +56,24 @@ class Outcome:
 
 
 def has_deployed_model(settings: Settings) -> bool:
-    """True when a usable deployed model exists (pointer and export both present)."""
+    """True when a usable deployed model exists: the pointer, and an export that passes its checksum and loads."""
     try:
-        return deployed_model(settings.models_dir).tflite_path.is_file()
+        load_deployed(settings.models_dir)
     except ModelFileError:
         return False
+    return True
+
+
+def deployed_keras_path(settings: Settings) -> Path:
+    """The deployed model's ``.keras`` file, as ``latest.json`` names it (the champion of a retraining).
+
+    Raises:
+        ModelFileError: nothing is deployed, or the pointer names no Keras file.
+    """
+    deployed = deployed_model(settings.models_dir)
+    if deployed.keras_path is None:
+        raise ModelFileError(f"{settings.models_dir / DEPLOYED_POINTER} names no Keras file", "bad_pointer")
+    return deployed.keras_path
 
 
 def save_version(settings: Settings, network, accuracy: float, record: dict, run_id: str | None = None,
@@ -80,12 +100,16 @@ def deploy(settings: Settings, saved: SavedModel, accuracy: float | None, record
 
     Returns:
         The new ``latest.json`` contents.
+
+    Raises:
+        ModelFileError: no predictor could load the export; nothing is changed.
     """
     models_dir = Path(settings.models_dir)
-    atomic_copy(saved.keras_path, models_dir / "latest.keras")
-    atomic_copy(saved.tflite_path, models_dir / "latest.tflite")
+    content = saved.tflite_path.read_bytes()
+    load_export(Deployed(saved.version, saved.tflite_path, accuracy), content)  # what no predictor can load stays out
     pointer = {"version": saved.version, "keras": saved.keras_path.name, "tflite": saved.tflite_path.name,
-               "holdout_accuracy": accuracy, "deployed_at": utc_now()}
+               "tflite_sha256": hashlib.sha256(content).hexdigest(), "holdout_accuracy": accuracy,
+               "deployed_at": utc_now()}
     atomic_write(models_dir / DEPLOYED_POINTER, json.dumps(pointer, indent=2).encode())
     _record(settings, saved, accuracy, "deployed", record)
     if mlflow_version:
@@ -147,7 +171,8 @@ def reconcile(settings: Settings) -> list[str]:
     Run while holding the cycle lock. The pointer (``latest.json``) is the truth:
     its version is recorded ``deployed``; any other ``candidate`` was left by a
     cycle that died before deciding, and is recorded ``rejected``. Half-written
-    model files (``.*.partial*``) are removed.
+    model files (``.*.partial*``) are removed, and so are the ``latest.keras`` and
+    ``latest.tflite`` copies older versions wrote (stale from now on).
 
     Returns:
         What was changed, one line each (empty when all agreed).
@@ -157,6 +182,11 @@ def reconcile(settings: Settings) -> list[str]:
     for partial in models_dir.glob(".*partial*"):
         partial.unlink(missing_ok=True)
         changes.append(f"removed half-written {partial.name}")
+    for name in RETIRED_COPIES:
+        if (models_dir / name).is_file():
+            (models_dir / name).unlink()
+            changes.append(f"removed {name}, a copy older versions kept of the deployed model ({DEPLOYED_POINTER} "
+                           "names the deployed files)")
     try:
         deployed = deployed_model(models_dir).version
     except ModelFileError:

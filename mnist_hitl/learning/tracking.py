@@ -20,10 +20,10 @@ import math
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_hitl import config
+from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings
 
 EXPERIMENT = "mnist-hitl"
@@ -214,7 +214,7 @@ def mark_promotion(settings: Settings, mlflow_version: str, version: str, promot
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "reasons", " | ".join(reasons)[:5000])
     if promoted:
         mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "promoted_at",
-                                            datetime.now(UTC).isoformat(timespec="seconds"))
+                                            utc_now())
         mlflow_client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
 
 

@@ -1,0 +1,78 @@
+"""The SQLite store's schema, version by version; :mod:`mnist_hitl.store` applies what a store lacks.
+
+Version 1: the tables, labels append-only against UPDATE and DELETE. Version 2 makes the
+rules hold for every connection, whatever its pragmas: ``INSERT OR REPLACE`` deletes the old
+row without firing a DELETE trigger unless ``recursive_triggers`` is on, so a label could be
+overwritten and its time forged; predictions could be updated or deleted, orphaning their
+labels on a connection with ``foreign_keys`` off. A migration only adds: a version's SQL is
+never edited once released, since stores in use were made with it.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    png BLOB NOT NULL,
+    predicted_label INTEGER NOT NULL CHECK (predicted_label BETWEEN 0 AND 9),
+    probabilities TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT 'app'
+);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id INTEGER NOT NULL REFERENCES predictions(id),
+    label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
+    kind TEXT NOT NULL CHECK (kind IN ('confirm', 'correct')),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_by_prediction ON labels(prediction_id, id);
+CREATE TRIGGER IF NOT EXISTS labels_no_update BEFORE UPDATE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS labels_no_delete BEFORE DELETE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TABLE IF NOT EXISTS model_versions (
+    version TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    holdout_accuracy REAL,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'candidate' CHECK (status IN ('candidate', 'deployed', 'rejected')),
+    deployed_at TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+# In a BEFORE INSERT trigger NEW.id is -1 (or NULL) when SQLite picks the id, so "an existing id"
+# means a REPLACE; ids below 1 are refused after the insert, so no row ever has id -1.
+_SCHEMA_V2 = """
+CREATE TRIGGER IF NOT EXISTS predictions_no_update BEFORE UPDATE ON predictions
+BEGIN SELECT RAISE(ABORT, 'predictions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS predictions_no_delete BEFORE DELETE ON predictions
+BEGIN SELECT RAISE(ABORT, 'predictions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS predictions_no_replace BEFORE INSERT ON predictions
+WHEN NEW.id >= 1 AND EXISTS (SELECT 1 FROM predictions WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'predictions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS predictions_positive_id AFTER INSERT ON predictions WHEN NEW.id < 1
+BEGIN SELECT RAISE(ABORT, 'prediction ids start at 1'); END;
+CREATE TRIGGER IF NOT EXISTS labels_no_replace BEFORE INSERT ON labels
+WHEN NEW.id >= 1 AND EXISTS (SELECT 1 FROM labels WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS labels_positive_id AFTER INSERT ON labels WHEN NEW.id < 1
+BEGIN SELECT RAISE(ABORT, 'label ids start at 1'); END;
+CREATE TRIGGER IF NOT EXISTS labels_need_a_prediction BEFORE INSERT ON labels
+WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
+BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+
+def migration(version: int) -> list[str]:
+    """The statements that bring a store of ``version - 1`` (0: a new, empty file) to ``version``."""
+    return [statement for statement in _MIGRATIONS[version].split(";\n") if statement.strip()]
