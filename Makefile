@@ -38,3 +38,5 @@ bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the le
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/app_kernel.py
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/big_picture.py

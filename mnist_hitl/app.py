@@ -227,10 +227,10 @@ class DrawingApp:
         try:
             with native_stderr_silenced():  # a newly deployed model is loaded on the way
                 result = self.workbench.predict_picture(self.picture())
-        except (EmptyDrawingError, InvalidImageError, ModelFileError) as error:
+        except (EmptyDrawingError, InvalidImageError, ModelFileError, StoreError) as error:
             self.result = None
             self._show_result(None)
-            self._show_version()
+            self._show_version(self.workbench.predictor.serving_version)
             self._set_status(html.escape(str(error)), error=True)
             return None
         self.result = result

@@ -31,7 +31,7 @@ class OneLineErrors(TyperGroup):
         except Exception as error:  # the last place where a traceback can become one line
             message, status = _one_line(error)
             if message is not None:
-                typer.echo(f"error: {message}", err=True)
+                _say(message)
         sys.exit(status if isinstance(status, int) else 0)
 
 
@@ -46,7 +46,7 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
     if hasattr(error, "format_message") and hasattr(error, "exit_code"):  # click's usage and parameter errors
         context = getattr(error, "ctx", None)
         hint = f" (see `{context.command_path} --help`)" if context is not None else ""
-        return error.format_message().replace("\n", " ") + hint, error.exit_code
+        return error.format_message() + hint, error.exit_code
     if isinstance(error, SettingsError):
         return str(error), 2
     if isinstance(error, StoreError):
@@ -65,8 +65,12 @@ app = typer.Typer(help="mnist-hitl: draw digits, correct the model, let it learn
 NUMBERS = {"ignore_unknown_options": True}
 
 
+def _say(message: str) -> None:
+    typer.echo("error: " + " ".join(message.splitlines()), err=True)  # one line, whatever a file name holds
+
+
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    _say(message)
     raise typer.Exit(code)
 
 

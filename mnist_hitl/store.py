@@ -7,10 +7,9 @@ prediction is the one that counts. Predictions are immutable. Triggers hold
 these rules for every connection, whatever its pragmas (see
 :mod:`mnist_hitl.store_schema`); an older store is migrated in place when opened.
 
-Every SQLite failure reaches the caller as a :class:`StoreError` saying what to
-do (a read-only file, a store that is not one, a lock held too long). A read-only
-store is refused before SQLite opens it, which would leave read-only ``-wal`` and
-``-shm`` files behind that keep failing once the store is writable again.
+Every SQLite failure reaches the caller as a :class:`StoreError` saying what to do. A
+read-only store is refused before SQLite opens it, which would leave read-only ``-wal``
+and ``-shm`` files behind that keep failing once the store is writable again.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import operator
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,7 +94,10 @@ class Store:
                              " set MNIST_HITL_HOME to a folder this user can write") from None
         if blocked := _unwritable(self.path):
             raise StoreError(_read_only(blocked))
-        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:  # a folder in its place, say
+            raise StoreError(_explain(self.path, error)) from error
         try:
             self._conn.row_factory = sqlite3.Row
             for pragma in (f"busy_timeout = {int(timeout * 1000)}", "journal_mode = WAL", "synchronous = NORMAL",
@@ -250,7 +252,6 @@ class Store:
         """Numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
         return _counts(self._conn)
 
-    @_sqlite_errors
     def backup(self, target: str | Path) -> dict[str, int]:
         """Copy the store to ``target`` with SQLite's online backup, while others keep writing.
 
@@ -267,19 +268,19 @@ class Store:
         partial = target.with_name(f".{target.name}.partial")
         partial.unlink(missing_ok=True)
         try:
-            copy = sqlite3.connect(partial, isolation_level=None)
-            try:
+            with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
                 self._conn.backup(copy)  # every page in one step: one read transaction, one snapshot
                 copy.execute("PRAGMA journal_mode = DELETE")
                 verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
                 if verdict != "ok":
                     raise StoreError(f"the backup failed its integrity check ({verdict}); nothing was replaced")
                 counts = _counts(copy)
-            finally:
-                copy.close()
             os.replace(partial, target)
-        except BaseException:
+        except BaseException as error:
             partial.unlink(missing_ok=True)
+            if isinstance(error, sqlite3.Error):
+                raise StoreError(f"the backup to {target} failed ({error}): check that its folder exists"
+                                 " and this user can write it") from error
             raise
         return counts
 

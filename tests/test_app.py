@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -17,7 +18,7 @@ from mnist_hitl.app import DrawingApp, digit_png, probability_bars
 from mnist_hitl.config import Settings
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.preprocess import render_strokes
-from mnist_hitl.store import Store
+from mnist_hitl.store import Store, StoreError
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "draw.ipynb"
 SEVEN = [(60, 50), (220, 50), (150, 250)]
@@ -167,7 +168,9 @@ def test_without_a_model_the_app_says_so(home: Settings) -> None:
         assert store.counts()["predictions"] == 0
 
 
-def test_a_newly_deployed_model_is_used_by_the_next_prediction(app: DrawingApp, home_with_model: Settings, redeploy) -> None:
+def test_a_newly_deployed_model_is_used_by_the_next_prediction(
+    app: DrawingApp, home_with_model: Settings, redeploy
+) -> None:
     draw_with_mouse(app, SEVEN)
     first = app.predict()
     version = redeploy(home_with_model.models_dir, "20990101-000000-000")
@@ -248,3 +251,33 @@ def test_the_notebook_executes_headless(home_with_model: Settings) -> None:
     assert any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
     assert not any(output.output_type in ("error", "stream") and output.get("name") != "stdout"
                    for output in outputs), outputs
+
+
+def test_a_broken_new_deployment_leaves_the_page_on_the_model_still_serving(
+    app: DrawingApp, home_with_model: Settings
+) -> None:
+    serving = deployed_model(home_with_model.models_dir).version
+    draw_with_mouse(app, SEVEN)
+    assert app.predict().model_version == serving  # the app holds the deployed model
+    pointer = home_with_model.models_dir / "latest.json"
+    info = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps({**info, "version": "20990101-000000-000", "tflite_sha256": "0" * 64}))
+    app.reload_button.click()
+    assert "checksum" in app.status_text and f"still serving version {serving}" in app.status_text
+    assert f'data-version="{serving}"' in app.model_version.value
+    draw_with_mouse(app, SEVEN)
+    assert app.predict().model_version == serving
+
+
+def test_a_store_that_refuses_the_write_shows_one_line_and_no_answer(
+    app: DrawingApp, home_with_model: Settings, monkeypatch
+) -> None:
+    def refuse(*args, **kwargs):
+        raise StoreError("the store is read-only: make it writable and try again")
+
+    monkeypatch.setattr(app.workbench.store, "record_prediction", refuse)
+    draw_with_mouse(app, SEVEN)
+    app.predict_button.click()
+    assert app.result is None
+    assert app.status_text == "the store is read-only: make it writable and try again"
+    assert "hitl-error" in app.status._dom_classes

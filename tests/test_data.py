@@ -61,7 +61,8 @@ def test_local_source_is_chosen_by_settings(tmp_path, monkeypatch):
 
 def test_keras_npz_file_is_read(tmp_path):
     rng = np.random.default_rng(2)
-    x_train, x_test = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    x_train = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=np.arange(7) % 10, x_test=x_test, y_test=np.arange(3))
     data = load_local(tmp_path / "mnist.npz")
     assert np.array_equal(data.x_train, x_train) and list(data.y_test) == [0, 1, 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 import zlib
@@ -161,10 +162,13 @@ def test_broken_pictures_of_every_kind_are_invalid_image_errors():
     (["frobnicate"], 2, "No such command"),
     (["predict", "{missing}"], 1, "No such file"),
     (["predict", "{folder}"], 1, "directory"),
+    (["predict", "{pipe}"], 1, "not a picture file"),  # a named pipe with no writer: refused, not waited on
+    (["predict", "/dev/zero"], 1, "not a picture file"),
     (["backup", "{folder}"], 1, "is a folder"),
 ])
 def test_bad_command_lines_get_one_line_and_a_status_of_1_or_2(home, tmp_path, args, status, message):
-    args = [arg.format(missing=tmp_path / "missing.png", folder=tmp_path) for arg in args]
+    os.mkfifo(tmp_path / "pipe")
+    args = [arg.format(missing=tmp_path / "missing.png", folder=tmp_path, pipe=tmp_path / "pipe") for arg in args]
     result = invoke(*args)
     assert result.exit_code == status
     assert message in one_line_error(result)
