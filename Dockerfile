@@ -1,5 +1,5 @@
 # One image for every Python service of mnist-hitl: the app, the learning-cycle flow,
-# the MLflow UI, the metrics exporter, and the Prefect server (`prefect server start`).
+# the MLflow UI, the metrics exporter, and the Prefect server (`python -m mnist_hitl.prefect_server`).
 # docker-compose.yml runs it; all data lives in the volume at MNIST_HITL_HOME (/data).
 FROM python:3.11-slim
 

@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run app init test test-fast bench
+.PHONY: help install run app init test test-fast lint bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,9 +34,14 @@ test: $(STAMP) ## install, then run every test (unit, notebooks, browser, Promet
 test-fast: $(STAMP) ## install, then run the tests that need no trained model, browser or whole notebook
 	$(BIN)/python -m pytest -p no:cacheprovider -ra -m "not slow and not browser and not model"
 
+lint: $(STAMP) ## ruff: the linter and the formatter's check (configured in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the learning loop)
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/app_kernel.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/big_picture.py
+	$(BIN)/python bench/review_queue.py

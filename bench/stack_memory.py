@@ -34,11 +34,17 @@ from pathlib import Path
 
 import psutil
 
-PORTS = {"app": "MNIST_HITL_APP_PORT", "prefect": "MNIST_HITL_PREFECT_PORT", "mlflow": "MNIST_HITL_MLFLOW_PORT",
-         "metrics": "MNIST_HITL_METRICS_PORT", "prometheus": "MNIST_HITL_PROMETHEUS_PORT"}
 HEALTH = {"app": "/", "prefect": "/api/health", "mlflow": "/health", "metrics": "/metrics",
           "prometheus": "/-/ready"}
 STARTED = re.compile(r"\| (\w+) started \(pid=(\d+)\)")
+
+
+def port_variables() -> dict[str, str]:
+    """Every port setting's variable, by the service's name (``app_port`` is ``MNIST_HITL_APP_PORT``)."""
+    from mnist_hitl.config import Settings
+
+    return {name.removesuffix("_port"): str(field.validation_alias)
+            for name, field in Settings.model_fields.items() if name.endswith("_port")}
 
 
 def free_port() -> int:
@@ -168,9 +174,10 @@ def main() -> None:
     args = parser.parse_args()
 
     home = prepare_home(args.models)
-    ports = {name: free_port() for name in PORTS}
+    variables = port_variables()
+    ports = {name: free_port() for name in variables}
     env = {**os.environ, "MNIST_HITL_HOME": str(home), "MNIST_HITL_EPOCHS": "1", "PYTHONUNBUFFERED": "1",
-           **{variable: str(ports[name]) for name, variable in PORTS.items()}}
+           **{variable: str(ports[name]) for name, variable in variables.items()}}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     services = [name for name in HEALTH if name != "prometheus" or shutil.which("prometheus")]
     log_path = home / "run.log"
@@ -193,6 +200,7 @@ def main() -> None:
     finally:
         figures_stop = stop(run)
     figures["seconds_to_stop_on_sigint"] = round(figures_stop, 1)
+    figures["killed_by_honcho"] = re.findall(r"sending SIGKILL to (\w+)", log_path.read_text())
 
     width = max(len(name) for name in figures["pss_mb"])
     print(f"idle stack, {figures['seconds_waited_for_quiet']:.0f} s after every service answered "
@@ -203,7 +211,8 @@ def main() -> None:
           "   goal: under 1,200 MB")
     print(f"huey consumers: {figures['huey_consumers']}; TensorFlow in the supervisor: "
           f"{'yes' if figures['supervisor_has_tensorflow'] else 'no'}; "
-          f"Ctrl-C to every process gone: {figures['seconds_to_stop_on_sigint']:.1f} s")
+          f"Ctrl-C to every process gone: {figures['seconds_to_stop_on_sigint']:.1f} s"
+          + (f" (honcho killed {', '.join(figures['killed_by_honcho'])})" if figures["killed_by_honcho"] else ""))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     shutil.rmtree(home, ignore_errors=True)

@@ -131,12 +131,12 @@ class DrawingApp:
             self.probabilities,
             html_widget("<small>what the model saw (28x28)</small>"),
             self.digit_image,
-        ], layout=widgets.Layout(margin="0 0 0 16px"))
+        ], layout=widgets.Layout(margin="0 0 0 16px")).add_class("hitl-answer")
         labelling = widgets.HBox([html_widget("right digit:&nbsp;"), self.label_choice, self.correct_button,
                                   self.confirm_button], layout=widgets.Layout(flex_flow="row wrap"))
         model = widgets.HBox([self.model_version, self.reload_button], layout=widgets.Layout(align_items="center"))
-        self.widget = widgets.VBox([html_widget(STYLE), widgets.HBox([drawing, answer], layout=plain), labelling,
-                                    model, self.status], layout=plain)
+        row = widgets.HBox([drawing, answer], layout=plain).add_class("hitl-row")  # one column on a phone
+        self.widget = widgets.VBox([html_widget(STYLE), row, labelling, model, self.status], layout=plain)
         self.widget.add_class("hitl-app")
 
     def display(self) -> None:

@@ -129,6 +129,80 @@ def confirm(prediction_id: int) -> None:
     _label(prediction_id, predicted, "confirm")
 
 
+@app.command(name="import")
+def import_pictures(
+    paths: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, folders (recursively), zips")],
+) -> None:
+    """Predict and store pictures unlabelled in the review pool; one JSON line per picture, counts on stderr."""
+    from collections import Counter
+
+    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.workbench import Workbench
+
+    counts = Counter()
+    with Workbench(source="cli") as bench:
+        try:
+            for outcome in bench.import_pictures(paths, progress=True):
+                counts[next(key for key in ("prediction_id", "duplicate_of", "error") if key in outcome)] += 1
+                typer.echo(json.dumps(outcome))
+        except ModelFileError as error:
+            _fail(str(error))
+    typer.echo(json.dumps({"imported": counts["prediction_id"], "duplicates": counts["duplicate_of"],
+                           "refused": counts["error"]}), err=True)
+    if counts["error"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def queue(
+    limit: Annotated[int, typer.Option(min=0, help="at most this many drawings")] = 20,
+    strategy: Annotated[str, typer.Option(help="margin, entropy, or doubtful (labels the model doubts)")] = "margin",
+) -> None:
+    """Print the review queue, least sure first, as JSON lines, scored by the deployed model."""
+    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.queue import STRATEGIES
+    from mnist_hitl.workbench import Workbench
+
+    if strategy not in STRATEGIES:
+        _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", code=2)
+    with Workbench(source="cli") as bench:
+        try:
+            items = bench.queue(limit=limit, strategy=strategy)
+        except ModelFileError as error:
+            _fail(str(error))
+    for item in items:
+        typer.echo(json.dumps(item.as_json()))
+
+
+@app.command(context_settings=NUMBERS)
+def history(prediction_id: int) -> None:
+    """Print every label of a prediction, oldest first, as JSON lines (an undo has no label)."""
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            labels = bench.history(prediction_id)
+        except StoreError as error:
+            _fail(str(error))
+    for label in labels:
+        typer.echo(json.dumps(label))
+
+
+@app.command(context_settings=NUMBERS)
+def undo(prediction_id: int) -> None:
+    """Undo a prediction's label (appended as a label of kind undo): it returns to the review queue."""
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            label_id = bench.undo(prediction_id)
+        except StoreError as error:
+            _fail(str(error))
+    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "kind": "undo"}))
+
+
 @app.command()
 def backup(
     path: Annotated[Path, typer.Argument(help="the copy to write (a new file)")],
@@ -185,6 +259,21 @@ def serve_app(
 
 
 @app.command()
+def lab(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_LAB_PORT, 8888)")] = None,
+) -> None:
+    """Serve JupyterLab on the notebooks, with a token (MNIST_HITL_LAB_TOKEN, or a new one printed here)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.lab import lab_command, lab_environment, lab_folder, lab_url, with_token
+
+    settings = with_token(get_settings())
+    folder = lab_folder(settings)
+    command = lab_command(settings, folder, port=port)
+    typer.echo(f"jupyterlab: {lab_url(settings, port)} (notebooks in {folder})", err=True)
+    os.execvpe(command[0], command, lab_environment(settings))
+
+
+@app.command()
 def cycle(
     force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False,
 ) -> None:
@@ -221,7 +310,7 @@ def metrics(
 
 @app.command()
 def run() -> None:
-    """Start the whole local stack: app, Prefect server and schedule, MLflow UI, metrics, Prometheus."""
+    """Start the whole local stack: app, Prefect server and schedule, MLflow UI, JupyterLab, metrics, Prometheus."""
     from mnist_hitl.stack import run_stack
 
     run_stack()

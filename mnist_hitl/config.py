@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     metrics_port: int = _env("MNIST_HITL_METRICS_PORT", ge=1, le=65535, default=9108)
     prometheus_port: int = _env("MNIST_HITL_PROMETHEUS_PORT", ge=1, le=65535, default=9090)
     notebooks_override: Path | None = _env("MNIST_HITL_NOTEBOOKS")
+    lab_port: int = _env("MNIST_HITL_LAB_PORT", ge=1, le=65535, default=8888)
+    lab_token: str | None = _env("MNIST_HITL_LAB_TOKEN", min_length=16, repr=False)
+    queue_random_share: float = _env("MNIST_HITL_QUEUE_RANDOM_SHARE", ge=0, le=1, default=0.1)
+    doubt_confidence: float = _env("MNIST_HITL_DOUBT_CONFIDENCE", ge=0, le=1, default=0.95)
+    extra_hosts: str = _env("MNIST_HITL_ALLOWED_HOSTS", default="")
+    app_max_kernels: int = _env("MNIST_HITL_APP_MAX_KERNELS", ge=1, default=20)
+    app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
 
     @field_validator("home", "mnist_path", "notebooks_override")
     @classmethod
@@ -117,6 +124,20 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """The host names the app and the Prefect server answer to (the ``Host`` header, without the port).
+
+        The loopback names, the bind address when it names one host, and ``MNIST_HITL_ALLOWED_HOSTS``
+        (comma-separated). A web page reaching a local server through a name of its own (DNS
+        rebinding) sends that name, and is refused.
+        """
+        names = ["localhost", "127.0.0.1"]
+        if self.app_host not in ("", "0.0.0.0", "::"):
+            names.append(self.app_host)
+        names += [name.strip() for name in self.extra_hosts.split(",") if name.strip()]
+        return list(dict.fromkeys(names))
 
     @property
     def prefect_api(self) -> str:
@@ -174,6 +195,12 @@ def tool_environment(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else `mlflow ui` keeps seven job-runner processes
+        # The Prefect server: no cross-site requests (CSRF tokens; the Prefect client fetches them itself),
+        # cross-origin reads only from its own addresses. The Host check is mnist_hitl.prefect_server's.
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(
+            f"http://{host}:{settings.prefect_port}" for host in settings.allowed_hosts),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "DO_NOT_TRACK": "1",
     }
@@ -226,6 +253,7 @@ def child_environment(settings: Settings, extra: dict[str, str] | None = None) -
         "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
         "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
         "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
+        "MNIST_HITL_LAB_PORT": str(settings.lab_port),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
         "PYTHONUNBUFFERED": "1",

@@ -18,7 +18,7 @@ files of processes of this host that are no longer alive, at start-up.
 Metrics (all prefixed ``mnist_hitl_``):
     predictions_total{digit, model_version}    predictions served
     prediction_latency_seconds                 preprocess + inference + store, histogram
-    labels_total{kind, digit}                  user labels: kind confirm / correct, true digit
+    labels_total{kind, digit}                  user labels: kind confirm / correct / undo, digit
     refusals_total{reason}                     refused inputs and failed requests
     model_load_failures_total{reason}          deployed models a predictor could not load (see predictor)
     cycles_total{outcome}                      learning cycles by outcome (see CYCLE_OUTCOMES)
@@ -195,8 +195,8 @@ def record_label(label: int, kind: str) -> None:
     """Count one label given by a user.
 
     Args:
-        label: the true digit.
-        kind: ``confirm`` (the prediction was right) or ``correct``.
+        label: the true digit (for an undo, the digit of the label undone).
+        kind: ``confirm`` (the prediction was right), ``correct``, or ``undo``.
     """
     if kind not in LABEL_KINDS:
         log.warning("label kind %r is not one of %s; not counted", kind, LABEL_KINDS)

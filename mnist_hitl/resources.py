@@ -43,3 +43,9 @@ def resource(name: str) -> Path:
         if (root / name).exists():
             return root / name
     raise FileNotFoundError(f"{name} is not installed with mnist-hitl (looked in {', '.join(map(str, roots))})")
+
+
+def in_checkout(path: Path) -> bool:
+    """Whether a resource is the source checkout's own file (editable), not an installed copy."""
+    checkout = Path(__file__).resolve().parent.parent
+    return (checkout / "pyproject.toml").is_file() and Path(path).resolve().is_relative_to(checkout)

@@ -7,6 +7,20 @@ server answers ``/metrics`` without authentication (like jupyter_server with
 ``--ServerApp.authenticate_prometheus=False``); the app itself has no login, and
 binds the loopback address unless configured otherwise.
 
+Every page load gets a kernel of its own (about 100 MB), and Voila would keep each one
+for ever; :func:`main` also makes the server safe to leave running:
+
+- it answers only to the names in ``MNIST_HITL_ALLOWED_HOSTS`` (and the loopback ones):
+  its handlers are registered for those host names only, so a page of another site
+  that reaches it through DNS rebinding (its own name, resolving to 127.0.0.1) gets a
+  400, static files and kernel sockets included;
+- a kernel no browser is connected to (a page load by a script, a tab that crashed)
+  is shut down after ``MNIST_HITL_APP_KERNEL_IDLE_SECONDS`` idle (jupyter_server's
+  culler; preheated kernels waiting in the pool are never culled);
+- at most ``MNIST_HITL_APP_MAX_KERNELS`` pages hold a kernel at once (the preheated
+  pool comes on top); one more page load gets a short "busy" page with status 503;
+- a failing cell shows no traceback in the browser (it goes to the server's log).
+
 :func:`running_app` serves it for a test or a benchmark and returns once a page
 load would find a preheated kernel waiting.
 """
@@ -37,6 +51,7 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
     has already imported the app and loaded the model.
     """
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
+    idle = settings.app_kernel_idle_seconds
     return [
         sys.executable, "-m", "mnist_hitl.serve", str(notebook),
         f"--port={port or settings.app_port}",
@@ -45,8 +60,13 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
         "--no-browser",
         "--preheat_kernel=True",
         f"--pool_size={pool_size}",
-        "--show_tracebacks=True",
+        "--show_tracebacks=False",
         f"--Voila.root_dir={notebook.parent}",
+        f"--MappingKernelManager.cull_idle_timeout={idle}",
+        f"--MappingKernelManager.cull_interval={max(1, min(60, idle // 5))}",
+        "--MappingKernelManager.cull_connected=False",
+        f"--VoilaWithMetrics.max_kernels={settings.app_max_kernels}",
+        f"--VoilaWithMetrics.allowed_hosts={','.join(settings.allowed_hosts)}",
     ]
 
 
@@ -137,20 +157,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run Voila (same arguments as ``voila``) with HTTP metrics at ``/metrics``."""
+    """Run Voila (same arguments as ``voila``) with HTTP metrics at ``/metrics``, a Host check and a kernel cap."""
     # The server keeps its own in-process metrics; the kernels it starts set up the
     # shared multiprocess folder themselves (mnist_hitl.metrics).
     config.export("PROMETHEUS_MULTIPROC_DIR", None)
-    from jupyter_server.base.handlers import PrometheusMetricsHandler
     from jupyter_server.log import log_request
-    from jupyter_server.utils import url_path_join
     from traitlets.config import Config
-    from voila.app import Voila
 
-    class VoilaWithMetrics(Voila):
-        def init_handlers(self) -> list:
-            metrics = (url_path_join(self.server_url, "/metrics"), PrometheusMetricsHandler)
-            return [metrics, *super().init_handlers()]
+    from mnist_hitl.voila_server import VoilaWithMetrics
 
     voila_config = Config()
     voila_config.Voila.tornado_settings = {"log_function": log_request, "authenticate_prometheus": False}

@@ -2,7 +2,7 @@
 
 The services are the lines of the repository's ``Procfile``, run by honcho: the
 drawing app (Voila), the Prefect server and the hourly learning cycle served to it,
-the MLflow UI, the metrics exporter and, when the ``prometheus`` binary is installed,
+the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the ``prometheus`` binary is installed,
 Prometheus. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1) on its configured port.
 Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
 deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
@@ -11,8 +11,10 @@ deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.lab import with_token
 from mnist_hitl.resources import resource
 
 
@@ -49,6 +52,8 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
         Service("schedule", settings.prefect_port, url(settings.prefect_port, "/deployments"),
                 f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect"),
         Service("mlflow", settings.mlflow_port, url(settings.mlflow_port), "MLflow UI"),
+        Service("lab", settings.lab_port, url(settings.lab_port, f"/lab?token={settings.lab_token}"),
+                "JupyterLab on the notebooks"),
         Service("metrics", settings.metrics_port, url(settings.metrics_port, "/metrics"), "Prometheus metrics"),
     ]
     if with_prometheus:
@@ -86,6 +91,7 @@ def stack_environment(settings: Settings) -> dict[str, str]:
         "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
         "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
         "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
+        **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
     })
 
 
@@ -115,6 +121,34 @@ def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
     return sorted(busy, key=stack.index)
 
 
+def first_model(settings: Settings) -> tuple[str, bool]:
+    """The deployed model's version, and whether it was trained now: when none is deployed, by ``mnist-hitl init``.
+
+    Training runs in a child process, so TensorFlow (its import alone costs seconds and
+    hundreds of MB) leaves with it instead of staying in the supervisor for the stack's
+    whole life. Its progress bar goes to this terminal (stderr); its result, a JSON line, to us.
+
+    Raises:
+        SystemExit: the training failed (its messages are on the terminal already).
+    """
+    from mnist_hitl.predictor import ModelFileError, deployed_model, read_export
+
+    try:
+        deployed = deployed_model(settings.models_dir)
+        read_export(deployed)  # there, and as deployed (the checksum); no interpreter needed here
+        return deployed.version, False
+    except ModelFileError:
+        pass
+    done = subprocess.run([sys.executable, "-m", "mnist_hitl.cli", "init"], env=config.child_environment(settings),
+                          stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        print(f"error: training the first model failed (exit status {done.returncode})", file=sys.stderr)
+        raise SystemExit(done.returncode or 1)
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    trained = bool(results and results[-1].get("trained"))
+    return deployed_model(settings.models_dir).version, trained
+
+
 def run_stack(settings: Settings | None = None, procfile: Path | None = None) -> int:
     """Start every service, print where each listens, and run until Ctrl-C.
 
@@ -130,9 +164,7 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
-    from mnist_hitl.learning.training import train_first_model
-
-    settings = settings or get_settings()
+    settings = with_token(settings or get_settings())  # one lab token, printed below and given to the lab
     with_prometheus = shutil.which("prometheus") is not None
     stack = services(settings, with_prometheus)
     busy = busy_ports(settings, stack)
@@ -143,8 +175,8 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
         raise SystemExit(1)
 
     removed = prepare_home(settings)
-    model = train_first_model(settings)
-    print(f"model {model['model_version']} is deployed" + (" (trained now)" if model["trained"] else ""))
+    version, trained = first_model(settings)
+    print(f"model {version} is deployed" + (" (trained now)" if trained else ""))
     if removed:
         print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
     env = stack_environment(settings)

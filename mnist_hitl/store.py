@@ -16,49 +16,34 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from mnist_hitl.store_schema import SCHEMA_VERSION, migration
+from mnist_hitl.store_errors import DuplicateError, StoreError, explain, read_only, unwritable
+from mnist_hitl.store_rows import (
+    IMPORT,
+    INSERT_PREDICTION,
+    LABEL_KINDS,
+    MAX_ID,
+    UNDO,
+    Label,
+    Prediction,
+    bounded,
+    checked_label,
+    checked_prediction_id,
+    content_hash,
+    find_import,
+    prediction_from_row,
+    prediction_row,
+    utc_now,
+)
+from mnist_hitl.store_schema import HASH_FUNCTION, SCHEMA_VERSION, migration
 
-LABEL_KINDS = ("confirm", "correct")
-MAX_ID = 2**63 - 1  # SQLite integers are signed 64-bit
-
-
-class StoreError(ValueError):
-    """A write was refused, or the store cannot be used; nothing was written. The message says what to do."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    id: int
-    created_at: str
-    png: bytes
-    predicted_label: int
-    probabilities: list[float]
-    model_version: str
-    latency_ms: float
-    source: str
-
-
-@dataclass(frozen=True)
-class Label:
-    id: int
-    prediction_id: int
-    label: int
-    kind: str
-    created_at: str
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO 8601 with microseconds (sortable as text)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+__all__ = ["IMPORT", "LABEL_KINDS", "MAX_ID", "UNDO", "DuplicateError", "Label", "Prediction", "Store", "StoreError",
+           "content_hash", "open_store", "utc_now"]
 
 
 def _sqlite_errors(method: Callable) -> Callable:
@@ -69,7 +54,7 @@ def _sqlite_errors(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as error:
-            raise StoreError(_explain(self.path, error)) from error
+            raise StoreError(explain(self.path, error)) from error
 
     return translated
 
@@ -92,12 +77,12 @@ class Store:
         except OSError as error:
             raise StoreError(f"cannot create the store's folder {self.path.parent} ({error.strerror}):"
                              " set MNIST_HITL_HOME to a folder this user can write") from None
-        if blocked := _unwritable(self.path):
-            raise StoreError(_read_only(blocked))
+        if blocked := unwritable(self.path):
+            raise StoreError(read_only(blocked))
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:  # a folder in its place, say
-            raise StoreError(_explain(self.path, error)) from error
+            raise StoreError(explain(self.path, error)) from error
         try:
             self._conn.row_factory = sqlite3.Row
             for pragma in (f"busy_timeout = {int(timeout * 1000)}", "journal_mode = WAL", "synchronous = NORMAL",
@@ -107,7 +92,7 @@ class Store:
         except BaseException as error:
             self._conn.close()
             if isinstance(error, sqlite3.Error):
-                raise StoreError(_explain(self.path, error)) from error
+                raise StoreError(explain(self.path, error)) from error
             raise
 
     def close(self) -> None:
@@ -133,6 +118,7 @@ class Store:
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
             return  # the usual case: no write lock needed
+        self._conn.create_function(HASH_FUNCTION, 1, content_hash, deterministic=True)
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -160,35 +146,46 @@ class Store:
         latency_ms: float,
         source: str = "app",
     ) -> int:
-        """Store one prediction and return its id."""
-        probabilities = [float(p) for p in probabilities]
-        if len(probabilities) != 10:
-            raise StoreError(f"expected 10 probabilities, got {len(probabilities)}")
-        if int(predicted_label) not in range(10):
-            raise StoreError(f"predicted label {predicted_label} is outside 0-9")
-        if not png:
-            raise StoreError("a prediction needs its image")
+        """Store one prediction and return its id.
+
+        Raises:
+            DuplicateError: an ``import`` of a picture imported already; its id is on the error.
+        """
+        row = prediction_row(png, predicted_label, probabilities, model_version, latency_ms, source)
         with self._transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
-                " latency_ms, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (utc_now(), png, int(predicted_label), json.dumps(probabilities), model_version,
-                 float(latency_ms), source),
-            )
-            return int(cursor.lastrowid)
+            if source == IMPORT and (existing := find_import(conn, row[-1])) is not None:
+                raise DuplicateError(f"the picture is stored already, as prediction {existing}", existing)
+            return int(conn.execute(INSERT_PREDICTION, row).lastrowid)
+
+    @_sqlite_errors
+    def record_predictions(self, predictions: Iterable[Sequence]) -> int:
+        """Store many predictions (each :meth:`record_prediction`'s arguments) in one transaction: all or none.
+
+        Returns:
+            How many were stored.
+        """
+        rows = [prediction_row(*arguments) for arguments in predictions]
+        with self._transaction() as conn:
+            conn.executemany(INSERT_PREDICTION, rows)
+        return len(rows)
+
+    @_sqlite_errors
+    def find_import(self, picture_hash: str) -> int | None:
+        """The id of the imported prediction holding the picture with this :func:`content_hash`, if any."""
+        return find_import(self._conn, picture_hash)
 
     @_sqlite_errors
     def get_prediction(self, prediction_id: int) -> Prediction:
-        prediction_id = _prediction_id(prediction_id)
+        prediction_id = checked_prediction_id(prediction_id)
         row = self._conn.execute("SELECT * FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
         if row is None:
             raise StoreError(f"no prediction with id {prediction_id}")
-        return _prediction(row)
+        return prediction_from_row(row)
 
     @_sqlite_errors
     def predictions(self, since_id: int = 0) -> list[Prediction]:
-        rows = self._conn.execute("SELECT * FROM predictions WHERE id > ? ORDER BY id", (_bounded(since_id),))
-        return [_prediction(row) for row in rows]
+        rows = self._conn.execute("SELECT * FROM predictions WHERE id > ? ORDER BY id", (bounded(since_id),))
+        return [prediction_from_row(row) for row in rows]
 
     # labels ----------------------------------------------------------------------
 
@@ -201,15 +198,8 @@ class Store:
             label: the true digit, 0-9.
             kind: ``confirm`` (the prediction was right) or ``correct``.
         """
-        try:
-            label = operator.index(label)  # ints and numpy ints; refuses floats and strings
-        except TypeError:
-            raise StoreError(f"label {label!r} is not a digit 0-9") from None
-        if label not in range(10):
-            raise StoreError(f"label {label} is outside 0-9")
-        if kind not in LABEL_KINDS:
-            raise StoreError(f"label kind {kind!r} is not one of {', '.join(LABEL_KINDS)}")
-        prediction_id = _prediction_id(prediction_id)
+        label = checked_label(label, kind)
+        prediction_id = checked_prediction_id(prediction_id)
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
                 raise StoreError(f"no prediction with id {prediction_id}")
@@ -220,17 +210,47 @@ class Store:
             return int(cursor.lastrowid)
 
     @_sqlite_errors
+    def undo_label(self, prediction_id: int) -> tuple[int, Label]:
+        """Append an ``undo``: the prediction is unlabelled again, its history kept.
+
+        Returns:
+            The undo's label id, and the label it undid.
+
+        Raises:
+            StoreError: no such prediction, or it has no label to undo (none, or undone already).
+        """
+        prediction_id = checked_prediction_id(prediction_id)
+        with self._transaction() as conn:
+            latest = conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id DESC LIMIT 1",
+                                  (prediction_id,)).fetchone()
+            if latest is None or latest["kind"] == UNDO:
+                if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
+                    raise StoreError(f"no prediction with id {prediction_id}")
+                raise StoreError(f"prediction {prediction_id} has no label to undo")
+            cursor = conn.execute("INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, NULL, ?, ?)",
+                                  (prediction_id, UNDO, utc_now()))
+            return int(cursor.lastrowid), Label(**dict(latest))
+
+    @_sqlite_errors
+    def current_labels(self) -> dict[int, Label]:
+        """The latest label of every labelled prediction, by prediction id (undone ones are unlabelled)."""
+        rows = self._conn.execute(
+            "SELECT l.* FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
+            " ON l.id = latest.id WHERE l.kind != 'undo'")
+        return {row["prediction_id"]: Label(**dict(row)) for row in rows}
+
+    @_sqlite_errors
     def labels(self, prediction_id: int | None = None) -> list[Label]:
         if prediction_id is None:
             rows = self._conn.execute("SELECT * FROM labels ORDER BY id")
         else:
             rows = self._conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id",
-                                      (_bounded(prediction_id),))
+                                      (bounded(prediction_id),))
         return [Label(**dict(row)) for row in rows]
 
     @_sqlite_errors
     def labelled_predictions(self, since_label_id: int = 0) -> list[tuple[Prediction, Label]]:
-        """Each labelled prediction with its latest label (the latest label wins).
+        """Each labelled prediction with its latest label (the latest label wins; an undone one is unlabelled).
 
         Args:
             since_label_id: only predictions whose latest label is newer than this label id.
@@ -238,12 +258,13 @@ class Store:
         rows = self._conn.execute(
             "SELECT p.*, l.id AS l_id, l.label AS l_label, l.kind AS l_kind, l.created_at AS l_created_at"
             " FROM predictions p JOIN labels l ON l.prediction_id = p.id"
-            " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > ?"
+            " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > ? AND l.kind != 'undo'"
             " ORDER BY l.id",
-            (_bounded(since_label_id),),
+            (bounded(since_label_id),),
         )
         return [
-            (_prediction(row), Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]))
+            (prediction_from_row(row),
+             Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]))
             for row in rows
         ]
 
@@ -283,6 +304,37 @@ class Store:
                                  " and this user can write it") from error
             raise
         return counts
+
+    # the review queue's cache of the deployed model's scores ------------------------
+
+    @_sqlite_errors
+    def cached_scores(self, model_version: str, after_id: int = 0) -> list[tuple[int, bytes | None, str | None]]:
+        """Every prediction after ``after_id``, by id: its scores by ``model_version`` (float32 bytes) if
+        cached, else its own probabilities (JSON) if that version made it, else None twice."""
+        return self._conn.execute(
+            "SELECT p.id, s.probabilities, CASE WHEN s.probabilities IS NULL AND p.model_version = ?1"
+            " THEN p.probabilities END FROM predictions p LEFT JOIN scores s"
+            " ON s.model_version = ?1 AND s.prediction_id = p.id WHERE p.id > ?2 ORDER BY p.id",
+            (model_version, bounded(after_id))).fetchall()
+
+    @_sqlite_errors
+    def save_scores(self, model_version: str, scores: Iterable[tuple[int, bytes]]) -> None:
+        """Cache scores by ``model_version``; those of every other version are dropped."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM scores WHERE model_version != ?", (model_version,))
+            conn.executemany("INSERT OR IGNORE INTO scores (model_version, prediction_id, probabilities)"
+                             " VALUES (?, ?, ?)", ((model_version, int(i), blob) for i, blob in scores))
+
+    @_sqlite_errors
+    def pictures(self, prediction_ids: Sequence[int]) -> dict[int, tuple[bytes, str]]:
+        """The stored picture and the source of each prediction, by id (unknown ids left out)."""
+        found = {}
+        for start in range(0, len(prediction_ids), 500):
+            chunk = [int(i) for i in prediction_ids[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT id, png, source FROM predictions WHERE id IN ({marks})", chunk)
+            found.update((row["id"], (bytes(row["png"]), row["source"])) for row in rows)
+        return found
 
     # model versions -----------------------------------------------------------------
 
@@ -329,68 +381,10 @@ def _counts(connection: sqlite3.Connection) -> dict[str, int]:
     row = connection.execute(
         "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
         " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
-        " (SELECT COUNT(DISTINCT prediction_id) FROM labels)"
+        " (SELECT COUNT(*) FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
+        " ON l.id = latest.id WHERE l.kind != 'undo')"
     ).fetchone()
     return dict(zip(("predictions", "labels", "confirmations", "corrections", "labelled_predictions"), row))
-
-
-def _prediction_id(value: object) -> int:
-    """A prediction id as an int; one outside SQLite's range (or below 1) names no prediction."""
-    try:
-        number = int(value) if isinstance(value, str) else operator.index(value)
-    except (TypeError, ValueError):
-        raise StoreError(f"prediction id {value!r} is not a whole number") from None
-    if not 1 <= number <= MAX_ID:
-        raise StoreError(f"no prediction with id {number}")
-    return number
-
-
-def _bounded(value: object) -> int:
-    """An id to compare with, clamped into SQLite's integers (a larger one compares the same)."""
-    return min(max(int(value), -MAX_ID - 1), MAX_ID)
-
-
-def _unwritable(path: Path) -> list[Path]:
-    """What keeps this user from writing the store: read-only files, or a read-only folder where one is missing."""
-    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
-    blocked = [file for file in files if file.exists() and not os.access(file, os.W_OK)]
-    if not all(file.exists() for file in files) and not os.access(path.parent, os.W_OK | os.X_OK):
-        blocked.insert(0, path.parent)
-    return blocked
-
-
-def _read_only(blocked: list[Path]) -> str:
-    return (f"the store is read-only for this user: {', '.join(map(str, blocked))} cannot be written; make"
-            f" {'it' if len(blocked) == 1 else 'them'} writable (chmod u+w), or set MNIST_HITL_HOME to another folder")
-
-
-def _explain(path: Path, error: sqlite3.Error) -> str:
-    """One line saying what went wrong with the store at ``path``, and what to do."""
-    text = str(error)
-    if isinstance(error, sqlite3.IntegrityError):
-        return f"refused by the store: {text}"
-    if blocked := _unwritable(path):
-        return _read_only(blocked)
-    if "locked" in text or "busy" in text:
-        return f"the store {path} stayed locked by another process for longer than the timeout ({text}): try again"
-    if "not a database" in text or "malformed" in text:
-        return f"{path} is not a usable SQLite store ({text}): move it aside, or put a backup in its place"
-    if "unable to open" in text:
-        return f"cannot open the store {path} ({text}): check that its folder exists and this user can write it"
-    return f"the store {path} failed: {text}"
-
-
-def _prediction(row: sqlite3.Row) -> Prediction:
-    return Prediction(
-        id=row["id"],
-        created_at=row["created_at"],
-        png=bytes(row["png"]),
-        predicted_label=row["predicted_label"],
-        probabilities=json.loads(row["probabilities"]),
-        model_version=row["model_version"],
-        latency_ms=row["latency_ms"],
-        source=row["source"],
-    )
 
 
 def open_store(settings=None) -> Store:

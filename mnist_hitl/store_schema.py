@@ -4,13 +4,18 @@ Version 1: the tables, labels append-only against UPDATE and DELETE. Version 2 m
 rules hold for every connection, whatever its pragmas: ``INSERT OR REPLACE`` deletes the old
 row without firing a DELETE trigger unless ``recursive_triggers`` is on, so a label could be
 overwritten and its time forged; predictions could be updated or deleted, orphaning their
-labels on a connection with ``foreign_keys`` off. A migration only adds: a version's SQL is
-never edited once released, since stores in use were made with it.
+labels on a connection with ``foreign_keys`` off. Version 3 adds the pool and the review queue: a
+content hash on predictions (one stored copy of an imported picture), a label kind ``undo`` that
+carries no digit (the labels table is rebuilt for its CHECK, which SQLite cannot alter; its
+triggers come back with it), and ``scores``, a cache of the deployed model's probabilities per
+prediction and model version. A migration only adds: a version's SQL is never edited once
+released, since stores in use were made with it.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+HASH_FUNCTION = "mnist_hitl_sha256"  # registered on the connection that migrates to v3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -70,7 +75,49 @@ CREATE TRIGGER IF NOT EXISTS labels_need_a_prediction BEFORE INSERT ON labels
 WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
 BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# Existing rows get their hash while the no-update trigger is away, inside the migration's one
+# write transaction. DROP TABLE fires no DELETE trigger; labels keep their ids (AUTOINCREMENT
+# continues from the highest, as no label is ever deleted).
+_SCHEMA_V3 = f"""
+ALTER TABLE predictions ADD COLUMN content_hash TEXT;
+DROP TRIGGER predictions_no_update;
+UPDATE predictions SET content_hash = {HASH_FUNCTION}(png);
+CREATE TRIGGER predictions_no_update BEFORE UPDATE ON predictions
+BEGIN SELECT RAISE(ABORT, 'predictions are immutable'); END;
+CREATE UNIQUE INDEX predictions_import_hash ON predictions(content_hash) WHERE source = 'import';
+CREATE TABLE labels_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id INTEGER NOT NULL REFERENCES predictions(id),
+    label INTEGER CHECK (label BETWEEN 0 AND 9),
+    kind TEXT NOT NULL CHECK (kind IN ('confirm', 'correct', 'undo')),
+    created_at TEXT NOT NULL,
+    CHECK ((kind = 'undo') = (label IS NULL))
+);
+INSERT INTO labels_v3 (id, prediction_id, label, kind, created_at)
+SELECT id, prediction_id, label, kind, created_at FROM labels ORDER BY id;
+DROP TABLE labels;
+ALTER TABLE labels_v3 RENAME TO labels;
+CREATE INDEX labels_by_prediction ON labels(prediction_id, id);
+CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_no_replace BEFORE INSERT ON labels
+WHEN NEW.id >= 1 AND EXISTS (SELECT 1 FROM labels WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_positive_id AFTER INSERT ON labels WHEN NEW.id < 1
+BEGIN SELECT RAISE(ABORT, 'label ids start at 1'); END;
+CREATE TRIGGER labels_need_a_prediction BEFORE INSERT ON labels
+WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
+BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
+CREATE TABLE scores (
+    model_version TEXT NOT NULL,
+    prediction_id INTEGER NOT NULL,
+    probabilities BLOB NOT NULL,
+    PRIMARY KEY (model_version, prediction_id)
+) WITHOUT ROWID;
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def migration(version: int) -> list[str]:

@@ -6,6 +6,7 @@ No widget state lives here; :mod:`mnist_hitl.app` puts these into its widgets.
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import os
 import sys
@@ -31,6 +32,30 @@ STYLE = """
 .hitl-digit-image img { image-rendering: pixelated; border: 1px solid #888; }
 .hitl-status { min-height: 1.5em; }
 .hitl-status.hitl-error { color: #b00020; }
+.hitl-row { flex-wrap: wrap; row-gap: 8px; }
+.hitl-row > * { flex-shrink: 0; max-width: 100%; }
+.hitl-review { min-height: 70vh; }
+.hitl-review-picture img { image-rendering: auto; border: 1px solid #888; background: black; }
+.hitl-review-small img { image-rendering: pixelated; border: 1px solid #888; }
+.hitl-guesses { display: grid; grid-template-columns: 1.2em 120px 4em; gap: 4px 8px; align-items: center; }
+.hitl-guess:first-child .hitl-guess-digit { font-size: 40px; font-weight: bold; }
+.hitl-guess-digit { font-size: 24px; }
+.hitl-keys-hint { color: #666; font-size: 12px; }
+.hitl-tabs.ipyevents-watched .hitl-keys-off, .hitl-tabs:not(.ipyevents-watched) .hitl-keys-on { display: none; }
+.hitl-review-recent button { justify-content: flex-start; }
+.hitl-review-recent .hitl-empty { display: none; }
+.hitl-review-model .hitl-changed { color: #0a6b2b; font-weight: bold; }
+.hitl-review-status { min-height: 1.5em; }
+.hitl-review-status.hitl-error { color: #b00020; }
+/* a phone: one column, the canvas whole, keys a finger can hit */
+.hitl-label-choice { flex-wrap: wrap; }
+@media (max-width: 600px), (pointer: coarse) {
+  .hitl-digit, .hitl-app .jupyter-button, .hitl-review .jupyter-button { min-width: 44px; min-height: 44px; }
+}
+@media (max-width: 600px) {
+  .hitl-answer { margin: 0 !important; }
+  .hitl-review .hitl-answer { flex-direction: row; flex-wrap: wrap; align-items: flex-start; gap: 0 16px; }
+}
 </style>
 """
 
@@ -54,6 +79,53 @@ def probability_bars(probabilities: Sequence[float] | None) -> str:
             f'<span class="hitl-bar-value">{text}</span></div>'
         )
     return f'<div class="hitl-bars">{"".join(rows)}</div>'
+
+
+KEYS_HINT = ('<span class="hitl-keys-hint hitl-keys-on">keys: <b>0</b>-<b>9</b> label &middot; <b>Enter</b> confirm'
+             " &middot; <b>Backspace</b> undo &middot; <b>s</b> skip</span>"
+             '<span class="hitl-keys-hint hitl-keys-off">keys (0-9, Enter, Backspace, s) work while the pointer'
+             " is over the app</span>")
+
+
+def status_line(message: str, data: dict | None = None) -> str:
+    """A message (already HTML-safe) in a ``<span>`` carrying values as ``data-`` attributes."""
+    attributes = "".join(f' data-{key}="{html.escape(str(value))}"' for key, value in (data or {}).items())
+    return f"<span{attributes}>{message}</span>"
+
+
+def progress_line(labelled: int, left: int | None, accuracy: float | None) -> str:
+    """The Review tab's progress: labelled this session, left in the queue, the model on people's labels."""
+    shown = "&ndash;" if accuracy is None else f"{accuracy:.1%}"
+    return status_line(
+        f"labelled this session: <b>{labelled}</b> &middot; left in the queue: <b>"
+        f'{"&ndash;" if left is None else left}</b> &middot; the deployed model on people\'s labels: <b>{shown}</b>',
+        {"labelled": labelled, "left": "" if left is None else left,
+         "accuracy": "" if accuracy is None else f"{accuracy:.6f}"})
+
+
+def model_line(version: str | None, previous: str | None = None) -> str:
+    """The model in use, and a note when it has just replaced ``previous``."""
+    if version is None:
+        return '<span data-version="">no model deployed: run <code>mnist-hitl init</code></span>'
+    text = html.escape(version)
+    note = "" if previous is None else (f' <span class="hitl-changed" data-previous="{html.escape(previous)}">'
+                                        f"the model changed (was {html.escape(previous)})</span>")
+    return f'<span data-version="{text}">model {text}</span>{note}&nbsp;'
+
+
+def top_guesses(probabilities: Sequence[float], count: int = 3) -> str:
+    """The model's best guesses, most probable first, each ``<div class="hitl-guess" data-digit data-p>``."""
+    order = np.argsort(-np.asarray(probabilities, dtype=float), kind="stable")[:count]
+    rows = []
+    for digit in order:
+        p = float(probabilities[digit])
+        rows.append(
+            f'<div class="hitl-guess" data-digit="{digit}" data-p="{p:.6f}" style="display: contents">'
+            f'<span class="hitl-guess-digit">{digit}</span>'
+            f'<div class="hitl-bar-track"><div class="hitl-bar-fill" style="width: {p * 100:.1f}%"></div></div>'
+            f"<span>{p:.1%}</span></div>"
+        )
+    return f'<div class="hitl-guesses">{"".join(rows)}</div>'
 
 
 def digit_png(digit: np.ndarray | None, size: int = DIGIT_IMAGE_SIZE) -> bytes:

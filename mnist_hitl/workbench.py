@@ -1,13 +1,15 @@
 """The operations a user performs, shared by the app, the CLI and scripts.
 
 ``Workbench`` ties the store and the fast predictor together: predict a picture
-(preprocess, infer, store), label a prediction, report the status. Nothing here
-imports TensorFlow.
+(preprocess, infer, store), label a prediction and undo a label, import pictures into
+the pool (:mod:`mnist_hitl.pool`), serve the review queue (:mod:`mnist_hitl.queue`),
+report the status. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from mnist_hitl.preprocess import (
     read_picture_file,
     to_mnist,
 )
-from mnist_hitl.store import Store, StoreError
+from mnist_hitl.queue import QueueItem, ScoreCache, doubtful, labelled_scores, review_queue
+from mnist_hitl.store import UNDO, Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Workbench:
         self.source = source
         self.store = Store(self.settings.db_path)
         self.predictor = Predictor(self.settings.models_dir)
+        self.scores = ScoreCache(self.store, self.predictor)
 
     def close(self) -> None:
         self.store.close()
@@ -145,3 +149,66 @@ class Workbench:
         except ModelFileError as error:
             model = {"model_version": None, "model_error": str(error)}
         return {**model, **self.store.counts(), "home": str(self.settings.home)}
+
+    def undo(self, prediction_id: int) -> int:
+        """Append an ``undo`` to a prediction's labels: it is unlabelled again; returns the undo's label id.
+
+        Raises:
+            StoreError: no such prediction, or no label to undo.
+        """
+        try:
+            label_id, undone = self.store.undo_label(prediction_id)
+        except StoreError:
+            metrics.record_refusal("StoreError")
+            raise
+        metrics.record_label(undone.label, UNDO)
+        return label_id
+
+    def history(self, prediction_id: int) -> list[dict]:
+        """Every label of a prediction, oldest first: ``id``, ``label`` (None for an undo), ``kind``, ``created_at``.
+
+        Raises:
+            StoreError: no such prediction.
+        """
+        labels = self.store.labels(prediction_id)
+        if not labels:
+            self.store.get_prediction(prediction_id)  # raises when there is no such prediction
+        return [{"id": label.id, "label": label.label, "kind": label.kind, "created_at": label.created_at}
+                for label in labels]
+
+    def queue(self, limit: int = 20, strategy: str = "margin", exclude: Collection[int] = ()) -> list[QueueItem]:
+        """The unlabelled predictions the deployed model is least sure of, first, with a share drawn at random.
+
+        Args:
+            limit: at most this many items.
+            strategy: ``margin``, ``entropy``, or ``doubtful`` (labels the model doubts, see
+                :meth:`doubtful_labels`).
+            exclude: prediction ids to leave out (skipped).
+
+        Raises:
+            ModelFileError: no deployed model.
+            ValueError: an unknown strategy or a negative limit.
+        """
+        return review_queue(self.store, self.scores, self.settings, limit, strategy, exclude)
+
+    def import_pictures(self, paths: Iterable[str | Path], progress: bool = False) -> Iterator[dict]:
+        """Predict and store pictures (files, folders, zips of PNG/JPEG) unlabelled; see :mod:`mnist_hitl.pool`."""
+        from mnist_hitl.pool import import_pictures
+
+        return import_pictures(self, paths, progress)
+
+    def doubtful_labels(self, confidence: float | None = None) -> list[dict]:
+        """The users' latest labels that the deployed model, at ``confidence`` or more, reads as another digit.
+
+        Args:
+            confidence: default ``MNIST_HITL_DOUBT_CONFIDENCE``.
+        """
+        version, ids, probabilities = self.scores.current()
+        scores = labelled_scores(self.store.current_labels(), ids, probabilities)
+        return doubtful(scores, self.settings.doubt_confidence if confidence is None else confidence, version)
+
+    def labelled_accuracy(self) -> float | None:
+        """The deployed model's accuracy on the users' latest labels (None: no labels)."""
+        _, ids, probabilities = self.scores.current()
+        scores = labelled_scores(self.store.current_labels(), ids, probabilities)
+        return float(np.mean(scores.model == scores.person)) if len(scores.labels) else None

@@ -59,7 +59,8 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     session_home = tmp_path_factory.mktemp("session-home")
     settings = get_settings().replace(home=session_home)
-    train_first_model(settings, epochs=SESSION_EPOCHS, progress=False)
+    # Its MLflow record (about 5 s) is never read: the tests copy the models folder alone.
+    train_first_model(settings, epochs=SESSION_EPOCHS, progress=False, record_run=False)
     return session_home / "models"
 
 
@@ -69,7 +70,8 @@ def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     A challenger fine-tuned from it for two more epochs is reliably no worse on MNIST, so the
     learning loop's end-to-end tests judge the loop rather than the noise of a 1,000-digit
-    holdout around a fully trained champion.
+    holdout around a fully trained champion. Its home keeps the MLflow run and registered
+    version ``init`` records (tests/test_lineage.py reads them).
     """
     from mnist_hitl.learning.training import train_first_model
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import numpy as np
 from mnist_hitl.config import Settings
 from mnist_hitl.serve import free_port  # one definition, shared with the package's running_app
 
-__all__ = ["free_port", "run_cli", "start_cli", "write_idx"]
+__all__ = ["ctrl_c", "free_port", "import_digits", "port_is_free", "run_cli", "start_cli", "write_idx"]
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -83,3 +86,62 @@ def start_cli(settings_or_env: Settings | Mapping[str, str], *args: str, extra_e
     """
     command, env = _cli(settings_or_env, args, extra_env)
     return subprocess.Popen(command, env=env, **popen_options)
+
+
+def import_digits(settings: Settings, count: int) -> list[int]:
+    """Store ``count`` unlabelled pictures (bundled MNIST holdout digits) as imports; returns their prediction ids."""
+    from mnist_hitl.data import load_bundled
+    from mnist_hitl.preprocess import encode_png
+    from mnist_hitl.workbench import Workbench
+
+    digits = load_bundled().x_test[:count]
+    with Workbench(settings, source="import") as workbench:
+        return [workbench.predict_png(encode_png(digit)).prediction_id for digit in digits]
+
+
+def ctrl_c(process: subprocess.Popen, also: Callable[[], list[int]] = list, timeout: float = 15) -> list[str]:
+    """What Ctrl-C in a terminal does (SIGINT to the process group); the processes still alive after ``timeout`` s.
+
+    The process must have been started in a session of its own. Counted: the process, every descendant
+    it has at the moment of the signal (wherever their own process group), and the pids ``also`` returns
+    (those started later); whatever is left is killed afterwards and returned as ``"pid name"``.
+    """
+    import psutil
+
+    def alive(pids: set[int]) -> list[psutil.Process]:
+        found = []
+        for pid in pids:
+            try:
+                member = psutil.Process(pid)
+                if member.status() != psutil.STATUS_ZOMBIE:
+                    found.append(member)
+            except psutil.Error:
+                continue
+        return found
+
+    pids = {process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))}
+    os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pids | set(also())):
+        time.sleep(0.2)
+    left = alive(pids | set(also()))
+    named = []
+    for member in left:
+        try:
+            named.append(f"{member.pid} {' '.join(member.cmdline())[:120]}")
+            member.kill()
+        except psutil.Error:
+            continue
+    process.wait(timeout=10)
+    return named
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on ``port`` on the loopback address any more."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -13,7 +13,7 @@ from mnist_hitl.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-PYTHON_SERVICES = {"init", "app", "prefect", "flow", "mlflow", "exporter"}
+PYTHON_SERVICES = {"init", "app", "prefect", "flow", "mlflow", "lab", "exporter"}
 
 
 def compose() -> dict:
@@ -78,7 +78,8 @@ def test_python_services_share_one_named_volume_at_mnist_hitl_home_and_have_fixe
 def test_ports_match_the_local_stack_and_bind_the_loopback_address():
     defaults = Settings(home=Path("."))
     expected = {"app": defaults.app_port, "prefect": defaults.prefect_port, "mlflow": defaults.mlflow_port,
-                "exporter": defaults.metrics_port, "prometheus": defaults.prometheus_port, "grafana": 3000}
+                "lab": defaults.lab_port, "exporter": defaults.metrics_port, "prometheus": defaults.prometheus_port,
+                "grafana": 3000}
     services = compose()["services"]
     published = {name: services[name]["ports"] for name in expected}
     assert published == {name: [f"127.0.0.1:{port}:{port}"] for name, port in expected.items()}

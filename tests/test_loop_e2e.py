@@ -20,7 +20,7 @@ from helpers import run_cli, start_cli
 from loop_support import TINY_RETRAIN, draw_and_label, install_models
 
 from mnist_hitl.learning import cycle as cycle_lib
-from mnist_hitl.learning import lock, tracking, watermarks
+from mnist_hitl.learning import history, lock, tracking, watermarks
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.store import Store
 
@@ -38,6 +38,16 @@ def artifacts(client, run_id: str, path: str | None = None) -> set[str]:
     for item in client.list_artifacts(run_id, path):
         found |= artifacts(client, run_id, item.path) if item.is_dir else {item.path}
     return found
+
+
+def readable_notebook(client, run_id: str, name: str) -> str:
+    """An executed notebook's HTML page from a run's artifacts: self-contained, its inputs and outputs shown."""
+    import html
+
+    page = Path(client.download_artifacts(run_id, f"notebooks/{name}.html")).read_text()
+    assert "<script src=" not in page and page.count("data:image/png;base64,") >= 2, name
+    assert "notebook_settings" in html.unescape(page), name  # the input cells are kept
+    return html.unescape(page)
 
 
 def cycle(settings, *args: str, extra_env: dict | None = None) -> dict:
@@ -90,10 +100,20 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     assert parent.data.tags["outcome"] == "promoted" and "drift score" in parent.data.tags["reasons"]
     assert parent.data.params["min_new_labels"] == "20" and parent.data.metrics["promoted"] == 1
     assert monitor.data.metrics["drift_score"] > 0.1 and "error_rate_class_3" in monitor.data.metrics
-    assert {"notebooks/monitor.ipynb", "drift/drift_report.html", "plots/confusion_matrix.png",
-            "decision.json"} <= artifacts(client, monitor.info.run_id)
-    assert {"notebooks/retrain.ipynb", "optuna/optuna_study.sqlite", "optuna/optuna_trials.csv",
-            "plots/optuna_history.png", "plots/accuracy_per_class.png"} <= artifacts(client, retrain.info.run_id)
+    assert {"notebooks/monitor.ipynb", "notebooks/monitor.html", "drift/drift_report.html",
+            "plots/confusion_matrix.png", "decision.json"} <= artifacts(client, monitor.info.run_id)
+    assert {"notebooks/retrain.ipynb", "notebooks/retrain.html", "optuna/optuna_study.sqlite",
+            "optuna/optuna_trials.csv", "plots/optuna_history.png",
+            "plots/accuracy_per_class.png"} <= artifacts(client, retrain.info.run_id)
+    # the executed notebooks, readable in MLflow's artifact view, and run descriptions that tell the story
+    for run, told in ((monitor, summary["reasons"]), (retrain, summary["verdict_reasons"])):
+        page = readable_notebook(client, run.info.run_id, run.info.run_name)
+        assert all(reason in page for reason in told), (run.info.run_name, told)
+    note = {run.info.run_name: run.data.tags[tracking.NOTE_TAG] for run in runs.values()}
+    assert note["monitor"].startswith("**Decision: retrain**") and summary["reasons"][0] in note["monitor"]
+    assert note["retrain"].startswith(f"**Verdict: promote. {new} deployed**")
+    assert all(reason in note["retrain"] for reason in summary["verdict_reasons"])
+    assert note[f"cycle {summary['cycle_id']}"].startswith(f"**Cycle {summary['cycle_id']}: promoted ({new})**")
     assert len(client.get_metric_history(retrain.info.run_id, "trial_value")) == 2
     for name in ("challenger_mnist_holdout", "champion_mnist_holdout", "challenger_users_heldout",
                  "champion_users_heldout"):
@@ -107,6 +127,10 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     champion = tracking.champion(settings)
     assert champion["version"] == new and champion["run_id"] == retrain.info.run_id
     assert [h["version"] for h in tracking.promotion_history(settings)] == [new]
+    versions = history.load_history(settings).versions.set_index("version")  # the store and the registry, joined
+    assert versions.loc[new, "what"] == "promoted" and versions.loc[new, "champion"] == True  # noqa: E712
+    assert versions.loc[new, "mlflow_version"] == summary["mlflow_model_version"]
+    assert versions.loc[first, "live_n"] == 160
 
     # running it again counts nothing twice
     again = cycle(settings)

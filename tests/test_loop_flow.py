@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import pytest
 from helpers import free_port, start_cli
@@ -26,9 +27,14 @@ def environment(settings, **extra: str) -> dict:
 
 
 def api(url: str, body: dict | None = None) -> dict | list:
+    """GET, or POST ``body``, with the CSRF token the server asks for (as the Prefect client does)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
+    headers = {"Content-Type": "application/json"}
+    if body is not None:
+        client = str(uuid.uuid4())
+        with urllib.request.urlopen(f"{url.split('/api/')[0]}/api/csrf-token?client={client}", timeout=10) as answer:
+            headers.update({"Prefect-Csrf-Token": json.loads(answer.read())["token"], "Prefect-Csrf-Client": client})
+    request = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -63,6 +69,14 @@ def test_the_schedule_is_served_to_a_local_prefect_server(home):
         assert deployment, log_path.read_text()[-3000:]
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 * * * *"]
         assert all(s["active"] for s in deployment["schedules"])
+        # the server's scheduler (a background service of the server) turns the schedule into runs
+        scheduled = []
+        deadline = time.monotonic() + 60
+        while not scheduled and time.monotonic() < deadline:
+            time.sleep(1)
+            scheduled = api(f"{base}/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}},
+                                                          "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+        assert scheduled, "the server's scheduler made no run of the schedule"
 
         # a run of the deployment is picked up by the served flow and runs a cycle
         run = api(f"{base}/deployments/{deployment['id']}/create_flow_run", {})

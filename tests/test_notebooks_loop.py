@@ -9,6 +9,7 @@ import papermill
 import pytest
 from loop_support import draw_and_label, install_models
 
+from mnist_hitl.predictor import deployed_model
 from mnist_hitl.store import Store
 
 pytestmark = pytest.mark.slow
@@ -30,6 +31,16 @@ def outputs(path) -> tuple[list[str], list[str]]:
     return kinds, errors
 
 
+def printed(path) -> str:
+    """Everything an executed notebook printed or displayed as text or Markdown."""
+    texts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            texts += [output.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", "")]
+    return "\n".join(texts)
+
+
 def test_the_notebooks_declare_their_parameters(home):
     assert declared("monitor.ipynb", home) >= {
         "home", "tracking_uri", "mlflow_run_id", "cycle_id", "since_label_id", "through_label_id",
@@ -37,6 +48,8 @@ def test_the_notebooks_declare_their_parameters(home):
     assert declared("retrain.ipynb", home) >= {
         "home", "tracking_uri", "mlflow_run_id", "cycle_id", "through_label_id", "n_trials", "epochs_per_trial",
         "final_epochs", "oversample", "users_holdout_fraction", "max_holdout_drop", "output_dir", "result_path"}
+    assert declared("history.ipynb", home) >= {"home", "tracking_uri", "users_holdout_fraction", "min_change"}
+    assert "home" in declared("explore.ipynb", home)
 
 
 @pytest.fixture
@@ -70,13 +83,30 @@ def test_monitor_notebook_with_no_labels(home, tmp_path):
     assert decision["retrain"] is False and decision["new_labels"] == 0 and decision["drift_score"] is None
 
 
-def test_retrain_notebook_by_hand_as_a_dry_run(home_drawn, tmp_path):
-    out = tmp_path / "retrain"
-    papermill.execute_notebook(str(home_drawn.notebooks_dir / "retrain.ipynb"), str(tmp_path / "retrain.ipynb"),
-                               parameters={"home": str(home_drawn.home), "output_dir": str(out), "n_trials": 1,
-                                           "final_epochs": 1, "deploy": False},
-                               kernel_name="python3", progress_bar=False)
-    result = json.loads((out / "retrain_result.json").read_text())
+def by_hand(settings, name: str, tmp_path):
+    """Execute a notebook as a person does in JupyterLab: every parameter at its default but the home."""
+    output = tmp_path / name
+    papermill.execute_notebook(str(settings.notebooks_dir / name), str(output), parameters={"home": str(settings.home)},
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    return output
+
+
+def test_every_notebook_runs_by_hand_with_its_defaults_and_a_retraining_by_hand_is_a_dry_run(home_drawn, tmp_path,
+                                                                                          monkeypatch):
+    # A hand run takes the retraining's sizes from the settings, as the cycle does: a tiny search here.
+    monkeypatch.setenv("MNIST_HITL_TRIALS", "1")
+    monkeypatch.setenv("MNIST_HITL_FINAL_EPOCHS", "1")
+    deployed = deployed_model(home_drawn.models_dir).version
+    executed = {}
+    for name in ("explore.ipynb", "monitor.ipynb", "retrain.ipynb", "history.ipynb"):
+        executed[name] = by_hand(home_drawn, name, tmp_path)
+        kinds, errors = outputs(executed[name])
+        assert errors == [] and kinds.count("image/png") >= 1, name
+
+    (decision,) = home_drawn.runs_dir.glob("monitor-*/decision.json")
+    assert json.loads(decision.read_text())["new_labels"] == 40
+    (result_path,) = home_drawn.runs_dir.glob("retrain-*/retrain_result.json")
+    result, out = json.loads(result_path.read_text()), result_path.parent
     assert result["status"] == "candidate" and len(result["trials"]) == 1
     assert result["data"]["users_train"] + result["data"]["users_heldout"] == 40
     assert set(result["best_params"]) == {"learning_rate", "dropout", "batch_size"}
@@ -86,5 +116,11 @@ def test_retrain_notebook_by_hand_as_a_dry_run(home_drawn, tmp_path):
     with Store(home_drawn.db_path) as store:
         row = {r["version"]: r for r in store.model_versions()}[result["version"]]
     assert row["status"] == "candidate" and row["details"]["dry_run"]
-    kinds, errors = outputs(tmp_path / "retrain.ipynb")
-    assert errors == [] and kinds.count("image/png") >= 2
+
+    # a dry run, and it says so: nothing deployed, nothing in MLflow
+    assert "nothing is deployed and nothing is logged to MLflow" in printed(executed["retrain.ipynb"])
+    assert deployed_model(home_drawn.models_dir).version == deployed
+    assert not home_drawn.mlflow_dir.exists()
+    assert f"model {deployed}: holdout accuracy" in printed(executed["explore.ipynb"])
+    history = printed(executed["history.ipynb"])
+    assert "**2 model versions** (1 first model, 1 dry run); **40 labelled drawings**" in history, history[:3000]

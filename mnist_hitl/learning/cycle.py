@@ -165,7 +165,12 @@ def _notebook_stage(settings: Settings, plan: CyclePlan, parent_run: str, notebo
         status = "FINISHED"
         return found, run_id
     finally:
-        tracking.RunLog(settings, run_id).artifact(output, "notebooks")
+        from mnist_hitl.learning.notebooks import html_copy
+
+        run_log = tracking.RunLog(settings, run_id)
+        for path in (output, html_copy(output)):  # the HTML copy: MLflow's artifact view shows no .ipynb
+            if path:
+                run_log.artifact(path, "notebooks")
         tracking.end_run(settings, run_id, status)
 
 
@@ -310,7 +315,8 @@ class _Cycle:
 
         self.summary.update(outcome=CycleOutcome.FAILED.value, error=f"{type(error).__name__}: {error}")
         with contextlib.suppress(Exception):
-            parent.tags({"outcome": "failed", "error": self.summary["error"][:4000]})
+            parent.tags({"outcome": "failed", "error": self.summary["error"][:4000],
+                         tracking.NOTE_TAG: _cycle_note(self.summary)})
             tracking.end_run(self.settings, parent.run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
         with contextlib.suppress(Exception), Store(self.settings.db_path) as store:
             store.set_meta(RUNNING_CYCLE, "")
@@ -342,9 +348,19 @@ def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_re
     parent.metrics({"new_labels": summary.get("new_labels"), "drift_score": _number(summary.get("drift_score")),
                     "retrain": int(bool(retrain_result)), "promoted": int(bool(summary.get("promoted")))})
     parent.tags({"outcome": summary["outcome"], "decision": "retrain" if summary.get("decision") else "no retrain",
-                 "reasons": "\n".join(summary.get("reasons", [])),
+                 "reasons": "\n".join(summary.get("reasons", [])), tracking.NOTE_TAG: _cycle_note(summary),
                  **({"model_version": summary["model_version"]} if summary.get("model_version") else {})})
     tracking.end_run(settings, parent.run_id, "FINISHED")
+
+
+def _cycle_note(summary: dict) -> str:
+    """The cycle run's description: how it ended, the decision's reasons and, after a retraining, the verdict's."""
+    from mnist_hitl.learning.tracking import note
+
+    version = f" ({summary['model_version']})" if summary.get("model_version") else ""
+    reasons = [*summary.get("reasons", []), *(f"verdict: {r}" for r in summary.get("verdict_reasons") or []),
+               *(summary[k] for k in ("message", "error") if summary.get(k))]
+    return note(f"Cycle {summary['cycle_id']}: {summary['outcome'].replace('_', ' ')}{version}", reasons)
 
 
 def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> None:
@@ -353,7 +369,8 @@ def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> N
 
     try:
         run_id = tracking.start_run(settings, f"cycle {plan.cycle_id}", "cycle", plan.cycle_id,
-                                    tags={"outcome": CycleOutcome.NO_NEW_DATA.value, "reasons": summary["message"]})
+                                    tags={"outcome": CycleOutcome.NO_NEW_DATA.value, "reasons": summary["message"],
+                                          tracking.NOTE_TAG: _cycle_note(summary)})
         tracking.RunLog(settings, run_id).metrics({"new_labels": 0})
         tracking.end_run(settings, run_id, "FINISHED")
         summary["mlflow_run_id"] = run_id

@@ -11,9 +11,11 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from mnist_hitl import config
 from mnist_hitl.clock import timestamp_id, utc_now
 from mnist_hitl.config import Settings
 
@@ -60,3 +62,43 @@ def cycle_lock(settings: Settings) -> Iterator[str]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def cycle_running(settings: Settings) -> bool:
+    """Whether a learning cycle holds the lock now.
+
+    Probes with a shared lock, released at once: it never writes the file, and a cycle
+    starting in that instant is the only one that could find the lock taken.
+    """
+    try:
+        fd = os.open(lock_path(settings), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases the probe's lock
+    return False
+
+
+def start_cycle(settings: Settings, command: list[str], log: Path) -> subprocess.Popen | None:
+    """Start ``command`` (a learning cycle) as a detached process, unless a cycle holds the lock.
+
+    The cycle takes the lock itself: a second one started meanwhile exits at once, harmlessly.
+
+    Args:
+        settings: its home and environment (:func:`mnist_hitl.config.child_environment`).
+        command: e.g. ``mnist-hitl cycle --force-retrain``.
+        log: where its output is appended.
+
+    Returns:
+        The process, or None if a cycle is running.
+    """
+    if cycle_running(settings):
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as output:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=config.child_environment(settings))

@@ -47,6 +47,8 @@ class MonitorResult:
     model_versions: dict[str, int] = field(default_factory=dict)
     reference_features: object = None  # pandas frames, for the notebook's plots
     current_features: object = None
+    doubtful_labels: int | None = None  # all users' latest labels the deployed model doubts (None: no model)
+    doubt_confidence: float | None = None
 
     def class_table(self):
         """Labels, errors and error rate per digit, as a table (digits as columns)."""
@@ -71,6 +73,14 @@ class MonitorResult:
         return (f"drift score **{self.drift_score:.3f}** (threshold {self.thresholds.drift_threshold:g}); "
                 f"Evidently: {share}; report: `{self.report_html or '-'}`")
 
+    def doubt_line(self) -> str:
+        """One line of Markdown: how many labels the deployed model doubts, and where to see them."""
+        if self.doubtful_labels is None:
+            return "doubtful labels: not counted (no deployed model)"
+        return (f"**{self.doubtful_labels} doubtful labels**: users' latest labels (all, not only this window) that"
+                f" the deployed model reads as another digit at >= {self.doubt_confidence:g} confidence;"
+                " `mnist-hitl queue --strategy doubtful` lists them for a second look")
+
     def as_json(self) -> dict:
         return {
             "retrain": self.decision.retrain,
@@ -89,6 +99,8 @@ class MonitorResult:
             "report_html": self.report_html,
             "confusion_png": self.confusion_png,
             "model_versions": self.model_versions,
+            "doubtful_labels": self.doubtful_labels,
+            "doubt_confidence": self.doubt_confidence,
         }
 
 
@@ -149,7 +161,19 @@ def monitor(settings: Settings, since_label_id: int, through_label_id: int, thre
     figure.savefig(confusion_png, dpi=90)
     return MonitorResult(since_label_id, through_label_id, len(labels), counts, errors, rates, confusion, score,
                          share, distances, drifted, decision, thresholds, report_html, str(confusion_png), versions,
-                         reference_features, current_features)
+                         reference_features, current_features, count_doubtful(settings), settings.doubt_confidence)
+
+
+def count_doubtful(settings: Settings) -> int | None:
+    """How many of the users' latest labels the deployed model doubts (None: no usable deployed model)."""
+    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(settings, source="monitor") as bench:
+        try:
+            return len(bench.doubtful_labels())
+        except ModelFileError:
+            return None
 
 
 def plot_confusion(confusion: np.ndarray, title: str = ""):
@@ -193,12 +217,18 @@ def log_monitor(run_log, result: MonitorResult, decision_path: Path | str | None
         "drift_score": result.drift_score,
         "evidently_drift_share": result.evidently_share,
         "retrain": int(result.decision.retrain),
+        **({"doubtful_labels": result.doubtful_labels} if result.doubtful_labels is not None else {}),
         **{f"errors_class_{d}": n for d, n in result.class_errors.items()},
         **{f"error_rate_class_{d}": r for d, r in result.class_error_rates.items()},
         **{f"drift_{name}": value for name, value in result.feature_distances.items()},
     })
-    run_log.tags({"decision": "retrain" if result.decision.retrain else "no retrain",
-                  "reasons": "\n".join(result.decision.reasons)})
+    from mnist_hitl.learning.tracking import NOTE_TAG, note
+
+    decision = "retrain" if result.decision.retrain else "no retrain"
+    run_log.tags({"decision": decision, "reasons": "\n".join(result.decision.reasons),
+                  NOTE_TAG: note(f"Decision: {decision}", result.decision.reasons,
+                                 f"Labels {result.since_label_id + 1} to {result.through_label_id}; the executed "
+                                 "notebook is `notebooks/monitor.html`.")})
     features_png = Path(result.confusion_png).parent / "drift_features.png" if result.confusion_png else None
     for path, folder in ((result.confusion_png, "plots"), (features_png, "plots"), (result.report_html, "drift"),
                          (decision_path, None)):

@@ -21,7 +21,6 @@ import logging
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
@@ -33,6 +32,7 @@ config.use_tool_environment(get_settings())  # before prefect is imported: it re
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -88,41 +88,62 @@ def serve_schedule(settings: Settings | None = None) -> None:
 
     Uses the Prefect server at ``PREFECT_API_URL`` (default: the local one on
     ``MNIST_HITL_PREFECT_PORT``). When that is the default and nothing answers,
-    starts ``prefect server start`` (SQLite under ``$MNIST_HITL_HOME/prefect``)
-    and stops it on exit.
+    starts one (:mod:`mnist_hitl.prefect_server`, SQLite under ``$MNIST_HITL_HOME/prefect``)
+    and stops it on exit, Ctrl-C included.
     """
     settings = settings or get_settings()
     config.use_tool_environment(settings, prefect_server=True)
     api = settings.prefect_api
     health = f"{api.rstrip('/')}/health"
     server = None
-    if not wait_for(health, timeout=30 if settings.prefect_api_url else 1):
-        if settings.prefect_api_url:
-            raise RuntimeError(f"no Prefect server answers at {api}: start one with `prefect server start`")
-        server = _start_server(settings, health)
     try:
-        serve(settings)
+        if not wait_for(health, timeout=30 if settings.prefect_api_url else 1):
+            if settings.prefect_api_url:
+                raise RuntimeError(f"no Prefect server answers at {api}: start one with "
+                                   "`python -m mnist_hitl.prefect_server`")
+            server = _start_server(settings, health)
+        # Prefect read PREFECT_API_URL when it was imported; without this, the flow would be served to a
+        # temporary server of its own, in this process group (sharing the database file, so it seemed to
+        # work), which Ctrl-C stopped before the flow had paused its deployment: then it waited for ever.
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            serve(settings)  # returns on Ctrl-C or SIGTERM, once the deployment is paused
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            _stop_server(server)
 
 
 def _start_server(settings: Settings, health: str) -> subprocess.Popen:
+    """Start a local Prefect server and wait until it answers.
+
+    It runs in a session of its own, so that the Ctrl-C meant for this process does not
+    stop it before the flow has paused its deployment; :func:`_stop_server` stops it after.
+    """
     log_path = settings.prefect_home / "server.log"
     with open(log_path, "ab") as server_log:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+            [sys.executable, "-m", "mnist_hitl.prefect_server", "--host", "127.0.0.1",
              "--port", str(settings.prefect_port)],
             stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
             env=config.child_environment(settings))
-    if not wait_for(health, timeout=120):
-        server.terminate()
+    try:
+        ready = wait_for(health, timeout=120)
+    except BaseException:  # Ctrl-C while it starts
+        _stop_server(server)
+        raise
+    if not ready:
+        _stop_server(server)
         raise RuntimeError(f"the Prefect server did not start; see {log_path}")
     return server
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM (the server stops its services, then exits), SIGKILL if it takes over 10 s or on a second Ctrl-C."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        server.kill()
+        server.wait()
 
 
 def main(argv: list[str] | None = None) -> None:

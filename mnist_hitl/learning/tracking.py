@@ -32,6 +32,7 @@ CHAMPION = "champion"
 KIND_TAG = "mnist_hitl.kind"  # cycle | monitor | retrain
 CYCLE_TAG = "mnist_hitl.cycle_id"
 VERSION_TAG = "mnist_hitl.version"
+NOTE_TAG = "mlflow.note.content"  # the run's description, shown by the MLflow UI
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,33 @@ class RunLog:
             self._client.log_dict(self.run_id, data, name)
 
 
+def note(headline: str, reasons: list[str] | tuple[str, ...] = (), *details: str) -> str:
+    """A run's description (Markdown): the decision or verdict in bold, then its reasons, then any details."""
+    lines = [f"**{headline}**", "", *(f"- {reason}" for reason in reasons)]
+    return "\n".join([*lines, *(["", *details] if details else [])]).strip()
+
+
+def reachable(settings: Settings, timeout: float = 3.0) -> bool:
+    """Whether the tracking server answers (always True for the embedded SQLite or file store).
+
+    The MLflow client retries an unanswered HTTP call for minutes; asking first keeps a
+    training that records itself from waiting on a server that is down.
+    """
+    uri = settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
 def _key(name: object) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(name))
 
@@ -243,6 +271,21 @@ def promotion_history(settings: Settings) -> list[dict]:
     for record in records:
         record["champion"] = current is not None and record["mlflow_version"] == current["mlflow_version"]
     return sorted(records, key=lambda r: (r["promoted_at"], int(r["mlflow_version"])))
+
+
+def registered_versions(settings: Settings) -> list[dict]:
+    """Every registered version of the model, oldest first, with its tags (status, reasons, promoted_at)
+    and whether the ``champion`` alias points at it; empty when there is no registry yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client(settings).search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    except MlflowException:
+        return []
+    current = champion(settings)
+    records = [{**_version_record(v), "reasons": (v.tags or {}).get("reasons"),
+                "champion": current is not None and str(v.version) == current["mlflow_version"]} for v in versions]
+    return sorted(records, key=lambda r: int(r["mlflow_version"]))
 
 
 def _version_record(found) -> dict:

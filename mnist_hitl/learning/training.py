@@ -18,17 +18,23 @@ log = logging.getLogger(__name__)
 
 
 def train_first_model(settings: Settings, force: bool = False, epochs: int | None = None,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, record_run: bool = True) -> dict:
     """Train, evaluate and deploy a model on MNIST, unless one is deployed already.
+
+    The model's lineage starts here: it is recorded as an MLflow run (parameters, holdout
+    accuracy, the model), registered and given the ``champion`` alias. A tracking server
+    that cannot be reached is reported and skipped; the model is deployed all the same.
 
     Args:
         settings: where the model, the store and the data are.
         force: retrain and redeploy even if a model is deployed.
         epochs: overrides ``MNIST_HITL_EPOCHS``.
         progress: show a progress bar while training.
+        record_run: record the run in MLflow (False: the store's record only).
 
     Returns:
-        ``{"trained": bool, "model_version": ..., "holdout_accuracy": ..., "train_seconds": ...}``.
+        ``{"trained": bool, "model_version": ..., "holdout_accuracy": ..., "train_seconds": ...,
+        "mlflow_run_id": ..., "mlflow_model_version": ...}`` (None when not recorded).
     """
     if not force and deployment.has_deployed_model(settings):
         deployed = deployed_model(settings.models_dir)
@@ -44,12 +50,52 @@ def train_first_model(settings: Settings, force: bool = False, epochs: int | Non
                          progress=progress, description=f"training on {len(dataset.y_train)} {dataset.source} digits")
     accuracy = model_lib.evaluate(trained, dataset.x_test, dataset.y_test)
     record = {"params": asdict(params), "data": dataset.source, "train_seconds": clock.seconds["train"],
-              "reason": "forced retrain" if force else "first model"}
+              "reason": "forced retrain" if force else "first model",
+              "sizes": {"train": len(dataset.y_train), "holdout": len(dataset.y_test)}}
     saved, _ = deployment.save_version(settings, trained, accuracy, record)
+    lineage = _record_first_model(settings, trained, saved.version, accuracy, record) if record_run else {}
+    record.update(lineage)
     deployment.deploy(settings, saved, accuracy, record)
+    if lineage:
+        _crown(settings, lineage["mlflow_model_version"], saved.version, record["reason"])
     log.info("deployed %s (holdout accuracy %.4f)", saved.version, accuracy)
     return {"trained": True, "model_version": saved.version, "holdout_accuracy": accuracy,
-            "train_seconds": clock.seconds["train"]}
+            "train_seconds": clock.seconds["train"], "mlflow_run_id": lineage.get("mlflow_run_id"),
+            "mlflow_model_version": lineage.get("mlflow_model_version")}
+
+
+def _record_first_model(settings: Settings, network, version: str, accuracy: float, record: dict) -> dict:
+    """Record the first model as an MLflow run and register it; ``{}`` if MLflow cannot be reached."""
+    from mnist_hitl.learning import tracking
+
+    if not tracking.reachable(settings):
+        log.warning("MLflow at %s does not answer: %s is not recorded there", settings.tracking_uri, version)
+        return {}
+    try:
+        run_id = tracking.start_run(settings, f"first model {version}", "first_model", "init",
+                                    tags={"model_version": version, tracking.NOTE_TAG: tracking.note(
+                                        f"{record['reason']}: {version}, deployed",
+                                        [f"MNIST holdout accuracy {accuracy:.2%} ({record['sizes']['holdout']} "
+                                         f"digits); trained on {record['sizes']['train']} {record['data']} digits"])})
+        run = tracking.RunLog(settings, run_id)
+        run.params({**record["params"], "data": record["data"], **{f"data.{k}": v for k, v in record["sizes"].items()}})
+        run.metrics({"holdout_accuracy": accuracy, "train_seconds": record["train_seconds"]})
+        mlflow_version = tracking.log_keras_model(settings, run_id, network, version)
+        tracking.end_run(settings, run_id)
+    except Exception as error:  # the model stands without its record
+        log.warning("could not record %s in MLflow: %s", version, error)
+        return {}
+    return {"mlflow_run_id": run_id, "mlflow_model_version": mlflow_version}
+
+
+def _crown(settings: Settings, mlflow_version: str, version: str, reason: str) -> None:
+    """Point the ``champion`` alias at the deployed first model."""
+    from mnist_hitl.learning import tracking
+
+    try:
+        tracking.mark_promotion(settings, mlflow_version, version, True, [f"{reason}, trained on MNIST alone"])
+    except Exception as error:
+        log.warning("could not move the champion alias to %s: %s", version, error)
 
 
 def record_retrain(run_log, settings: Settings, data, search, params, comparison, verdict, outcome,
@@ -81,8 +127,13 @@ def record_retrain(run_log, settings: Settings, data, search, params, comparison
         **{f"champion_users_class_{d}": a for d, a in comparison.champion.users_per_class.items()},
         **{f"seconds_{k}": v for k, v in seconds.items()},
     })
-    run_log.tags({"verdict": "promote" if verdict.promote else "reject", "status": outcome.status,
-                  "model_version": outcome.version, "reasons": "\n".join(verdict.reasons)})
+    word = "promote" if verdict.promote else "reject"
+    became = {"deployed": "deployed", "rejected": "kept on file, not deployed",
+              "candidate": "kept on file as a candidate (dry run)"}.get(outcome.status, outcome.status)
+    run_log.tags({"verdict": word, "status": outcome.status, "model_version": outcome.version,
+                  "reasons": "\n".join(verdict.reasons),
+                  tracking.NOTE_TAG: tracking.note(f"Verdict: {word}. {outcome.version} {became}", verdict.reasons,
+                                                   "The executed notebook is `notebooks/retrain.html`.")})
     for path, folder in ((trials_csv, "optuna"), (study_copy, "optuna"), *((p, "plots") for p in plots.values())):
         if path:
             run_log.artifact(path, folder)
