@@ -41,6 +41,8 @@ lint: $(STAMP) ## ruff: the linter and the formatter's check (configured in pypr
 bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the learning loop)
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/app_kernel.py
+	$(BIN)/python bench/stack_memory.py
+	$(BIN)/python bench/review.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/big_picture.py

@@ -316,6 +316,18 @@ def run() -> None:
     run_stack()
 
 
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_API_PORT, 8000)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (FastAPI, uvicorn): predict, label, history, reload; docs at /docs."""
+    from mnist_hitl.api import serve_api
+
+    serve_api(port=port, workers=workers)
+
+
 def main() -> None:
     """Run the command; a bad setting in the environment stops it with one line (exit status 2)."""
     from mnist_hitl.config import SettingsError, get_settings

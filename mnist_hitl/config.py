@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     extra_hosts: str = _env("MNIST_HITL_ALLOWED_HOSTS", default="")
     app_max_kernels: int = _env("MNIST_HITL_APP_MAX_KERNELS", ge=1, default=20)
     app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
+    api_port: int = _env("MNIST_HITL_API_PORT", ge=1, le=65535, default=8000)
+    api_token: str | None = _env("MNIST_HITL_API_TOKEN", min_length=1, repr=False)
 
     @field_validator("home", "mnist_path", "notebooks_override")
     @classmethod
@@ -254,6 +256,7 @@ def child_environment(settings: Settings, extra: dict[str, str] | None = None) -
         "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
         "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
         "MNIST_HITL_LAB_PORT": str(settings.lab_port),
+        "MNIST_HITL_API_PORT": str(settings.api_port),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
         "PYTHONUNBUFFERED": "1",

@@ -20,6 +20,7 @@ Metrics (all prefixed ``mnist_hitl_``):
     prediction_latency_seconds                 preprocess + inference + store, histogram
     labels_total{kind, digit}                  user labels: kind confirm / correct / undo, digit
     refusals_total{reason}                     refused inputs and failed requests
+    http_request_duration_seconds{route, method, status}  HTTP API requests, histogram
     model_load_failures_total{reason}          deployed models a predictor could not load (see predictor)
     cycles_total{outcome}                      learning cycles by outcome (see CYCLE_OUTCOMES)
     last_cycle_timestamp_seconds               end of the last learning cycle
@@ -120,6 +121,9 @@ class _Instruments:
                                   "Time of the last monitor run, in seconds since the epoch.", "max")
         self.deployed_model = gauge("deployed_model_timestamp_seconds", "Creation time of the deployed model "
                                     "version (its version name), in seconds since the epoch.", "mostrecent")
+        self.http_latency = Histogram("http_request_duration_seconds", "HTTP API request time, by route, method "
+                                      "and status.", ("route", "method", "status"), namespace=PREFIX,
+                                      registry=None, buckets=LATENCY_BUCKETS)
         # Known label values start at zero, so rates and increases see their first event.
         for kind in LABEL_KINDS:
             for digit in DIGITS:
@@ -207,6 +211,11 @@ def record_label(label: int, kind: str) -> None:
 def record_refusal(reason: str) -> None:
     """Count one refused input or failed request, by reason (an error's class name)."""
     _record(lambda m: m.refusals.labels(str(reason)).inc())
+
+
+def record_http_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Observe one HTTP API request (its route template, not its path; the count is the histogram's)."""
+    _record(lambda m: m.http_latency.labels(str(route), str(method), str(int(status))).observe(float(seconds)))
 
 
 def record_model_load_failure(reason: str) -> None:

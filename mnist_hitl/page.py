@@ -64,8 +64,8 @@ class AppPage:
     def on_key(self, event: dict) -> None:
         """A key pressed on the page: the Review tab's, while it is open; a held key does not repeat.
 
-        In a page served from a preheated kernel, ipyevents can deliver one key press twice
-        (two listeners); the copy carries the same ``timeStamp`` and is dropped.
+        In the served page ipyevents delivered each key press twice (Voila 0.5, ipyevents 2.0);
+        the copy carries the same ``timeStamp`` and is dropped.
         """
         stamp = event.get("timeStamp")
         if stamp is not None and stamp == self._last_stamp:

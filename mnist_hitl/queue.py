@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -109,11 +110,18 @@ def queue_order(uncertainties: np.ndarray, ids: np.ndarray, limit: int, random_s
 class ScoreCache:
     """The deployed model's probabilities for every stored prediction, kept up to date incrementally.
 
-    Thread-safe; the arrays it returns are never changed afterwards.
+    Thread-safe; the arrays it returns are never changed afterwards. It writes the ``scores``
+    table through a connection of its own, opened on first use, so its transactions never meet
+    those of another thread on the caller's store.
+
+    Args:
+        db_path: the store.
+        predictor: the deployed model.
     """
 
-    def __init__(self, store: Store, predictor: Predictor) -> None:
-        self.store, self.predictor = store, predictor
+    def __init__(self, db_path: Path, predictor: Predictor) -> None:
+        self.db_path, self.predictor = Path(db_path), predictor
+        self.store: Store | None = None
         self._lock = threading.Lock()
         self._version: str | None = None
         self._ids = np.zeros(0, dtype=np.int64)
@@ -122,6 +130,8 @@ class ScoreCache:
     def current(self) -> tuple[str, np.ndarray, np.ndarray]:
         """(the deployed version, prediction ids ascending, their probabilities (n, 10); NaN: unreadable)."""
         with self._lock:
+            if self.store is None:
+                self.store = Store(self.db_path)
             for _ in range(3):  # a deployment in the middle of scoring: start again with the new model
                 version = self.predictor.version
                 if version != self._version:
@@ -137,6 +147,12 @@ class ScoreCache:
                 self._probabilities = np.concatenate([self._probabilities, probabilities])
                 return version, self._ids, self._probabilities
             raise RuntimeError("the deployed model kept changing while the queue was scored; try again")
+
+    def close(self) -> None:
+        with self._lock:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
 
     def _score(self, version: str, rows: list) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))

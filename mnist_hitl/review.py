@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_string import HTMLStyle
 
+from mnist_hitl import views
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.learning.lock import start_cycle
 from mnist_hitl.predictor import ModelFileError
 from mnist_hitl.store import StoreError
-from mnist_hitl.views import KEYS_HINT, model_line, native_stderr_silenced, progress_line, status_line, top_guesses
 from mnist_hitl.workbench import Workbench
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class ReviewView:
         keys = widgets.HBox([*self.digit_buttons, self.confirm_button, self.undo_button, self.skip_button],
                             layout=widgets.Layout(flex_flow="row wrap"))
         self.widget = widgets.VBox([
-            html_widget("", KEYS_HINT),
+            html_widget("", views.KEYS_HINT),
             widgets.HBox([self.picture, side], layout=plain).add_class("hitl-row"),
             keys, self.progress,
             widgets.HBox([self.model, self.train_button], layout=widgets.Layout(align_items="center")),
@@ -299,7 +299,7 @@ class ReviewView:
         if self.current is not None:
             exclude.add(self.current.prediction_id)
         try:
-            with native_stderr_silenced():
+            with views.native_stderr_silenced():
                 items = self.workbench.queue(limit=BATCH, exclude=exclude)
         except (ModelFileError, StoreError) as error:
             self._set_status(f"the queue cannot be read: {html.escape(str(error))}", error=True)
@@ -323,7 +323,7 @@ class ReviewView:
     def _check_model(self) -> None:
         """Notice a newly deployed model: say so, and score the waiting drawings again with it."""
         try:
-            with native_stderr_silenced():
+            with views.native_stderr_silenced():
                 self.workbench.predictor.refresh()
         except ModelFileError:
             pass
@@ -334,7 +334,10 @@ class ReviewView:
                 self.buffer.clear()  # scored by the previous model
                 self._refill()
             self._show_model(previous)
-        self.accuracy = self.workbench.labelled_accuracy()
+        try:
+            self.accuracy = self.workbench.labelled_accuracy()
+        except (ModelFileError, StoreError):
+            self.accuracy = None
 
     # what the page shows ------------------------------------------------------------
 
@@ -349,21 +352,13 @@ class ReviewView:
     def _show(self, item: QueueItem | None) -> None:
         """Show a drawing; the line naming it is set last, so a page that sees it has the picture too."""
         self.current = item
-        if item is None:
-            self.picture.value = self.small.value = b""
-            self.guesses.value = ""
-            self.info.value = ('<span data-prediction-id="">nothing left to review: draw digits, or add pictures with '
-                               "<code>mnist-hitl import</code></span>")
-            return
-        self.picture.value = self.small.value = item.png
-        self.guesses.value = top_guesses(item.probabilities)
-        notes = [f"#{item.prediction_id}", html.escape(item.source), f"uncertainty {item.uncertainty:.3f}"]
-        notes += ["a random pick"] if item.random else []
-        changing = self.changing is not None and self.changing.item is item
-        notes += [f"<b>changing {html.escape(self.changing.describe())}</b>"] if changing else []
-        self.info.value = status_line(" &middot; ".join(notes), {"prediction-id": item.prediction_id,
-                                                                  "predicted": item.predicted_label,
-                                                                  "changing": int(changing)})
+        self.picture.value = self.small.value = b"" if item is None else item.png
+        self.guesses.value = "" if item is None else views.top_guesses(item.probabilities)
+        if self.changing is not None and self.changing.item is item:  # with every label it has had
+            history = self.workbench.history(item.prediction_id)
+            self.info.value = views.item_line(item, self.changing.describe(), history)
+        else:
+            self.info.value = views.item_line(item)
 
     def _show_recent(self) -> None:
         recent = self.decisions[::-1][:RECENT]
@@ -383,14 +378,14 @@ class ReviewView:
             left = counts["predictions"] - counts["labelled_predictions"]
         except StoreError:
             left = None
-        self.progress.value = progress_line(labelled, left, self.accuracy)
+        self.progress.value = views.progress_line(labelled, left, self.accuracy)
 
     def _show_model(self, previous: str | None = None) -> None:
-        self.model.value = model_line(self.version, previous)
+        self.model.value = views.model_line(self.version, previous)
 
     def _set_status(self, message: str, error: bool = False, data: dict | None = None) -> None:
         """Show a message (already HTML-safe) in the status line, with values as data attributes."""
-        self.status.value = status_line(message, data)
+        self.status.value = views.status_line(message, data)
         if error:
             self.status.add_class("hitl-error")
         else:

@@ -35,8 +35,8 @@ STYLE = """
 .hitl-row { flex-wrap: wrap; row-gap: 8px; }
 .hitl-row > * { flex-shrink: 0; max-width: 100%; }
 .hitl-review { min-height: 70vh; }
-.hitl-review-picture img { image-rendering: auto; border: 1px solid #888; background: black; }
-.hitl-review-small img { image-rendering: pixelated; border: 1px solid #888; }
+.hitl-review-picture { image-rendering: auto; border: 1px solid #888; background: black; }
+.hitl-review-small { image-rendering: pixelated; border: 1px solid #888; background: black; }
 .hitl-guesses { display: grid; grid-template-columns: 1.2em 120px 4em; gap: 4px 8px; align-items: center; }
 .hitl-guess:first-child .hitl-guess-digit { font-size: 40px; font-weight: bold; }
 .hitl-guess-digit { font-size: 24px; }
@@ -111,6 +111,25 @@ def model_line(version: str | None, previous: str | None = None) -> str:
     note = "" if previous is None else (f' <span class="hitl-changed" data-previous="{html.escape(previous)}">'
                                         f"the model changed (was {html.escape(previous)})</span>")
     return f'<span data-version="{text}">model {text}</span>{note}&nbsp;'
+
+
+def item_line(item, changing: str | None = None, history: Sequence[dict] = ()) -> str:
+    """The line naming the drawing under review (a :class:`mnist_hitl.queue.QueueItem`, or None: none left).
+
+    Args:
+        changing: the earlier decision this drawing is shown again to change, if it is.
+        history: its labels, oldest first (``Workbench.history``), shown while changing.
+    """
+    if item is None:
+        return ('<span data-prediction-id="">nothing left to review: draw digits, or add pictures with '
+                "<code>mnist-hitl import</code></span>")
+    notes = [f"#{item.prediction_id}", html.escape(item.source), f"uncertainty {item.uncertainty:.3f}"]
+    notes += ["a random pick"] if item.random else []
+    notes += [f"<b>changing {html.escape(changing)}</b>"] if changing else []
+    steps = [html.escape("undo" if h["label"] is None else f"{h['label']} ({h['kind']})") for h in history]
+    notes += [f"labels so far: {' &rarr; '.join(steps)}"] if steps else []
+    return status_line(" &middot; ".join(notes), {"prediction-id": item.prediction_id,
+                                                   "predicted": item.predicted_label, "changing": int(bool(changing))})
 
 
 def top_guesses(probabilities: Sequence[float], count: int = 3) -> str:

@@ -67,9 +67,10 @@ class Workbench:
         self.source = source
         self.store = Store(self.settings.db_path)
         self.predictor = Predictor(self.settings.models_dir)
-        self.scores = ScoreCache(self.store, self.predictor)
+        self.scores = ScoreCache(self.settings.db_path, self.predictor)
 
     def close(self) -> None:
+        self.scores.close()
         self.store.close()
 
     def __enter__(self) -> Workbench:

@@ -111,3 +111,21 @@ def test_promtool_accepts_the_prometheus_config(require_binary):
     result = subprocess.run(["promtool", "check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_run_without_telemetry_or_job_runner_and_answer_to_the_names_they_are_reached_by():
+    services = compose()["services"]
+    for name in PYTHON_SERVICES:
+        environment = services[name].get("environment", {})
+        assert environment.get("MLFLOW_DISABLE_TELEMETRY") == "true", name
+        assert environment.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false", name
+        assert environment.get("DO_NOT_TRACK") and environment.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false"
+    assert "mnist_hitl.prefect_server" in services["prefect"]["command"]  # Prefect behind the Host check
+    # the flow reaches Prefect, Prometheus the app, by service name: each allows that name
+    def allowed(service: str) -> list[str]:
+        return services[service]["environment"]["MNIST_HITL_ALLOWED_HOSTS"].split(",")
+
+    assert services["flow"]["environment"]["PREFECT_API_URL"].split("/")[2].split(":")[0] in allowed("prefect")
+    config = yaml.safe_load((ROOT / "dashboards/prometheus/prometheus.yml").read_text())
+    app_target = next(job for job in config["scrape_configs"] if job["job_name"] == "app")["static_configs"][0]
+    assert app_target["targets"][0].split(":")[0] in allowed("app")

@@ -92,4 +92,3 @@ def test_ctrl_c_stops_the_schedule_and_the_prefect_server_it_started(home: Setti
         left = ctrl_c(schedule)
     assert left == [], f"{left}\n{log.read_text()[-3000:]}"
     assert port_is_free(port)
-    assert "Pausing all deployments" in log.read_text()  # it stopped the way Prefect means it to

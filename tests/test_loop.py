@@ -220,6 +220,9 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
     runs = client.search_runs([tracking.experiment_id(home)])
     assert {run.info.run_name: run.info.status for run in runs} == {f"cycle {summary['cycle_id']}": "FAILED",
                                                                     "monitor": "FAILED"}
+    (parent,) = [run for run in runs if run.info.run_name.startswith("cycle")]
+    assert parent.data.tags[tracking.NOTE_TAG].startswith(f"**Cycle {summary['cycle_id']}: failed**")
+    assert "the monitor broke" in parent.data.tags[tracking.NOTE_TAG]  # the run list says why
     executed = Path(summary["error"].split("see ")[-1].rstrip(")"))
     assert executed.name == "monitor.ipynb" and executed.exists()
     with lock.cycle_lock(home):  # the lock was released

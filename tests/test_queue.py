@@ -160,6 +160,25 @@ def test_a_new_prediction_joins_the_queue_without_rescoring_the_rest(hand_built,
         assert result.prediction_id in [item.prediction_id for item in bench.queue()]
 
 
+def test_the_app_can_fetch_the_queue_on_one_thread_while_it_labels_on_another(hand_built):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings, ids = hand_built
+    with Workbench(settings) as bench, ThreadPoolExecutor(2) as pool:
+        def label_and_undo():
+            for _ in range(20):
+                bench.label(ids["sure"], 1, "confirm")
+                bench.undo(ids["sure"])
+
+        def fetch():
+            return [len(bench.queue(limit=10)) for _ in range(20)]
+
+        labelled, fetched = pool.submit(label_and_undo), pool.submit(fetch)
+        labelled.result(timeout=120)
+        assert set(fetched.result(timeout=120)) <= {4, 5}
+        assert len(bench.history(ids["sure"])) == 40
+
+
 # doubtful labels and the accuracy on the users' labels -------------------------------------------
 
 def test_labels_a_confident_model_contradicts_are_doubtful(hand_built):

@@ -149,6 +149,7 @@ def test_an_earlier_decision_can_be_changed(view: ReviewView, home_with_model: S
     view.recent_buttons[1].click()  # the second most recent decision
     target = decided[1]
     assert view.current is target and data(view.info, "changing") == "1"
+    assert f"labels so far: {target.predicted_label} (confirm)" in view.info.value  # its history, in order
     assert view.recent_buttons[1].button_style == "info"
     new = other_than(target.predicted_label)
     view.press(str(new))

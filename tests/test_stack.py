@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, start_cli
+from helpers import ctrl_c, free_port, port_is_free, start_cli
 
 from mnist_hitl.predictor import deployed_model
 from mnist_hitl.resources import resource
@@ -23,6 +25,7 @@ PORT_VARIABLES = {
     "app": "MNIST_HITL_APP_PORT",
     "prefect": "MNIST_HITL_PREFECT_PORT",
     "mlflow": "MNIST_HITL_MLFLOW_PORT",
+    "lab": "MNIST_HITL_LAB_PORT",
     "metrics": "MNIST_HITL_METRICS_PORT",
     "prometheus": "MNIST_HITL_PROMETHEUS_PORT",
 }
@@ -31,6 +34,7 @@ HEALTH = {
     "app": "/",
     "prefect": "/api/health",
     "mlflow": "/health",
+    "lab": "/api",
     "metrics": "/metrics",
     "prometheus": "/-/ready",
 }
@@ -68,12 +72,35 @@ def kill_all(pids: list[int]) -> None:
                 pass
 
 
+def assert_the_idle_stack_is_lean(supervisor: int, home: Path) -> None:
+    """No MLflow job runner (its huey consumers), no TensorFlow in the supervisor (``mnist-hitl run``)."""
+    commands = []
+    for pid in processes_of(home):
+        try:
+            commands.append((Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    assert [command for command in commands if "huey" in command] == []
+    assert "libtensorflow" not in (Path("/proc") / str(supervisor) / "maps").read_text()
+
+
 def test_the_procfile_has_a_line_per_service():
     from honcho.environ import parse_procfile
 
     commands = parse_procfile(resource("Procfile").read_text()).processes
-    assert list(commands) == ["app", "prefect", "schedule", "mlflow", "metrics", "prometheus"]
+    assert list(commands) == ["app", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus"]
     assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
+
+
+def assert_lab_lists_the_notebooks(output: str, port: int) -> None:
+    """JupyterLab lists the notebooks to whoever has the token the stack printed, and to nobody else."""
+    token = re.search(rf"^\s+lab\s+http://127\.0\.0\.1:{port}/lab\?token=(\S+)", output, re.M).group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=10) as response:
+        names = {item["name"] for item in json.load(response)["content"]}
+    assert {"monitor.ipynb", "retrain.ipynb", "explore.ipynb", "history.ipynb"} <= names
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=10)
+    assert refused.value.code == 403
 
 
 @pytest.mark.slow
@@ -126,6 +153,8 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
             os.kill(int(started["schedule"]), 0)  # the schedule process is alive
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as response:
                 assert f'mnist_hitl_deployed_model_info{{model_version="{version}"}} 1.0' in response.read().decode()
+            assert_lab_lists_the_notebooks(output, ports["lab"])
+            assert_the_idle_stack_is_lean(run.pid, home)
 
             os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
             assert run.wait(timeout=60) == 0
@@ -147,3 +176,33 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
             assert store.counts()["predictions"] == 1
         assert not any(path.exists() for path in ended_counter)  # ended writers' counters go
         assert all(path.exists() for path in kept_gauge)  # the last cycle's time stays
+
+
+@pytest.mark.slow
+def test_a_first_start_trains_in_a_child_leaves_a_lean_stack_and_ctrl_c_stops_it_within_seconds(home, tmp_path):
+    ports = {name: free_port() for name in PORT_VARIABLES}
+    env = {**os.environ, "MNIST_HITL_HOME": str(home.home), "PYTHONUNBUFFERED": "1", "MNIST_HITL_EPOCHS": "1",
+           **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()}}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    services = [name for name in HEALTH if shutil.which("prometheus") or name != "prometheus"]
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        run = start_cli(env, "run", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400  # the training comes first
+        waiting = set(services)
+        while waiting and time.monotonic() < deadline and run.poll() is None:
+            waiting = {name for name in waiting if not answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}")}
+            time.sleep(1)
+        output = log_path.read_text()
+        assert run.poll() is None and not waiting, f"{sorted(waiting)} did not answer:\n{output[-5000:]}"
+        assert re.search(r"^model \S+ is deployed \(trained now\)$", output, re.M), output[-5000:]
+        assert "training on 4000 bundled digits" in output  # the progress bar, on the terminal
+        assert_the_idle_stack_is_lean(run.pid, home.home)
+
+        left = ctrl_c(run, also=lambda: processes_of(home.home), timeout=15)
+        assert left == [], f"left 15 s after Ctrl-C: {left}\n{log_path.read_text()[-3000:]}"
+        assert [name for name, port in ports.items() if not port_is_free(port)] == []
+    finally:
+        kill_all([run.pid, *processes_of(home.home)])
+        run.wait(timeout=10)

@@ -103,3 +103,13 @@ def test_the_installed_package_finds_its_notebooks_flows_dashboards_and_procfile
         assert path.is_file(), f"the installed package cannot find its {what} ({path})"
         assert path.resolve().is_relative_to(installed["venv"] / "share" / "mnist-hitl"), \
             f"the {what} comes from the installation, not the source checkout ({path})"
+
+
+def test_the_installed_lab_opens_a_working_copy_of_the_notebooks_in_the_home(installed):
+    script = ("from mnist_hitl.config import get_settings\nfrom mnist_hitl.lab import lab_folder\n"
+              "print(lab_folder(get_settings()))")
+    folder = Path(_run([installed["python"], "-c", script], cwd=installed["cwd"], env=installed["env"]).stdout.strip())
+    assert folder == Path(installed["env"]["MNIST_HITL_HOME"]).resolve() / "notebooks", \
+        "JupyterLab edits a copy in the home, never the installed notebooks the cycle runs"
+    assert {path.name for path in folder.glob("*.ipynb")} >= {"draw.ipynb", "explore.ipynb", "history.ipynb",
+                                                              "monitor.ipynb", "retrain.ipynb"}

@@ -197,12 +197,13 @@ def _mean(values) -> float:
 # what the notebook shows -------------------------------------------------------------------------
 
 def labels_per_day(history: History) -> pd.DataFrame:
-    """Labels given per day (UTC), by kind: confirmations and corrections, and their total."""
+    """Labels given per day (UTC), by kind (confirmations, corrections, and undos if any), and their total."""
     events = history.label_events
+    kinds = ["confirm", "correct", *sorted(set(events["kind"]) - {"confirm", "correct"})]
     if events.empty:
-        return pd.DataFrame(columns=["confirm", "correct", "total"]).rename_axis("day")
+        return pd.DataFrame(columns=[*kinds, "total"]).rename_axis("day")
     days = _times(events["created_at"]).dt.strftime("%Y-%m-%d")
-    table = pd.crosstab(days.rename("day"), events["kind"]).reindex(columns=["confirm", "correct"], fill_value=0)
+    table = pd.crosstab(days.rename("day"), events["kind"]).reindex(columns=kinds, fill_value=0)
     return table.assign(total=table.sum(axis=1))
 
 
@@ -280,11 +281,11 @@ def plot_versions(history: History):
 
 
 def plot_labels_per_day(table: pd.DataFrame):
-    """Confirmations and corrections per day, stacked."""
+    """Labels per day, stacked by kind."""
     import matplotlib.pyplot as plt
 
     figure, ax = plt.subplots(figsize=(9, 3))
-    table[["confirm", "correct"]].plot.bar(stacked=True, ax=ax, color=["tab:green", "tab:red"])
+    table.drop(columns="total").plot.bar(stacked=True, ax=ax, color=["tab:green", "tab:red", "tab:grey"])
     ax.set_xlabel("day (UTC)")
     ax.set_ylabel("labels")
     figure.tight_layout()
