@@ -146,7 +146,8 @@ class ReviewView:
             widgets.HBox([self.model, self.train_button], layout=widgets.Layout(align_items="center")),
             self.status,
             html_widget("", "<b>last decisions</b> <small>(click one to change it)</small>"),
-            widgets.VBox(self.recent_buttons, layout=plain).add_class("hitl-review-recent"),
+            widgets.VBox(self.recent_buttons, layout=widgets.Layout(align_items="flex-start"))
+            .add_class("hitl-review-recent"),
         ], layout=plain).add_class("hitl-review")
 
     # what a person does ----------------------------------------------------------------

@@ -42,7 +42,6 @@ STYLE = """
 .hitl-guess-digit { font-size: 24px; }
 .hitl-keys-hint { color: #666; font-size: 12px; }
 .hitl-tabs.ipyevents-watched .hitl-keys-off, .hitl-tabs:not(.ipyevents-watched) .hitl-keys-on { display: none; }
-.hitl-review-recent button { justify-content: flex-start; }
 .hitl-review-recent .hitl-empty { display: none; }
 .hitl-review-model .hitl-changed { color: #0a6b2b; font-weight: bold; }
 .hitl-review-status { min-height: 1.5em; }

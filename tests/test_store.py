@@ -81,7 +81,8 @@ def test_labelled_predictions_since_a_watermark(store):
     store.add_label(ids[1], 2, "correct")
     assert [p.id for p, _ in store.labelled_predictions(since_label_id=first)] == [ids[1]]
     store.add_label(ids[0], 7, "correct")  # relabelled after the watermark: counts again, with its new label
-    assert [(p.id, l.label) for p, l in store.labelled_predictions(since_label_id=first)] == [(ids[1], 2), (ids[0], 7)]
+    relabelled = store.labelled_predictions(since_label_id=first)
+    assert [(p.id, label.label) for p, label in relabelled] == [(ids[1], 2), (ids[0], 7)]
 
 
 def test_model_versions_and_meta(store):
