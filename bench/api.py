@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 from app_kernel import prepare_home
+from fastapi import FastAPI, Request
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -33,7 +34,6 @@ def keras_app():
     """The baseline: the seed's route, Keras ``model.predict`` on every request, nothing stored."""
     import keras
     import numpy as np
-    from fastapi import FastAPI, Request
 
     from mnist_hitl.config import get_settings
     from mnist_hitl.predictor import deployed_model
