@@ -10,8 +10,8 @@ binds the loopback address unless configured otherwise.
 Every page load gets a kernel of its own (about 100 MB), and Voila would keep each one
 for ever; :func:`main` also makes the server safe to leave running:
 
-- it answers only to the names in ``MNIST_HITL_ALLOWED_HOSTS`` (and the loopback ones):
-  its handlers are registered for those host names only, so a page of another site
+- it answers only to ``localhost``, ``127.0.0.1``, the bind address and the names in
+  ``MNIST_HITL_ALLOWED_HOSTS``: its handlers are registered for those only, so a page of another site
   that reaches it through DNS rebinding (its own name, resolving to 127.0.0.1) gets a
   400, static files and kernel sockets included;
 - a kernel no browser is connected to (a page load by a script, a tab that crashed)
