@@ -122,6 +122,7 @@ def main() -> None:
             figures = load(f"http://127.0.0.1:{port}", pictures, args.clients, args.requests)
             figures["rows_stored"] = _rows(home) - before
             runs[f"api, {workers} worker{'s' * (workers > 1)}"] = figures
+            print(f"api, {workers} worker(s): {figures}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
