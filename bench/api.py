@@ -95,9 +95,13 @@ def load(url: str, pictures: list[bytes], clients: int, requests: int) -> dict:
         thread.join()
     elapsed = time.perf_counter() - began
     latencies.sort()
-    return {"requests": len(latencies), "errors": errors[0], "p50_ms": round(statistics.median(latencies), 2),
-            "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
-            "requests_per_s": round(len(latencies) / elapsed, 1)}
+    return {
+        "requests": len(latencies),
+        "errors": errors[0],
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -127,19 +131,33 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     port = free_port()
-    baseline = start([sys.executable, "-m", "uvicorn", "--factory", "api:keras_app", "--port", str(port),
-                      "--log-level", "warning", "--app-dir", str(Path(__file__).parent)], port)
+    baseline = start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api:keras_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--app-dir",
+            str(Path(__file__).parent),
+        ],
+        port,
+    )
     try:
-        runs["baseline: Keras model.predict per request"] = load(f"http://127.0.0.1:{port}", pictures,
-                                                                 args.clients, args.requests)
+        runs["baseline: Keras model.predict per request"] = load(
+            f"http://127.0.0.1:{port}", pictures, args.clients, args.requests
+        )
     finally:
         baseline.terminate()
         baseline.wait(timeout=30)
     for name, figures in runs.items():
         print(f"{name:45s} {figures}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps({"clients": args.clients, "cpus": os.cpu_count(), **runs},
-                                                 indent=2))
+    (RESULTS / "api.json").write_text(json.dumps({"clients": args.clients, "cpus": os.cpu_count(), **runs}, indent=2))
 
 
 def _rows(home: Path) -> int:

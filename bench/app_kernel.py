@@ -28,8 +28,15 @@ from pathlib import Path
 
 import psutil
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SEVEN = [(60, 50), (220, 50), (150, 250)]
 KERNEL_ID = re.compile(r"/api/kernels/([0-9a-f-]{36})")
 
@@ -135,8 +142,9 @@ def main() -> None:
                         page.click(".hitl-predict")
                         page.wait_for_selector(".hitl-status [data-prediction-id]", timeout=60_000)
                         figures["predict_click_to_answer_ms"] = (time.perf_counter() - start) * 1000
-                        figures["predicted_label"] = page.eval_on_selector(".hitl-prediction [data-label]",
-                                                                           "el => el.dataset.label")
+                        figures["predicted_label"] = page.eval_on_selector(
+                            ".hitl-prediction [data-label]", "el => el.dataset.label"
+                        )
                         resources = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
                         ids = {m.group(1) for name in resources if (m := KERNEL_ID.search(name))}
                         running = kernels(server)

@@ -48,14 +48,19 @@ print(PEAK, time.perf_counter() - start, outcome, sep="|")
 def _digit(side: int) -> np.ndarray:
     """A 7 drawn across a side x side picture, white on black, ``uint8``."""
     scale = side / 280
-    return render_strokes([[(80 * scale, 70 * scale), (200 * scale, 70 * scale), (120 * scale, 220 * scale)]],
-                          size=side, width=max(1, round(20 * scale)))
+    return render_strokes(
+        [[(80 * scale, 70 * scale), (200 * scale, 70 * scale), (120 * scale, 220 * scale)]],
+        size=side,
+        width=max(1, round(20 * scale)),
+    )
 
 
 def _bomb_png(side: int) -> bytes:
     """A grey PNG of side x side black pixels, compressed row by row (small file, huge picture)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
     packer, row, parts = zlib.compressobj(9), b"\x00" * (side + 1), []
     for _ in range(side):
         parts.append(packer.compress(row))
@@ -101,8 +106,9 @@ main()
 def _predict_peak_mb(home: Path, picture: Path) -> tuple[int, str]:
     """Peak RSS of ``mnist-hitl predict PICTURE`` (the console script's ``main``, reporting VmHWM at exit)."""
     env = {**os.environ, "MNIST_HITL_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-c", CLI, str(picture)], env=env, capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, str(picture)], env=env, capture_output=True, text=True, check=False
+    )
     peak = next(line for line in done.stderr.splitlines() if line.startswith("peak_kb"))
     return round(int(peak.split()[1]) / 1024), ("accepted" if done.returncode == 0 else "refused")
 
@@ -116,13 +122,21 @@ def main() -> None:
         for name, path in pictures(Path(folder)).items():
             done = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True)
             peak_kb, seconds, outcome = done.stdout.strip().split("|", 2)
-            figures[name] = {"file_mb": round(path.stat().st_size / 1e6, 2), "peak_rss_mb": round(int(peak_kb) / 1024),
-                             "seconds": round(float(seconds), 2), "outcome": outcome}
+            figures[name] = {
+                "file_mb": round(path.stat().st_size / 1e6, 2),
+                "peak_rss_mb": round(int(peak_kb) / 1024),
+                "seconds": round(float(seconds), 2),
+                "outcome": outcome,
+            }
             if args.home:
                 peak, outcome = _predict_peak_mb(args.home, path)
                 figures[name].update(cli_predict_peak_rss_mb=peak, cli_outcome=outcome)
-        baseline = subprocess.run([sys.executable, "-c", f"import mnist_hitl.preprocess; print({PEAK})"],
-                                  capture_output=True, text=True, check=True)
+        baseline = subprocess.run(
+            [sys.executable, "-c", f"import mnist_hitl.preprocess; print({PEAK})"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     figures["imports_only"] = {"peak_rss_mb": round(int(baseline.stdout) / 1024)}
     for name, values in figures.items():
         print(f"{name:<24} {json.dumps(values)}")

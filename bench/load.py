@@ -36,8 +36,13 @@ DRAWINGS = [
 
 def worker(home: str, source: str, rounds: int, start, results) -> None:
     """Predict and label ``rounds`` times on the store of ``home``; put timings and errors on ``results``."""
-    report = {"source": source, "began": time.time(), "ended": time.time(), "timings": {"predict": [], "label": []},
-              "errors": []}
+    report = {
+        "source": source,
+        "began": time.time(),
+        "ended": time.time(),
+        "timings": {"predict": [], "label": []},
+        "errors": [],
+    }
     try:
         _work(home, source, rounds, start, report)
     except Exception as error:  # reported, never hidden: a lost row must be explained
@@ -91,20 +96,30 @@ def run_load(home: Path, processes: int, rounds: int) -> dict:
     for process in workers:
         process.join(60)
     with Store(home / "store.sqlite") as store:
-        rows = dict(store._conn.execute(
-            "SELECT p.source, COUNT(DISTINCT p.id) FROM predictions p JOIN labels l ON l.prediction_id = p.id"
-            " WHERE p.source LIKE ? GROUP BY p.source", (f"load-{run}-%",)).fetchall())
-        predictions = dict(store._conn.execute(
-            "SELECT source, COUNT(*) FROM predictions WHERE source LIKE ? GROUP BY source", (f"load-{run}-%",)))
+        rows = dict(
+            store._conn.execute(
+                "SELECT p.source, COUNT(DISTINCT p.id) FROM predictions p JOIN labels l ON l.prediction_id = p.id"
+                " WHERE p.source LIKE ? GROUP BY p.source",
+                (f"load-{run}-%",),
+            ).fetchall()
+        )
+        predictions = dict(
+            store._conn.execute(
+                "SELECT source, COUNT(*) FROM predictions WHERE source LIKE ? GROUP BY source", (f"load-{run}-%",)
+            )
+        )
     wall = max(r["ended"] for r in reports) - min(r["began"] for r in reports)
-    figures: dict[str, object] = {"processes": processes, "rounds": rounds,
-                                  "expected_rows": processes * rounds,
-                                  "predictions_stored": sum(predictions.values()),
-                                  "labelled_predictions_stored": sum(rows.values()),
-                                  "lost": sum(rounds - rows.get(source, 0) for source in sources),
-                                  "worker_exit_codes": sorted({p.exitcode for p in workers}),
-                                  "errors": [e for r in reports for e in r["errors"]],
-                                  "wall_seconds": round(wall, 2)}
+    figures: dict[str, object] = {
+        "processes": processes,
+        "rounds": rounds,
+        "expected_rows": processes * rounds,
+        "predictions_stored": sum(predictions.values()),
+        "labelled_predictions_stored": sum(rows.values()),
+        "lost": sum(rounds - rows.get(source, 0) for source in sources),
+        "worker_exit_codes": sorted({p.exitcode for p in workers}),
+        "errors": [e for r in reports for e in r["errors"]],
+        "wall_seconds": round(wall, 2),
+    }
     for operation in ("predict", "label"):
         values = [value for report in reports for value in report["timings"][operation]]
         if values:

@@ -39,8 +39,12 @@ def main() -> None:
     parser.add_argument("--replay", type=int, default=300, help="drawings replayed (predicted, then labelled)")
     parser.add_argument("--heldout", type=int, default=1000, help="drawings kept aside to measure the lift")
     parser.add_argument("--seed", type=int, default=0, help="seed of the population")
-    parser.add_argument("--home", type=Path, help="a home whose deployed model is the starting point "
-                        "(its models folder is copied; default: train the first model in a temporary home)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="a home whose deployed model is the starting point "
+        "(its models folder is copied; default: train the first model in a temporary home)",
+    )
     parser.add_argument("--trials", type=int, help="Optuna trials (default: the retrain notebook's)")
     parser.add_argument("--final-epochs", type=int, help="final training epochs (default: the notebook's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
@@ -68,8 +72,11 @@ def main() -> None:
         figures["first_model"] = {"version": deployed_model(settings.models_dir).version, "trained_now": False}
     else:
         init = train_first_model(settings, progress=False)
-        figures["first_model"] = {"version": init["model_version"], "trained_now": True,
-                                  "train_seconds": init["train_seconds"]}
+        figures["first_model"] = {
+            "version": init["model_version"],
+            "trained_now": True,
+            "train_seconds": init["train_seconds"],
+        }
 
     data = load_mnist(settings)
     rng = np.random.default_rng(args.seed)
@@ -77,18 +84,24 @@ def main() -> None:
     start = time.perf_counter()
     pictures = synthetic.shifted_style(data.x_train[chosen], seed=args.seed)
     labels = data.y_train[chosen]
-    figures["population"] = {"replayed": args.replay, "heldout": args.heldout, "seed": args.seed,
-                             "source": "bundled MNIST train split, redrawn by synthetic.shifted_style",
-                             "generate_seconds": round(time.perf_counter() - start, 1)}
+    figures["population"] = {
+        "replayed": args.replay,
+        "heldout": args.heldout,
+        "seed": args.seed,
+        "source": "bundled MNIST train split, redrawn by synthetic.shifted_style",
+        "generate_seconds": round(time.perf_counter() - start, 1),
+    }
     replay_pictures, replay_labels = pictures[: args.replay], labels[: args.replay]
     heldout_digits = np.stack([to_mnist(p) for p in pictures[args.replay :]])
     heldout_labels = labels[args.replay :]
     mnist_digits = data.x_test.astype(np.float32) / 255.0
 
     before = Predictor(settings.models_dir)
-    figures["before"] = {"model_version": before.version,
-                         "shifted_heldout_accuracy": accuracy(before, heldout_digits, heldout_labels),
-                         "mnist_holdout_accuracy": accuracy(before, mnist_digits, data.y_test)}
+    figures["before"] = {
+        "model_version": before.version,
+        "shifted_heldout_accuracy": accuracy(before, heldout_digits, heldout_labels),
+        "mnist_holdout_accuracy": accuracy(before, mnist_digits, data.y_test),
+    }
 
     corrections = confirmations = 0
     start = time.perf_counter()
@@ -101,9 +114,12 @@ def main() -> None:
             else:
                 bench.label(result.prediction_id, int(label), "correct")
                 corrections += 1
-    figures["replay"] = {"corrections": corrections, "confirmations": confirmations,
-                         "first_model_accuracy_on_replayed": confirmations / max(1, args.replay),
-                         "seconds": round(time.perf_counter() - start, 1)}
+    figures["replay"] = {
+        "corrections": corrections,
+        "confirmations": confirmations,
+        "first_model_accuracy_on_replayed": confirmations / max(1, args.replay),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
     retrain_params = {k: v for k, v in (("n_trials", args.trials), ("final_epochs", args.final_epochs)) if v}
     start = time.perf_counter()
@@ -114,29 +130,42 @@ def main() -> None:
     if "retrain" in stages and inner:
         stages["retrain.kernel_start_and_imports"] = round(stages["retrain"] - sum(inner.values()), 1)
         stages.update({f"retrain.{k}": v for k, v in inner.items()})
-    figures["cycle"] = {"outcome": summary["outcome"], "wall_seconds": round(wall, 1), "stages": stages,
-                        "reasons": summary.get("reasons"), "verdict": summary.get("verdict_reasons"),
-                        "model_version": summary.get("model_version")}
+    figures["cycle"] = {
+        "outcome": summary["outcome"],
+        "wall_seconds": round(wall, 1),
+        "stages": stages,
+        "reasons": summary.get("reasons"),
+        "verdict": summary.get("verdict_reasons"),
+        "model_version": summary.get("model_version"),
+    }
 
     after = Predictor(settings.models_dir)
-    figures["after"] = {"model_version": after.version,
-                        "shifted_heldout_accuracy": accuracy(after, heldout_digits, heldout_labels),
-                        "mnist_holdout_accuracy": accuracy(after, mnist_digits, data.y_test)}
-    figures["lift_points"] = round(100 * (figures["after"]["shifted_heldout_accuracy"]
-                                          - figures["before"]["shifted_heldout_accuracy"]), 1)
-    figures["mnist_change_points"] = round(100 * (figures["after"]["mnist_holdout_accuracy"]
-                                                  - figures["before"]["mnist_holdout_accuracy"]), 1)
+    figures["after"] = {
+        "model_version": after.version,
+        "shifted_heldout_accuracy": accuracy(after, heldout_digits, heldout_labels),
+        "mnist_holdout_accuracy": accuracy(after, mnist_digits, data.y_test),
+    }
+    figures["lift_points"] = round(
+        100 * (figures["after"]["shifted_heldout_accuracy"] - figures["before"]["shifted_heldout_accuracy"]), 1
+    )
+    figures["mnist_change_points"] = round(
+        100 * (figures["after"]["mnist_holdout_accuracy"] - figures["before"]["mnist_holdout_accuracy"]), 1
+    )
 
-    print(f"shifted population, held out ({args.heldout}): "
-          f"{figures['before']['shifted_heldout_accuracy']:.3f} -> {figures['after']['shifted_heldout_accuracy']:.3f}"
-          f" ({figures['lift_points']:+.1f} points)")
-    print(f"MNIST holdout ({len(data.y_test)}): {figures['before']['mnist_holdout_accuracy']:.3f} -> "
-          f"{figures['after']['mnist_holdout_accuracy']:.3f} ({figures['mnist_change_points']:+.1f} points)")
+    print(
+        f"shifted population, held out ({args.heldout}): "
+        f"{figures['before']['shifted_heldout_accuracy']:.3f} -> {figures['after']['shifted_heldout_accuracy']:.3f}"
+        f" ({figures['lift_points']:+.1f} points)"
+    )
+    print(
+        f"MNIST holdout ({len(data.y_test)}): {figures['before']['mnist_holdout_accuracy']:.3f} -> "
+        f"{figures['after']['mnist_holdout_accuracy']:.3f} ({figures['mnist_change_points']:+.1f} points)"
+    )
     print(f"replayed {args.replay}: {corrections} corrections, {confirmations} confirmations")
     print(f"cycle: {summary['outcome']} in {wall:.1f} s")
     for name, seconds in stages.items():
         print(f"  {name:<36} {seconds:7.1f} s")
-    for reason in (summary.get("verdict_reasons") or []):
+    for reason in summary.get("verdict_reasons") or []:
         print(f"  {reason}")
 
     out = Path(__file__).parent / "results"

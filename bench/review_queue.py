@@ -47,7 +47,8 @@ def fill_store(settings, count: int, first: int = 0) -> float:
     with Store(settings.db_path) as store:
         store.record_predictions(
             (pngs[(first + i) % len(pngs)], int(np.argmax(p)), p.tolist(), "older-model", 1.0, "bench")
-            for i, p in enumerate(probabilities))
+            for i, p in enumerate(probabilities)
+        )
     return time.perf_counter() - start
 
 
@@ -127,28 +128,38 @@ def main() -> None:
     figures["cli_cold_s"] = time_cli(settings, "queue", "--limit", "50")
     figures["cli_warm_s"] = statistics.median(time_cli(settings, "queue", "--limit", "50") for _ in range(5))
     figures["cli_status_s"] = statistics.median(  # a command's own start-up, for comparison
-        _time_status(settings) for _ in range(3))
+        _time_status(settings) for _ in range(3)
+    )
     figures.update(time_in_process(settings))
     shutil.rmtree(settings.home, ignore_errors=True)
     if args.json:
         print(json.dumps(figures))
         return
-    print(f"store: {figures['predictions']:,} predictions stored in {figures['fill_s']:.1f} s"
-          f" (one transaction), {figures['store_mb']:.0f} MB")
-    print(f"mnist-hitl queue --limit 50: cold {figures['cli_cold_s']:.2f} s (scores every prediction),"
-          f" warm {figures['cli_warm_s']:.2f} s median of 5 (mnist-hitl status alone: {figures['cli_status_s']:.2f} s)")
-    print(f"Workbench.queue(50) in one process: first call {figures['in_process_first_s']:.2f} s (reads the table),"
-          f" warm {figures['in_process_warm_s'] * 1000:.0f} ms,"
-          f" after 1,000 new predictions {figures['in_process_after_1000_new_s'] * 1000:.0f} ms")
-    print(f"inference: one at a time {figures['single_pictures_per_s']:,.0f} pictures/s,"
-          f" batches of 64 {figures['batch_pictures_per_s']:,.0f} pictures/s")
+    print(
+        f"store: {figures['predictions']:,} predictions stored in {figures['fill_s']:.1f} s"
+        f" (one transaction), {figures['store_mb']:.0f} MB"
+    )
+    print(
+        f"mnist-hitl queue --limit 50: cold {figures['cli_cold_s']:.2f} s (scores every prediction),"
+        f" warm {figures['cli_warm_s']:.2f} s median of 5 (mnist-hitl status alone: {figures['cli_status_s']:.2f} s)"
+    )
+    print(
+        f"Workbench.queue(50) in one process: first call {figures['in_process_first_s']:.2f} s (reads the table),"
+        f" warm {figures['in_process_warm_s'] * 1000:.0f} ms,"
+        f" after 1,000 new predictions {figures['in_process_after_1000_new_s'] * 1000:.0f} ms"
+    )
+    print(
+        f"inference: one at a time {figures['single_pictures_per_s']:,.0f} pictures/s,"
+        f" batches of 64 {figures['batch_pictures_per_s']:,.0f} pictures/s"
+    )
 
 
 def _time_status(settings) -> float:
     command = [str(Path(sys.executable).parent / "mnist-hitl"), "status"]
     start = time.perf_counter()
-    subprocess.run(command, env={"MNIST_HITL_HOME": str(settings.home), "PATH": "/usr/bin:/bin"},
-                   capture_output=True, check=True)
+    subprocess.run(
+        command, env={"MNIST_HITL_HOME": str(settings.home), "PATH": "/usr/bin:/bin"}, capture_output=True, check=True
+    )
     return time.perf_counter() - start
 
 

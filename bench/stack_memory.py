@@ -34,8 +34,7 @@ from pathlib import Path
 
 import psutil
 
-HEALTH = {"app": "/", "prefect": "/api/health", "mlflow": "/health", "metrics": "/metrics",
-          "prometheus": "/-/ready"}
+HEALTH = {"app": "/", "prefect": "/api/health", "mlflow": "/health", "metrics": "/metrics", "prometheus": "/-/ready"}
 STARTED = re.compile(r"\| (\w+) started \(pid=(\d+)\)")
 
 
@@ -43,8 +42,11 @@ def port_variables() -> dict[str, str]:
     """Every port setting's variable, by the service's name (``app_port`` is ``MNIST_HITL_APP_PORT``)."""
     from mnist_hitl.config import Settings
 
-    return {name.removesuffix("_port"): str(field.validation_alias)
-            for name, field in Settings.model_fields.items() if name.endswith("_port")}
+    return {
+        name.removesuffix("_port"): str(field.validation_alias)
+        for name, field in Settings.model_fields.items()
+        if name.endswith("_port")
+    }
 
 
 def free_port() -> int:
@@ -132,9 +134,14 @@ def measure(run: subprocess.Popen, log_path: Path) -> dict:
     rows = {"supervisor (mnist-hitl run)": pss_mb(supervisor), **rows}
     processes = {"supervisor (mnist-hitl run)": len(supervisor), **processes}
     huey = sum(1 for p in everything if "huey" in " ".join(_cmdline(p)))
-    return {"pss_mb": rows, "processes": processes, "total_pss_mb": pss_mb(everything),
-            "total_processes": len(everything), "huey_consumers": huey,
-            "supervisor_has_tensorflow": loaded_libraries(psutil.Process(run.pid), "libtensorflow")}
+    return {
+        "pss_mb": rows,
+        "processes": processes,
+        "total_pss_mb": pss_mb(everything),
+        "total_processes": len(everything),
+        "huey_consumers": huey,
+        "supervisor_has_tensorflow": loaded_libraries(psutil.Process(run.pid), "libtensorflow"),
+    }
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -176,8 +183,13 @@ def main() -> None:
     home = prepare_home(args.models)
     variables = port_variables()
     ports = {name: free_port() for name in variables}
-    env = {**os.environ, "MNIST_HITL_HOME": str(home), "MNIST_HITL_EPOCHS": "1", "PYTHONUNBUFFERED": "1",
-           **{variable: str(ports[name]) for name, variable in variables.items()}}
+    env = {
+        **os.environ,
+        "MNIST_HITL_HOME": str(home),
+        "MNIST_HITL_EPOCHS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **{variable: str(ports[name]) for name, variable in variables.items()},
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     services = [name for name in HEALTH if name != "prometheus" or shutil.which("prometheus")]
     log_path = home / "run.log"
@@ -195,24 +207,35 @@ def main() -> None:
         up = time.monotonic() - started
         quiet = wait_until_quiet(run.pid, args.settle)
         figures = measure(run, log_path)
-        figures.update({"seconds_to_answer": round(up, 1), "seconds_waited_for_quiet": round(quiet, 1),
-                        "first_start": args.models is None})
+        figures.update(
+            {
+                "seconds_to_answer": round(up, 1),
+                "seconds_waited_for_quiet": round(quiet, 1),
+                "first_start": args.models is None,
+            }
+        )
     finally:
         figures_stop = stop(run)
     figures["seconds_to_stop_on_sigint"] = round(figures_stop, 1)
     figures["killed_by_honcho"] = re.findall(r"sending SIGKILL to (\w+)", log_path.read_text())
 
     width = max(len(name) for name in figures["pss_mb"])
-    print(f"idle stack, {figures['seconds_waited_for_quiet']:.0f} s after every service answered "
-          f"({figures['seconds_to_answer']:.0f} s from start):")
+    print(
+        f"idle stack, {figures['seconds_waited_for_quiet']:.0f} s after every service answered "
+        f"({figures['seconds_to_answer']:.0f} s from start):"
+    )
     for name, mb in figures["pss_mb"].items():
         print(f"  {name:<{width}}  {mb:7.0f} MB PSS  ({figures['processes'][name]} processes)")
-    print(f"  {'total':<{width}}  {figures['total_pss_mb']:7.0f} MB PSS  ({figures['total_processes']} processes)"
-          "   goal: under 1,200 MB")
-    print(f"huey consumers: {figures['huey_consumers']}; TensorFlow in the supervisor: "
-          f"{'yes' if figures['supervisor_has_tensorflow'] else 'no'}; "
-          f"Ctrl-C to every process gone: {figures['seconds_to_stop_on_sigint']:.1f} s"
-          + (f" (honcho killed {', '.join(figures['killed_by_honcho'])})" if figures["killed_by_honcho"] else ""))
+    print(
+        f"  {'total':<{width}}  {figures['total_pss_mb']:7.0f} MB PSS  ({figures['total_processes']} processes)"
+        "   goal: under 1,200 MB"
+    )
+    print(
+        f"huey consumers: {figures['huey_consumers']}; TensorFlow in the supervisor: "
+        f"{'yes' if figures['supervisor_has_tensorflow'] else 'no'}; "
+        f"Ctrl-C to every process gone: {figures['seconds_to_stop_on_sigint']:.1f} s"
+        + (f" (honcho killed {', '.join(figures['killed_by_honcho'])})" if figures["killed_by_honcho"] else "")
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     shutil.rmtree(home, ignore_errors=True)

@@ -127,12 +127,22 @@ def _errors(*codes: int) -> dict:
 
 
 WRITE_ERRORS = (401, 503)
-PICTURE_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-}}}
+PICTURE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -145,8 +155,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         workbench.close()
 
-    app = FastAPI(title="mnist-hitl", version="1", lifespan=lifespan,
-                  description="Predict handwritten digits, label the predictions, reload the deployed model.")
+    app = FastAPI(
+        title="mnist-hitl",
+        version="1",
+        lifespan=lifespan,
+        description="Predict handwritten digits, label the predictions, reload the deployed model.",
+    )
     app.state.workbench = workbench
     _handle_errors(app)
     _measure(app)
@@ -168,8 +182,7 @@ def _problem(status: int, detail: str | list, headers: dict | None = None) -> JS
 
 
 def _handle_errors(app: FastAPI) -> None:
-    statuses = ((PictureTooLargeError, 413), (InvalidImageError, 415), (EmptyDrawingError, 422),
-                (ModelFileError, 503))
+    statuses = ((PictureTooLargeError, 413), (InvalidImageError, 415), (EmptyDrawingError, 422), (ModelFileError, 503))
     for error_class, status in statuses:
         app.add_exception_handler(error_class, lambda _, error, status=status: _problem(status, str(error)))
 
@@ -206,8 +219,9 @@ def _token_guard(token: str | None):
             return
         given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "a bearer token is required (MNIST_HITL_API_TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a bearer token is required (MNIST_HITL_API_TOKEN)", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     return Depends(check)
 
@@ -239,30 +253,54 @@ async def _picture_bytes(request: Request, max_bytes: int) -> bytes:
 
 
 def _picture_routes(app: FastAPI, workbench: Workbench, guard) -> None:
-    @app.post("/predict", response_model=PredictionOut, dependencies=[guard], openapi_extra=PICTURE_BODY,
-              responses=_errors(*WRITE_ERRORS, 413, 415), tags=["predictions"])
+    @app.post(
+        "/predict",
+        response_model=PredictionOut,
+        dependencies=[guard],
+        openapi_extra=PICTURE_BODY,
+        responses=_errors(*WRITE_ERRORS, 413, 415),
+        tags=["predictions"],
+    )
     async def predict(request: Request) -> PredictionOut:
         """Predict a picture (multipart ``file``, or a raw PNG/JPEG body) and store it."""
         data = await _picture_bytes(request, workbench.settings.max_picture_bytes)
         if not data:
             raise HTTPException(422, "the request holds no picture")
         result = workbench.predict_png(data)
-        return PredictionOut(prediction_id=result.prediction_id, predicted_label=result.predicted_label,
-                             probabilities=result.probabilities, model_version=result.model_version,
-                             latency_ms=result.latency_ms)
+        return PredictionOut(
+            prediction_id=result.prediction_id,
+            predicted_label=result.predicted_label,
+            probabilities=result.probabilities,
+            model_version=result.model_version,
+            latency_ms=result.latency_ms,
+        )
 
-    @app.get("/predictions/{prediction_id}", response_model=PredictionDetail, responses=_errors(404, 503),
-             tags=["predictions"])
+    @app.get(
+        "/predictions/{prediction_id}",
+        response_model=PredictionDetail,
+        responses=_errors(404, 503),
+        tags=["predictions"],
+    )
     async def prediction(prediction_id: PredictionId) -> PredictionDetail:
         """A stored prediction with its whole label history, oldest first."""
         row = workbench.store.get_prediction(prediction_id)
-        return PredictionDetail(prediction_id=row.id, predicted_label=row.predicted_label,
-                                probabilities=row.probabilities, model_version=row.model_version,
-                                latency_ms=row.latency_ms, created_at=row.created_at, source=row.source,
-                                labels=workbench.history(prediction_id))
+        return PredictionDetail(
+            prediction_id=row.id,
+            predicted_label=row.predicted_label,
+            probabilities=row.probabilities,
+            model_version=row.model_version,
+            latency_ms=row.latency_ms,
+            created_at=row.created_at,
+            source=row.source,
+            labels=workbench.history(prediction_id),
+        )
 
-    @app.get("/predictions/{prediction_id}/image", response_class=Response, tags=["predictions"],
-             responses={200: {"content": {"image/png": {}}}, **_errors(404, 503)})
+    @app.get(
+        "/predictions/{prediction_id}/image",
+        response_class=Response,
+        tags=["predictions"],
+        responses={200: {"content": {"image/png": {}}}, **_errors(404, 503)},
+    )
     async def image(prediction_id: PredictionId) -> Response:
         """The 28x28 picture the model saw, as a PNG."""
         return Response(workbench.store.get_prediction(prediction_id).png, media_type="image/png")
@@ -273,32 +311,54 @@ def _label_routes(app: FastAPI, workbench: Workbench, guard) -> None:
         label_id = workbench.label(prediction_id, digit, kind)
         return LabelOut(label_id=label_id, prediction_id=prediction_id, label=digit, kind=kind)
 
-    @app.post("/predictions/{prediction_id}/labels", response_model=LabelOut, status_code=201,
-              dependencies=[guard], responses=_errors(*WRITE_ERRORS, 404), tags=["labels"])
+    @app.post(
+        "/predictions/{prediction_id}/labels",
+        response_model=LabelOut,
+        status_code=201,
+        dependencies=[guard],
+        responses=_errors(*WRITE_ERRORS, 404),
+        tags=["labels"],
+    )
     async def add_label(prediction_id: PredictionId, body: LabelIn) -> LabelOut:
         """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right)."""
         return label(prediction_id, body.label, body.kind)
 
-    @app.post("/correct", response_model=LabelOut, status_code=201, dependencies=[guard],
-              responses=_errors(*WRITE_ERRORS, 404), tags=["labels"])
+    @app.post(
+        "/correct",
+        response_model=LabelOut,
+        status_code=201,
+        dependencies=[guard],
+        responses=_errors(*WRITE_ERRORS, 404),
+        tags=["labels"],
+    )
     async def correct(body: CorrectIn) -> LabelOut:
         """The older spelling of ``POST /predictions/{id}/labels`` with kind ``correct``."""
         return label(body.prediction_id, body.label, "correct")
 
     @app.get("/queue", response_model=list[QueueEntry], responses=_errors(503), tags=["labels"])
-    async def queue(limit: Annotated[int, Query(ge=0, le=500)] = 20,
-                    strategy: Literal["margin", "entropy", "doubtful"] = "margin") -> list[QueueEntry]:
+    async def queue(
+        limit: Annotated[int, Query(ge=0, le=500)] = 20, strategy: Literal["margin", "entropy", "doubtful"] = "margin"
+    ) -> list[QueueEntry]:
         """The unlabelled drawings the deployed model is least sure of, first (some drawn at random)."""
         items = workbench.queue(limit=limit, strategy=strategy)
-        return [QueueEntry(prediction_id=item.prediction_id, predicted_label=item.predicted_label,
-                           probabilities=item.probabilities, uncertainty=item.uncertainty,
-                           model_version=item.model_version, source=item.source, random=item.random)
-                for item in items]
+        return [
+            QueueEntry(
+                prediction_id=item.prediction_id,
+                predicted_label=item.predicted_label,
+                probabilities=item.probabilities,
+                uncertainty=item.uncertainty,
+                model_version=item.model_version,
+                source=item.source,
+                random=item.random,
+            )
+            for item in items
+        ]
 
 
 def _service_routes(app: FastAPI, workbench: Workbench, settings: Settings, guard) -> None:
-    @app.post("/reload", response_model=ReloadOut, dependencies=[guard], responses=_errors(*WRITE_ERRORS),
-              tags=["service"])
+    @app.post(
+        "/reload", response_model=ReloadOut, dependencies=[guard], responses=_errors(*WRITE_ERRORS), tags=["service"]
+    )
     async def reload() -> ReloadOut:
         """Read the deployed model again; answers the version served before and the one served now."""
         old = workbench.predictor.serving_version
@@ -315,8 +375,7 @@ def _service_routes(app: FastAPI, workbench: Workbench, settings: Settings, guar
         """Ready when a deployed model is loaded (503 while none can be)."""
         return {"status": "ready", "model_version": workbench.predictor.version}
 
-    @app.get("/metrics", response_class=Response, tags=["service"],
-             responses={200: {"content": {"text/plain": {}}}})
+    @app.get("/metrics", response_class=Response, tags=["service"], responses={200: {"content": {"text/plain": {}}}})
     async def prometheus() -> Response:
         """Every mnist-hitl process' metrics (this API's requests among them), Prometheus text format."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -334,12 +393,20 @@ def _inference_routes(app: FastAPI, workbench: Workbench) -> None:
     @app.get(f"/v2/models/{MODEL_NAME}", tags=["open inference protocol"], responses=_errors(503))
     async def v2_metadata() -> dict:
         """Open Inference Protocol v2 model metadata."""
-        return {"name": MODEL_NAME, "versions": [workbench.predictor.version], "platform": "tflite",
-                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28]}],
-                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]}
+        return {
+            "name": MODEL_NAME,
+            "versions": [workbench.predictor.version],
+            "platform": "tflite",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+        }
 
-    @app.post(f"/v2/models/{MODEL_NAME}/infer", response_model=InferOut, tags=["open inference protocol"],
-              responses=_errors(503))
+    @app.post(
+        f"/v2/models/{MODEL_NAME}/infer",
+        response_model=InferOut,
+        tags=["open inference protocol"],
+        responses=_errors(503),
+    )
     async def v2_infer(body: InferIn) -> InferOut:
         """Probabilities for MNIST-style digits (FP32 ``[N, 28, 28]``, values 0-1); nothing is stored."""
         tensor = body.inputs[0]
@@ -350,8 +417,12 @@ def _inference_routes(app: FastAPI, workbench: Workbench) -> None:
             raise HTTPException(422, f"shape {tensor.shape} needs {rows * 784} values, got {len(tensor.data)}")
         digits = np.clip(np.asarray(tensor.data, dtype=np.float32).reshape(rows, 28, 28), 0.0, 1.0)
         probabilities, version = workbench.predictor.predict_batch(digits)
-        output = TensorOut(name="probabilities", shape=[rows, 10], datatype="FP32",
-                           data=probabilities.reshape(-1).astype(float).tolist())
+        output = TensorOut(
+            name="probabilities",
+            shape=[rows, 10],
+            datatype="FP32",
+            data=probabilities.reshape(-1).astype(float).tolist(),
+        )
         return InferOut(model_name=MODEL_NAME, model_version=version, id=body.id, outputs=[output])
 
 
@@ -362,5 +433,12 @@ def serve_api(port: int | None = None, workers: int = 1, settings: Settings | No
     settings = settings or get_settings()
     port = port or settings.api_port
     print(f"api: http://{settings.app_host}:{port}/docs (home {settings.home})", flush=True)
-    uvicorn.run("mnist_hitl.api:app_from_environment", factory=True, host=settings.app_host, port=port,
-                workers=workers, log_level="warning", access_log=False)
+    uvicorn.run(
+        "mnist_hitl.api:app_from_environment",
+        factory=True,
+        host=settings.app_host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )

@@ -33,6 +33,7 @@ from mnist_hitl.workbench import PredictionResult, Workbench
 
 __all__ = ["DrawingApp", "digit_png", "probability_bars"]
 
+
 class DrawingApp:
     """The widgets of the drawing app and what its buttons do.
 
@@ -65,8 +66,11 @@ class DrawingApp:
     def _build_canvas(self) -> None:
         # Only width and height are given: any drawing attribute set here would be sent
         # to a client that does not exist yet (see the module's docstring).
-        self.canvas = Canvas(width=CANVAS_SIZE, height=CANVAS_SIZE,
-                             layout=widgets.Layout(width=f"{CANVAS_SIZE}px", height=f"{CANVAS_SIZE}px"))
+        self.canvas = Canvas(
+            width=CANVAS_SIZE,
+            height=CANVAS_SIZE,
+            layout=widgets.Layout(width=f"{CANVAS_SIZE}px", height=f"{CANVAS_SIZE}px"),
+        )
         self.canvas.add_class("hitl-canvas")
         self.canvas.on_client_ready(self._on_client_ready)
         self.canvas.on_mouse_down(self.pen_down)
@@ -86,8 +90,9 @@ class DrawingApp:
         button_style, html_style, plain = widgets.ButtonStyle(), HTMLStyle(), widgets.Layout()
 
         def button(description: str, css: str, handler, style: str = "", tooltip: str = "") -> widgets.Button:
-            b = widgets.Button(description=description, button_style=style, tooltip=tooltip,
-                               layout=button_layout, style=button_style)
+            b = widgets.Button(
+                description=description, button_style=style, tooltip=tooltip, layout=button_layout, style=button_style
+            )
             b.add_class(css)
             b.on_click(lambda _: handler())
             return b
@@ -100,10 +105,12 @@ class DrawingApp:
 
         self.predict_button = button("Predict", "hitl-predict", self.predict, "primary", "predict the drawing")
         self.clear_button = button("Clear", "hitl-clear", self.clear, tooltip="erase the drawing")
-        self.correct_button = button("Correct & save", "hitl-correct", self.correct, "warning",
-                                     "store the chosen digit as the right answer")
-        self.confirm_button = button("Confirm", "hitl-confirm", self.confirm, "success",
-                                     "the prediction is right: store it as a label")
+        self.correct_button = button(
+            "Correct & save", "hitl-correct", self.correct, "warning", "store the chosen digit as the right answer"
+        )
+        self.confirm_button = button(
+            "Confirm", "hitl-confirm", self.confirm, "success", "the prediction is right: store it as a label"
+        )
         self.reload_button = button("Reload", "hitl-reload", self.reload, tooltip="reload the deployed model")
 
         self.digit_buttons = []
@@ -124,16 +131,22 @@ class DrawingApp:
         self.model_version = html_widget(css="hitl-model-version")
         self.status = html_widget(css="hitl-status")
 
-        drawing = widgets.VBox([self.canvas, widgets.HBox([self.predict_button, self.clear_button], layout=plain)],
-                               layout=plain)
-        answer = widgets.VBox([
-            widgets.HBox([self.prediction, self.confidence], layout=widgets.Layout(align_items="flex-end")),
-            self.probabilities,
-            html_widget("<small>what the model saw (28x28)</small>"),
-            self.digit_image,
-        ], layout=widgets.Layout(margin="0 0 0 16px")).add_class("hitl-answer")
-        labelling = widgets.HBox([html_widget("right digit:&nbsp;"), self.label_choice, self.correct_button,
-                                  self.confirm_button], layout=widgets.Layout(flex_flow="row wrap"))
+        drawing = widgets.VBox(
+            [self.canvas, widgets.HBox([self.predict_button, self.clear_button], layout=plain)], layout=plain
+        )
+        answer = widgets.VBox(
+            [
+                widgets.HBox([self.prediction, self.confidence], layout=widgets.Layout(align_items="flex-end")),
+                self.probabilities,
+                html_widget("<small>what the model saw (28x28)</small>"),
+                self.digit_image,
+            ],
+            layout=widgets.Layout(margin="0 0 0 16px"),
+        ).add_class("hitl-answer")
+        labelling = widgets.HBox(
+            [html_widget("right digit:&nbsp;"), self.label_choice, self.correct_button, self.confirm_button],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
         model = widgets.HBox([self.model_version, self.reload_button], layout=widgets.Layout(align_items="center"))
         row = widgets.HBox([drawing, answer], layout=plain).add_class("hitl-row")  # one column on a phone
         self.widget = widgets.VBox([html_widget(STYLE), row, labelling, model, self.status], layout=plain)
@@ -262,8 +275,11 @@ class DrawingApp:
         label_id = self._save(label, kind)
         if label_id is not None:
             pid = self.result.prediction_id
-            message = (f"saved correction: prediction {pid} is a {label}" if kind == "correct"
-                       else f"saved confirmation: prediction {pid} is a {label}, as predicted")
+            message = (
+                f"saved correction: prediction {pid} is a {label}"
+                if kind == "correct"
+                else f"saved confirmation: prediction {pid} is a {label}, as predicted"
+            )
             self._set_status(message, data={"prediction-id": pid, "label": label, "kind": kind})
         return label_id
 
@@ -276,8 +292,10 @@ class DrawingApp:
         label_id = self._save(label, "confirm")
         if label_id is not None:
             pid = self.result.prediction_id
-            self._set_status(f"saved confirmation: prediction {pid} is a {label}",
-                             data={"prediction-id": pid, "label": label, "kind": "confirm"})
+            self._set_status(
+                f"saved confirmation: prediction {pid} is a {label}",
+                data={"prediction-id": pid, "label": label, "kind": "confirm"},
+            )
         return label_id
 
     def _save(self, label: int, kind: str) -> int | None:
@@ -309,8 +327,9 @@ class DrawingApp:
             return None
         version = self.workbench.predictor.version
         self._show_version(version)
-        self._set_status(f"reloaded the deployed model: version {html.escape(version)}",
-                         data={"model-version": version})
+        self._set_status(
+            f"reloaded the deployed model: version {html.escape(version)}", data={"model-version": version}
+        )
         return version
 
     # what the page shows ------------------------------------------------------------
@@ -322,10 +341,12 @@ class DrawingApp:
             self.probabilities.value = probability_bars(None)
             self.digit_image.value = digit_png(None)
             return
-        self.prediction.value = (f'<span class="hitl-value" data-label="{result.predicted_label}">'
-                                 f"{result.predicted_label}</span>")
-        self.confidence.value = (f'<span data-confidence="{result.confidence:.6f}">'
-                                 f"&nbsp;confidence {result.confidence:.1%}</span>")
+        self.prediction.value = (
+            f'<span class="hitl-value" data-label="{result.predicted_label}">{result.predicted_label}</span>'
+        )
+        self.confidence.value = (
+            f'<span data-confidence="{result.confidence:.6f}">&nbsp;confidence {result.confidence:.1%}</span>'
+        )
         self.probabilities.value = probability_bars(result.probabilities)
         self.digit_image.value = digit_png(result.digit)
 
@@ -336,8 +357,9 @@ class DrawingApp:
             except ModelFileError:
                 version = None
         if version is None:
-            self.model_version.value = ('<span data-version="">no model deployed: run <code>mnist-hitl init</code>'
-                                        "</span>")
+            self.model_version.value = (
+                '<span data-version="">no model deployed: run <code>mnist-hitl init</code></span>'
+            )
         else:
             text = html.escape(version)
             self.model_version.value = f'<span data-version="{text}">model {text}</span>&nbsp;'

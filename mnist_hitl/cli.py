@@ -59,8 +59,12 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
     return f"unexpected {type(error).__name__}: {first_line}", 1
 
 
-app = typer.Typer(help="mnist-hitl: draw digits, correct the model, let it learn.", no_args_is_help=True,
-                  add_completion=False, cls=OneLineErrors)
+app = typer.Typer(
+    help="mnist-hitl: draw digits, correct the model, let it learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    cls=OneLineErrors,
+)
 # A label or an id may be negative: "-1" is then an argument (refused with a reason), not an unknown option.
 NUMBERS = {"ignore_unknown_options": True}
 
@@ -147,8 +151,12 @@ def import_pictures(
                 typer.echo(json.dumps(outcome))
         except ModelFileError as error:
             _fail(str(error))
-    typer.echo(json.dumps({"imported": counts["prediction_id"], "duplicates": counts["duplicate_of"],
-                           "refused": counts["error"]}), err=True)
+    typer.echo(
+        json.dumps(
+            {"imported": counts["prediction_id"], "duplicates": counts["duplicate_of"], "refused": counts["error"]}
+        ),
+        err=True,
+    )
     if counts["error"]:
         raise typer.Exit(1)
 
@@ -259,9 +267,7 @@ def serve_app(
 
 
 @app.command()
-def lab(
-    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_LAB_PORT, 8888)")] = None,
-) -> None:
+def lab(port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_LAB_PORT, 8888)")] = None) -> None:
     """Serve JupyterLab on the notebooks, with a token (MNIST_HITL_LAB_TOKEN, or a new one printed here)."""
     from mnist_hitl.config import get_settings
     from mnist_hitl.lab import lab_command, lab_environment, lab_folder, lab_url, with_token
@@ -274,9 +280,7 @@ def lab(
 
 
 @app.command()
-def cycle(
-    force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False,
-) -> None:
+def cycle(force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False) -> None:
     """Run one learning cycle now (monitor, then retrain if needed), without any server."""
     from mnist_hitl.learning.cycle import CycleFailed, run_cycle
     from mnist_hitl.learning.outcomes import CycleOutcome
@@ -314,7 +318,6 @@ def run() -> None:
     from mnist_hitl.stack import run_stack
 
     run_stack()
-
 
 
 @app.command()

@@ -35,8 +35,9 @@ class Settings(BaseSettings):
 
     # Fields are read only by their variable's name (case-sensitive), never by the field's
     # own name: ``home`` must not pick up $HOME.
-    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore", validate_default=True
+    )
 
     home: Path = _env("MNIST_HITL_HOME", default=Path("var"))
     mnist_source: Literal["bundled", "local", "keras"] = _env("MNIST_HITL_MNIST_SOURCE", default="bundled")
@@ -189,6 +190,7 @@ def current_home() -> Path:
 
 # the environment of the tools we drive -----------------------------------------------------
 
+
 def tool_environment(settings: Settings) -> dict[str, str]:
     """What Prefect, MLflow, TensorFlow and Evidently read from the environment, from the settings."""
     return {
@@ -202,7 +204,8 @@ def tool_environment(settings: Settings) -> dict[str, str]:
         # cross-origin reads only from its own addresses. The Host check is mnist_hitl.prefect_server's.
         "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(
-            f"http://{host}:{settings.prefect_port}" for host in settings.allowed_hosts),
+            f"http://{host}:{settings.prefect_port}" for host in settings.allowed_hosts
+        ),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "DO_NOT_TRACK": "1",
     }
@@ -247,19 +250,21 @@ def child_environment(settings: Settings, extra: dict[str, str] | None = None) -
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(tool_environment(settings))
-    env.update({
-        "MNIST_HITL_HOME": str(settings.home),
-        "MNIST_HITL_APP_HOST": settings.app_host,
-        "MNIST_HITL_APP_PORT": str(settings.app_port),
-        "MNIST_HITL_PREFECT_PORT": str(settings.prefect_port),
-        "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
-        "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
-        "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
-        "MNIST_HITL_LAB_PORT": str(settings.lab_port),
-        "MNIST_HITL_API_PORT": str(settings.api_port),
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
-        "PYTHONUNBUFFERED": "1",
-        **(extra or {}),
-    })
+    env.update(
+        {
+            "MNIST_HITL_HOME": str(settings.home),
+            "MNIST_HITL_APP_HOST": settings.app_host,
+            "MNIST_HITL_APP_PORT": str(settings.app_port),
+            "MNIST_HITL_PREFECT_PORT": str(settings.prefect_port),
+            "MNIST_HITL_MLFLOW_PORT": str(settings.mlflow_port),
+            "MNIST_HITL_METRICS_PORT": str(settings.metrics_port),
+            "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
+            "MNIST_HITL_LAB_PORT": str(settings.lab_port),
+            "MNIST_HITL_API_PORT": str(settings.api_port),
+            "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
+            "PYTHONUNBUFFERED": "1",
+            **(extra or {}),
+        }
+    )
     return env

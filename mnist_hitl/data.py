@@ -57,9 +57,7 @@ def load_bundled(holdout_size: int = 1000, seed: int = 0) -> Dataset:
     x, y = mnist_data()
     x = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28)
     y = np.asarray(y, dtype=np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=holdout_size, stratify=y, random_state=seed
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=holdout_size, stratify=y, random_state=seed)
     return Dataset(x_train, y_train, x_test, y_test, source="bundled")
 
 

@@ -61,7 +61,9 @@ def lab_url(settings: Settings, port: int | None = None) -> str:
 def lab_command(settings: Settings, folder: Path, port: int | None = None) -> list[str]:
     """The JupyterLab command line: the configured address, no browser, nothing fetched from the internet."""
     return [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         f"--ServerApp.ip={settings.app_host}",
         f"--ServerApp.port={port or settings.lab_port}",
         "--ServerApp.port_retries=0",  # fail on a busy port rather than serve on another one

@@ -97,34 +97,67 @@ class _Instruments:
         def gauge(name: str, documentation: str, mode: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, documentation, labels, namespace=PREFIX, registry=None, multiprocess_mode=mode)
 
-        self.predictions = counter("predictions", "Predictions served, by predicted digit and model version.",
-                                   ("digit", "model_version"))
-        self.latency = Histogram(
-            "prediction_latency_seconds", "Time to preprocess, predict and store one drawing, in seconds.",
-            namespace=PREFIX, registry=None, buckets=LATENCY_BUCKETS,
+        self.predictions = counter(
+            "predictions", "Predictions served, by predicted digit and model version.", ("digit", "model_version")
         )
-        self.labels = counter("labels", "Labels given by users, by kind (confirm or correct) and true digit.",
-                              ("kind", "digit"))
+        self.latency = Histogram(
+            "prediction_latency_seconds",
+            "Time to preprocess, predict and store one drawing, in seconds.",
+            namespace=PREFIX,
+            registry=None,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.labels = counter(
+            "labels", "Labels given by users, by kind (confirm or correct) and true digit.", ("kind", "digit")
+        )
         self.refusals = counter("refusals", "Refused inputs and failed requests, by reason.", ("reason",))
         self.cycles = counter("cycles", "Learning cycles, by outcome.", ("outcome",))
-        self.model_load_failures = counter("model_load_failures", "Deployed models a predictor could not load "
-                                           "(it kept serving the one it held, if any), by reason.", ("reason",))
-        self.last_cycle = gauge("last_cycle_timestamp_seconds",
-                                "End of the last learning cycle, in seconds since the epoch.", "max")
-        self.drift_score = gauge("drift_score", "Drift score of the users' drawings against the training data, "
-                                 "from the last monitor run.", "mostrecent")
-        self.class_error = gauge("class_error_ratio", "Share of labelled predictions of each true digit that were "
-                                 "wrong, from the last monitor run.", "mostrecent", ("digit",))
-        self.labels_waiting = gauge("labels_waiting", "Labels waiting for the next learning cycle, "
-                                    "from the last monitor run.", "mostrecent")
-        self.last_monitor = gauge("last_monitor_timestamp_seconds",
-                                  "Time of the last monitor run, in seconds since the epoch.", "max")
-        self.deployed_model = gauge("deployed_model_timestamp_seconds", "Creation time of the deployed model "
-                                    "version (its version name), in seconds since the epoch.", "mostrecent")
-        self.http_latency = Histogram("http_request_duration_seconds", "HTTP API request time, by route, method "
-                                      "and status.", ("route", "method", "status"), namespace=PREFIX,
-                                      registry=None, buckets=LATENCY_BUCKETS)
-        # Known label values start at zero, so rates and increases see their first event.
+        self.model_load_failures = counter(
+            "model_load_failures",
+            "Deployed models a predictor could not load (it kept serving the one it held, if any), by reason.",
+            ("reason",),
+        )
+        self._add_learning_gauges(gauge)
+        self.http_latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP API request time, by route, method and status.",
+            ("route", "method", "status"),
+            namespace=PREFIX,
+            registry=None,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._start_at_zero()
+
+    def _add_learning_gauges(self, gauge) -> None:
+        """What the learning cycle publishes: its last run, drift, per-class errors, the deployed model."""
+        self.last_cycle = gauge(
+            "last_cycle_timestamp_seconds", "End of the last learning cycle, in seconds since the epoch.", "max"
+        )
+        self.drift_score = gauge(
+            "drift_score",
+            "Drift score of the users' drawings against the training data, from the last monitor run.",
+            "mostrecent",
+        )
+        self.class_error = gauge(
+            "class_error_ratio",
+            "Share of labelled predictions of each true digit that were wrong, from the last monitor run.",
+            "mostrecent",
+            ("digit",),
+        )
+        self.labels_waiting = gauge(
+            "labels_waiting", "Labels waiting for the next learning cycle, from the last monitor run.", "mostrecent"
+        )
+        self.last_monitor = gauge(
+            "last_monitor_timestamp_seconds", "Time of the last monitor run, in seconds since the epoch.", "max"
+        )
+        self.deployed_model = gauge(
+            "deployed_model_timestamp_seconds",
+            "Creation time of the deployed model version (its version name), in seconds since the epoch.",
+            "mostrecent",
+        )
+
+    def _start_at_zero(self) -> None:
+        """Known label values start at zero, so rates and increases see their first event."""
         for kind in LABEL_KINDS:
             for digit in DIGITS:
                 self.labels.labels(kind, str(digit))
@@ -188,6 +221,7 @@ def record_prediction(label: int, model_version: str, latency_seconds: float) ->
         model_version: the version that predicted it.
         latency_seconds: preprocessing, inference and storing, in seconds.
     """
+
     def action(m: _Instruments) -> None:
         m.predictions.labels(str(int(label)), str(model_version)).inc()
         m.latency.observe(float(latency_seconds))
@@ -255,6 +289,7 @@ def record_monitor(drift_score: float, class_error_rates: dict[int, float], labe
             is published as NaN, so an older rate does not linger.
         labels_waiting: labels not yet used by a retraining.
     """
+
     def action(m: _Instruments) -> None:
         m.drift_score.set(float(drift_score))
         for digit in DIGITS:
@@ -338,8 +373,7 @@ class _DeployedModelCollector:
 
         from mnist_hitl.predictor import ModelFileError, deployed_model
 
-        family = InfoMetricFamily(f"{PREFIX}_deployed_model", "The deployed model version.",
-                                  labels=("model_version",))
+        family = InfoMetricFamily(f"{PREFIX}_deployed_model", "The deployed model version.", labels=("model_version",))
         try:
             version = deployed_model(self.models_dir).version
         except ModelFileError:

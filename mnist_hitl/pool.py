@@ -89,8 +89,9 @@ def import_one(bench: Workbench, entry: Entry) -> dict:
     label = int(np.argmax(probabilities))
     latency = time.perf_counter() - start
     try:
-        prediction_id = bench.store.record_prediction(png, label, probabilities.tolist(), version, latency * 1000,
-                                                      source=IMPORT)
+        prediction_id = bench.store.record_prediction(
+            png, label, probabilities.tolist(), version, latency * 1000, source=IMPORT
+        )
     except DuplicateError as error:  # another process imported it meanwhile
         return {"path": entry.path, "duplicate_of": error.prediction_id}
     metrics.record_prediction(label, version, latency)
@@ -101,8 +102,11 @@ def _entries(paths: list[Path], open_zips: ExitStack, max_bytes: int) -> Iterato
     for path in paths:
         if path.is_dir():
             for file in _files_under(path):
-                yield from (_zip_entries(file, open_zips, max_bytes) if file.suffix.lower() == ".zip"
-                            else [_file_entry(file, max_bytes)])
+                yield from (
+                    _zip_entries(file, open_zips, max_bytes)
+                    if file.suffix.lower() == ".zip"
+                    else [_file_entry(file, max_bytes)]
+                )
         elif not path.exists():
             yield Entry(str(path), error="no such file or folder")
         elif path.suffix.lower() == ".zip":
@@ -137,12 +141,16 @@ def _zip_entries(path: Path, open_zips: ExitStack, max_bytes: int) -> Iterator[E
         return
     for member in members:
         parts = Path(member.filename).parts
-        if member.is_dir() or any(_hidden(part) for part in parts) \
-                or Path(member.filename).suffix.lower() not in PICTURE_SUFFIXES:
+        if (
+            member.is_dir()
+            or any(_hidden(part) for part in parts)
+            or Path(member.filename).suffix.lower() not in PICTURE_SUFFIXES
+        ):
             continue
         name = f"{path}/{member.filename}"
         if member.file_size > max_bytes:
-            yield Entry(name, error=f"the picture file is {member.file_size:,} bytes, over the limit of"
-                                    f" {max_bytes:,} bytes")
+            yield Entry(
+                name, error=f"the picture file is {member.file_size:,} bytes, over the limit of {max_bytes:,} bytes"
+            )
         else:
             yield Entry(name, read=lambda member=member: archive.read(member))

@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 DEPLOYED_POINTER = "latest.json"
 INPUT_SHAPE = (1, 28, 28, 1)
 # Why a deployed model could not be loaded: the ``reason`` of a ModelFileError and of the metric.
-LOAD_FAILURE_REASONS = ("no_model", "bad_pointer", "missing_export", "checksum_mismatch", "unloadable",
-                        "wrong_input_shape")
+LOAD_FAILURE_REASONS = (
+    "no_model",
+    "bad_pointer",
+    "missing_export",
+    "checksum_mismatch",
+    "unloadable",
+    "wrong_input_shape",
+)
 
 
 class ModelFileError(RuntimeError):
@@ -64,8 +70,13 @@ def deployed_model(models_dir: Path) -> Deployed:
     try:
         info = json.loads(pointer.read_text())
         keras = info.get("keras")
-        return Deployed(str(info["version"]), models_dir / info["tflite"], info.get("holdout_accuracy"),
-                        models_dir / keras if keras else None, info.get("tflite_sha256"))
+        return Deployed(
+            str(info["version"]),
+            models_dir / info["tflite"],
+            info.get("holdout_accuracy"),
+            models_dir / keras if keras else None,
+            info.get("tflite_sha256"),
+        )
     except FileNotFoundError:
         raise ModelFileError(
             f"no model is deployed in {models_dir}: run `mnist-hitl init` to train the first one", "no_model"
@@ -97,11 +108,18 @@ def read_export(deployed: Deployed) -> bytes:
     except OSError as error:
         raise ModelFileError(f"the deployed model's export {path} is unreadable: {error}") from error
     if deployed.tflite_sha256 is None:
-        log.warning("%s has no checksum in %s (deployed by an older mnist-hitl): loading %s unchecked",
-                    deployed.version, DEPLOYED_POINTER, path.name)
+        log.warning(
+            "%s has no checksum in %s (deployed by an older mnist-hitl): loading %s unchecked",
+            deployed.version,
+            DEPLOYED_POINTER,
+            path.name,
+        )
     elif hashlib.sha256(content).hexdigest() != deployed.tflite_sha256:
-        raise ModelFileError(f"the deployed model's export {path} is corrupt: its SHA-256 does not match the "
-                             f"checksum in {DEPLOYED_POINTER} (changed after deployment)", "checksum_mismatch")
+        raise ModelFileError(
+            f"the deployed model's export {path} is corrupt: its SHA-256 does not match the "
+            f"checksum in {DEPLOYED_POINTER} (changed after deployment)",
+            "checksum_mismatch",
+        )
     return content
 
 
@@ -232,12 +250,12 @@ class Predictor:
             interpreter, size = self._batch_interpreter(model, batch_size)
             chunks = []
             for start in range(0, len(x), size):
-                chunk = x[start:start + size]
+                chunk = x[start : start + size]
                 padded = np.zeros((size, *INPUT_SHAPE[1:]), dtype=np.float32)
-                padded[:len(chunk)] = chunk
+                padded[: len(chunk)] = chunk
                 interpreter.set_tensor(model.input_index, padded)
                 interpreter.invoke()
-                chunks.append(interpreter.get_tensor(model.output_index)[:len(chunk)].copy())
+                chunks.append(interpreter.get_tensor(model.output_index)[: len(chunk)].copy())
         probabilities = np.concatenate(chunks) if chunks else np.zeros((0, 10), dtype=np.float32)
         return probabilities, model.deployed.version
 

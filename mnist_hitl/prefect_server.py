@@ -49,11 +49,19 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.settings import get_current_settings
 
     server = get_current_settings().server
-    print(f"Prefect server: http://{host}:{port}/ (hosts: {', '.join(settings.allowed_hosts)}; "
-          f"CSRF protection {'on' if server.api.csrf_protection_enabled else 'OFF'}; "
-          f"CORS origins {server.api.cors_allowed_origins})", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, timeout_keep_alive=server.api.keepalive_timeout,
-                log_level=server.logging_level.lower())
+    print(
+        f"Prefect server: http://{host}:{port}/ (hosts: {', '.join(settings.allowed_hosts)}; "
+        f"CSRF protection {'on' if server.api.csrf_protection_enabled else 'OFF'}; "
+        f"CORS origins {server.api.cors_allowed_origins})",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        timeout_keep_alive=server.api.keepalive_timeout,
+        log_level=server.logging_level.lower(),
+    )
 
 
 if __name__ == "__main__":

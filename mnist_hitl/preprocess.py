@@ -204,13 +204,13 @@ def decode_image(data: bytes, max_bytes: int = MAX_PICTURE_BYTES, max_pixels: in
         raise
     except Image.DecompressionBombError:  # PIL's own limit, checked when it reads the header
         limit = 2 * Image.MAX_IMAGE_PIXELS
-        raise PictureTooLargeError(f"the picture has more than {limit:,} pixels, over the limit of"
-                                   f" {min(max_pixels, limit):,} pixels; refused before decoding") from None
+        raise PictureTooLargeError(
+            f"the picture has more than {limit:,} pixels, over the limit of"
+            f" {min(max_pixels, limit):,} pixels; refused before decoding"
+        ) from None
     except Exception as error:  # decoders fed hostile bytes raise anything: struct.error, EOFError, IndexError...
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InvalidImageError(
-            f"not a readable image (expected a PNG or another picture file): {message}"
-        ) from error
+        raise InvalidImageError(f"not a readable image (expected a PNG or another picture file): {message}") from error
 
 
 def _too_many_bytes(size: int, max_bytes: int) -> str:

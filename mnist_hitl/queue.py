@@ -85,8 +85,9 @@ def random_rank(ids: np.ndarray, seed: int = 0) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def queue_order(uncertainties: np.ndarray, ids: np.ndarray, limit: int, random_share: float = 0.1,
-                seed: int = 0) -> list[tuple[int, bool]]:
+def queue_order(
+    uncertainties: np.ndarray, ids: np.ndarray, limit: int, random_share: float = 0.1, seed: int = 0
+) -> list[tuple[int, bool]]:
     """Positions into the pool in queue order, each with whether it was drawn at random.
 
     The ``limit - round(limit * random_share)`` least sure first (ties: the older first); the
@@ -94,8 +95,8 @@ def queue_order(uncertainties: np.ndarray, ids: np.ndarray, limit: int, random_s
     """
     order = np.lexsort((ids, -np.asarray(uncertainties)))
     drawn_count = min(math.floor(limit * random_share + 0.5), len(order))
-    top = order[:min(limit - drawn_count, len(order))]
-    rest = order[len(top):]
+    top = order[: min(limit - drawn_count, len(order))]
+    rest = order[len(top) :]
     drawn = rest[np.argsort(random_rank(ids[rest], seed), kind="stable")[:drawn_count]]
     queue: list[tuple[int, bool]] = []
     taken = 0
@@ -167,7 +168,7 @@ class ScoreCache:
             self.store.save_scores(version, ((ids[i], probabilities[i].tobytes()) for i in own))
         missing = [i for i, row in enumerate(rows) if row[1] is None and row[2] is None]
         for start in range(0, len(missing), SCORING_CHUNK):
-            chunk = missing[start:start + SCORING_CHUNK]
+            chunk = missing[start : start + SCORING_CHUNK]
             pictures = self.store.pictures(ids[chunk].tolist())
             digits = np.stack([_digit(pictures.get(int(ids[i]), (b"", ""))[0]) for i in chunk])
             readable = ~np.isnan(digits[:, 0, 0])
@@ -229,16 +230,30 @@ def doubtful(scores: LabelledScores, confidence: float, version: str) -> list[di
     sure = scores.probabilities.max(axis=1) if len(person) else np.zeros(0)
     chosen = np.flatnonzero((model != person) & (sure >= confidence))
     chosen = chosen[np.lexsort(([scores.labels[i].prediction_id for i in chosen], -sure[chosen]))]
-    return [{
-        "prediction_id": scores.labels[i].prediction_id, "label_id": scores.labels[i].id,
-        "label": int(person[i]), "kind": scores.labels[i].kind, "labelled_at": scores.labels[i].created_at,
-        "model_label": int(model[i]), "model_confidence": round(float(sure[i]), 6),
-        "label_probability": round(float(scores.probabilities[i, person[i]]), 6), "model_version": version,
-    } for i in chosen]
+    return [
+        {
+            "prediction_id": scores.labels[i].prediction_id,
+            "label_id": scores.labels[i].id,
+            "label": int(person[i]),
+            "kind": scores.labels[i].kind,
+            "labelled_at": scores.labels[i].created_at,
+            "model_label": int(model[i]),
+            "model_confidence": round(float(sure[i]), 6),
+            "label_probability": round(float(scores.probabilities[i, person[i]]), 6),
+            "model_version": version,
+        }
+        for i in chosen
+    ]
 
 
-def review_queue(store: Store, cache: ScoreCache, settings: Settings, limit: int = 20, strategy: str = "margin",
-                 exclude: Collection[int] = ()) -> list[QueueItem]:
+def review_queue(
+    store: Store,
+    cache: ScoreCache,
+    settings: Settings,
+    limit: int = 20,
+    strategy: str = "margin",
+    exclude: Collection[int] = (),
+) -> list[QueueItem]:
     """The queue (see the module's docstring); ``doubtful`` serves :func:`doubtful` labels instead, surest first.
 
     Args:
@@ -255,8 +270,11 @@ def review_queue(store: Store, cache: ScoreCache, settings: Settings, limit: int
     if strategy == "doubtful":
         scores = labelled_scores(labels, ids, probabilities)
         rows = doubtful(scores, settings.doubt_confidence, version)
-        picks = [(row["prediction_id"], 1.0 - row["label_probability"], False)
-                 for row in rows if row["prediction_id"] not in excluded][:limit]
+        picks = [
+            (row["prediction_id"], 1.0 - row["label_probability"], False)
+            for row in rows
+            if row["prediction_id"] not in excluded
+        ][:limit]
         by_id = dict(zip((label.prediction_id for label in scores.labels), scores.probabilities, strict=True))
     else:
         pool = ~np.isin(ids, np.fromiter(set(labels) | excluded, dtype=np.int64)) & ~np.isnan(probabilities[:, 0])
@@ -266,5 +284,16 @@ def review_queue(store: Store, cache: ScoreCache, settings: Settings, limit: int
         picks = [(int(pool_ids[i]), float(uncertainties[i]), drawn) for i, drawn in order]
         by_id = {pid: pool_probabilities[np.searchsorted(pool_ids, pid)] for pid, _, _ in picks}
     pictures = store.pictures([pid for pid, _, _ in picks])
-    return [QueueItem(pid, int(np.argmax(by_id[pid])), [float(p) for p in by_id[pid]], value, version,
-                      pictures[pid][1], pictures[pid][0], drawn) for pid, value, drawn in picks]
+    return [
+        QueueItem(
+            pid,
+            int(np.argmax(by_id[pid])),
+            [float(p) for p in by_id[pid]],
+            value,
+            version,
+            pictures[pid][1],
+            pictures[pid][0],
+            drawn,
+        )
+        for pid, value, drawn in picks
+    ]

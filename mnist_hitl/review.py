@@ -81,12 +81,19 @@ class ReviewView:
         status_text: the status line as plain text.
     """
 
-    def __init__(self, settings: Settings | None = None, workbench: Workbench | None = None,
-                 train_command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        workbench: Workbench | None = None,
+        train_command: list[str] | None = None,
+    ) -> None:
         self.settings = settings or (workbench.settings if workbench else get_settings())
         self.workbench = workbench or Workbench(self.settings, source="app")
-        self.train_command = train_command or [str(Path(sys.executable).parent / "mnist-hitl"), "cycle",
-                                               "--force-retrain"]
+        self.train_command = train_command or [
+            str(Path(sys.executable).parent / "mnist-hitl"),
+            "cycle",
+            "--force-retrain",
+        ]
         self.current: QueueItem | None = None
         self.changing: Decision | None = None
         self.buffer: deque[QueueItem] = deque()
@@ -108,8 +115,9 @@ class ReviewView:
         button_style, html_style = widgets.ButtonStyle(), HTMLStyle()
 
         def button(description: str, css: str, handler, layout=tall, kind: str = "", tooltip: str = ""):
-            b = widgets.Button(description=description, button_style=kind, tooltip=tooltip, layout=layout,
-                               style=button_style)
+            b = widgets.Button(
+                description=description, button_style=kind, tooltip=tooltip, layout=layout, style=button_style
+            )
             b.on_click(lambda _: handler())
             return b.add_class(css)
 
@@ -122,35 +130,62 @@ class ReviewView:
         self.picture.add_class("hitl-review-picture")
         self.small.add_class("hitl-review-small")
         self.guesses, self.info = html_widget("hitl-review-guesses"), html_widget("hitl-review-info")
-        self.digit_buttons = [button(str(d), f"hitl-review-digit-{d}", lambda d=d: self.label(d), square)
-                              .add_class("hitl-review-digit") for d in range(10)]
-        self.confirm_button = button("Confirm \u23ce", "hitl-review-confirm", self.confirm, kind="success",
-                                     tooltip="the model's answer is right (Enter)")
+        self.digit_buttons = [
+            button(str(d), f"hitl-review-digit-{d}", lambda d=d: self.label(d), square).add_class("hitl-review-digit")
+            for d in range(10)
+        ]
+        self.confirm_button = button(
+            "Confirm \u23ce",
+            "hitl-review-confirm",
+            self.confirm,
+            kind="success",
+            tooltip="the model's answer is right (Enter)",
+        )
         self.undo_button = button("Undo \u232b", "hitl-review-undo", self.undo, tooltip="undo the last decision")
         self.skip_button = button("Skip (s)", "hitl-review-skip", self.skip, tooltip="decide later")
-        self.train_button = button("Train now", "hitl-review-train", self.train_now, kind="warning",
-                                   tooltip="start a learning cycle with the labels given so far")
-        self.recent_buttons = [button("", f"hitl-review-recent-{i}", lambda i=i: self.change(i), wide)
-                               .add_class("hitl-empty") for i in range(RECENT)]
+        self.train_button = button(
+            "Train now",
+            "hitl-review-train",
+            self.train_now,
+            kind="warning",
+            tooltip="start a learning cycle with the labels given so far",
+        )
+        self.recent_buttons = [
+            button("", f"hitl-review-recent-{i}", lambda i=i: self.change(i), wide).add_class("hitl-empty")
+            for i in range(RECENT)
+        ]
         self.progress, self.model = html_widget("hitl-review-progress"), html_widget("hitl-review-model")
         self.status = html_widget("hitl-review-status")
 
-        side = widgets.VBox([self.guesses, self.info, html_widget("", "<small>its 28x28</small>"), self.small],
-                            layout=widgets.Layout(margin="0 0 0 16px")).add_class("hitl-answer")
-        keys = widgets.HBox([*self.digit_buttons, self.confirm_button, self.undo_button, self.skip_button],
-                            layout=widgets.Layout(flex_flow="row wrap"))
-        self.widget = widgets.VBox([
-            html_widget("", views.KEYS_HINT),
-            widgets.HBox([self.picture, side], layout=plain).add_class("hitl-row"),
-            keys, self.progress,
-            widgets.HBox([self.model, self.train_button], layout=widgets.Layout(align_items="center")),
-            self.status,
-            html_widget("", "<b>last decisions</b> <small>(click one to change it)</small>"),
-            widgets.VBox(self.recent_buttons, layout=widgets.Layout(align_items="flex-start"))
-            .add_class("hitl-review-recent"),
-        ], layout=plain).add_class("hitl-review")
+        self.widget = self._layout(html_widget, plain)
 
     # what a person does ----------------------------------------------------------------
+
+    def _layout(self, html_widget, plain) -> widgets.VBox:
+        """The tab's widgets arranged: the picture and its guesses, the keys, progress, the last decisions."""
+        side = widgets.VBox(
+            [self.guesses, self.info, html_widget("", "<small>its 28x28</small>"), self.small],
+            layout=widgets.Layout(margin="0 0 0 16px"),
+        ).add_class("hitl-answer")
+        keys = widgets.HBox(
+            [*self.digit_buttons, self.confirm_button, self.undo_button, self.skip_button],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
+        return widgets.VBox(
+            [
+                html_widget("", views.KEYS_HINT),
+                widgets.HBox([self.picture, side], layout=plain).add_class("hitl-row"),
+                keys,
+                self.progress,
+                widgets.HBox([self.model, self.train_button], layout=widgets.Layout(align_items="center")),
+                self.status,
+                html_widget("", "<b>last decisions</b> <small>(click one to change it)</small>"),
+                widgets.VBox(self.recent_buttons, layout=widgets.Layout(align_items="flex-start")).add_class(
+                    "hitl-review-recent"
+                ),
+            ],
+            layout=plain,
+        ).add_class("hitl-review")
 
     def press(self, key: str) -> None:
         """Act on a key as the browser names it (``KeyboardEvent.key``): 0-9, Enter, Backspace, s."""
@@ -191,8 +226,10 @@ class ReviewView:
             return None
         was = f" (was {html.escape(replaced.describe().split(': ', 1)[1])})" if replaced else ""
         self._after_decision()
-        self._set_status(f"saved: #{item.prediction_id} is a {digit}, a {kind}{was}",
-                         data={"prediction-id": item.prediction_id, "label": digit, "kind": kind})
+        self._set_status(
+            f"saved: #{item.prediction_id} is a {digit}, a {kind}{was}",
+            data={"prediction-id": item.prediction_id, "label": digit, "kind": kind},
+        )
         return label_id
 
     def confirm(self) -> int | None:
@@ -239,8 +276,9 @@ class ReviewView:
                 self._set_status(f"not undone: {html.escape(str(error))}", error=True)
                 return
         self._after_decision()
-        self._set_status(f"undid {html.escape(decision.describe())}: decide again",
-                         data={"prediction-id": pid, "kind": "undo"})
+        self._set_status(
+            f"undid {html.escape(decision.describe())}: decide again", data={"prediction-id": pid, "kind": "undo"}
+        )
 
     def change(self, index: int) -> None:
         """Show the drawing of the ``index``-th most recent decision (0: the last); the next digit replaces it."""
@@ -252,8 +290,10 @@ class ReviewView:
             self.buffer.appendleft(self.current)
         self.changing = decision
         self._show(decision.item)
-        self._set_status(f"changing {html.escape(decision.describe())}: press the right digit, or s to keep it",
-                         data={"prediction-id": decision.prediction_id, "kind": "change"})
+        self._set_status(
+            f"changing {html.escape(decision.describe())}: press the right digit, or s to keep it",
+            data={"prediction-id": decision.prediction_id, "kind": "change"},
+        )
         self._show_recent()
 
     def _cancel_change(self) -> None:
@@ -268,11 +308,16 @@ class ReviewView:
         if self.cycle is None or self.cycle.poll() is not None:  # one started here takes a moment to lock
             self.cycle = start_cycle(self.settings, self.train_command, log)
             if self.cycle is not None:
-                self._set_status(f"a learning cycle was started (its output: {html.escape(str(log))}); a better"
-                                 " model is used here as soon as it is deployed", data={"cycle": "started"})
+                self._set_status(
+                    f"a learning cycle was started (its output: {html.escape(str(log))}); a better"
+                    " model is used here as soon as it is deployed",
+                    data={"cycle": "started"},
+                )
                 return True
-        self._set_status("no new cycle: one is already running; the app shows the new model when it is deployed",
-                         data={"cycle": "running"})
+        self._set_status(
+            "no new cycle: one is already running; the app shows the new model when it is deployed",
+            data={"cycle": "running"},
+        )
         return False
 
     # the queue -----------------------------------------------------------------------
@@ -295,8 +340,11 @@ class ReviewView:
         self._show_progress()
 
     def _refill(self) -> None:
-        exclude = self.skipped | {item.prediction_id for item in self.buffer} \
+        exclude = (
+            self.skipped
+            | {item.prediction_id for item in self.buffer}
             | {decision.prediction_id for decision in self.decisions}
+        )
         if self.current is not None:
             exclude.add(self.current.prediction_id)
         try:

@@ -53,7 +53,10 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
     idle = settings.app_kernel_idle_seconds
     return [
-        sys.executable, "-m", "mnist_hitl.serve", str(notebook),
+        sys.executable,
+        "-m",
+        "mnist_hitl.serve",
+        str(notebook),
         f"--port={port or settings.app_port}",
         "--Voila.port_retries=0",  # fail on a busy port rather than serve on another one
         f"--Voila.ip={settings.app_host}",
@@ -88,8 +91,9 @@ class RunningApp:
 
 
 @contextmanager
-def running_app(settings: Settings, port: int | None = None, pool_size: int = 2, log: Path | None = None,
-                timeout: float = 120.0) -> Iterator[RunningApp]:
+def running_app(
+    settings: Settings, port: int | None = None, pool_size: int = 2, log: Path | None = None, timeout: float = 120.0
+) -> Iterator[RunningApp]:
     """Serve the app with Voila until the block ends; enter it once the kernel pool is filled.
 
     Voila runs in its own process group, with the environment a service of the local
@@ -112,8 +116,13 @@ def running_app(settings: Settings, port: int | None = None, pool_size: int = 2,
     log = Path(log or settings.home / "voila.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as handle:
-        process = subprocess.Popen(voila_command(settings, pool_size=pool_size), env=config.child_environment(settings),
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            voila_command(settings, pool_size=pool_size),
+            env=config.child_environment(settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         host = "127.0.0.1" if settings.app_host in ("", "0.0.0.0") else settings.app_host
         app = RunningApp(f"http://{host}:{settings.app_port}/", settings, process, log)

@@ -47,13 +47,20 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
 
     found = [
         Service("app", settings.app_port, url(settings.app_port), "the drawing app"),
-        Service("prefect", settings.prefect_port, url(settings.prefect_port),
-                "Prefect server (UI and API)"),
-        Service("schedule", settings.prefect_port, url(settings.prefect_port, "/deployments"),
-                f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect"),
+        Service("prefect", settings.prefect_port, url(settings.prefect_port), "Prefect server (UI and API)"),
+        Service(
+            "schedule",
+            settings.prefect_port,
+            url(settings.prefect_port, "/deployments"),
+            f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect",
+        ),
         Service("mlflow", settings.mlflow_port, url(settings.mlflow_port), "MLflow UI"),
-        Service("lab", settings.lab_port, url(settings.lab_port, f"/lab?token={settings.lab_token}"),
-                "JupyterLab on the notebooks"),
+        Service(
+            "lab",
+            settings.lab_port,
+            url(settings.lab_port, f"/lab?token={settings.lab_token}"),
+            "JupyterLab on the notebooks",
+        ),
         Service("metrics", settings.metrics_port, url(settings.metrics_port, "/metrics"), "Prometheus metrics"),
     ]
     if with_prometheus:
@@ -87,12 +94,15 @@ def prometheus_config(settings: Settings, scrape_interval: str | None = None) ->
 
 def stack_environment(settings: Settings) -> dict[str, str]:
     """The environment of every service: the settings, spelled out, and the tools' own variables."""
-    return config.child_environment(settings, {
-        "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
-        "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
-        "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
-        **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
-    })
+    return config.child_environment(
+        settings,
+        {
+            "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
+            "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
+            "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
+            **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
+        },
+    )
 
 
 def prepare_home(settings: Settings) -> list[Path]:
@@ -139,8 +149,13 @@ def first_model(settings: Settings) -> tuple[str, bool]:
         return deployed.version, False
     except ModelFileError:
         pass
-    done = subprocess.run([sys.executable, "-m", "mnist_hitl.cli", "init"], env=config.child_environment(settings),
-                          stdout=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_hitl.cli", "init"],
+        env=config.child_environment(settings),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         print(f"error: training the first model failed (exit status {done.returncode})", file=sys.stderr)
         raise SystemExit(done.returncode or 1)
@@ -170,8 +185,11 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     busy = busy_ports(settings, stack)
     if busy:
         for service in busy:
-            print(f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
-                  f"stop what uses it or choose another port (see mnist_hitl/config.py)", file=sys.stderr)
+            print(
+                f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
+                f"stop what uses it or choose another port (see mnist_hitl/config.py)",
+                file=sys.stderr,
+            )
         raise SystemExit(1)
 
     removed = prepare_home(settings)
@@ -201,8 +219,7 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     manager.loop()
     if manager.returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
         return 0
-    print(f"a service stopped by itself (exit status {manager.returncode}); everything is stopped",
-          file=sys.stderr)
+    print(f"a service stopped by itself (exit status {manager.returncode}); everything is stopped", file=sys.stderr)
     raise SystemExit(manager.returncode or 1)
 
 

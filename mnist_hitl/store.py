@@ -42,8 +42,20 @@ from mnist_hitl.store_rows import (
 )
 from mnist_hitl.store_schema import HASH_FUNCTION, SCHEMA_VERSION, migration
 
-__all__ = ["IMPORT", "LABEL_KINDS", "MAX_ID", "UNDO", "DuplicateError", "Label", "Prediction", "Store", "StoreError",
-           "content_hash", "open_store", "utc_now"]
+__all__ = [
+    "IMPORT",
+    "LABEL_KINDS",
+    "MAX_ID",
+    "UNDO",
+    "DuplicateError",
+    "Label",
+    "Prediction",
+    "Store",
+    "StoreError",
+    "content_hash",
+    "open_store",
+    "utc_now",
+]
 
 
 def _sqlite_errors(method: Callable) -> Callable:
@@ -75,8 +87,10 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise StoreError(f"cannot create the store's folder {self.path.parent} ({error.strerror}):"
-                             " set MNIST_HITL_HOME to a folder this user can write") from None
+            raise StoreError(
+                f"cannot create the store's folder {self.path.parent} ({error.strerror}):"
+                " set MNIST_HITL_HOME to a folder this user can write"
+            ) from None
         if blocked := unwritable(self.path):
             raise StoreError(read_only(blocked))
         try:
@@ -85,8 +99,13 @@ class Store:
             raise StoreError(explain(self.path, error)) from error
         try:
             self._conn.row_factory = sqlite3.Row
-            for pragma in (f"busy_timeout = {int(timeout * 1000)}", "journal_mode = WAL", "synchronous = NORMAL",
-                           "foreign_keys = ON", "recursive_triggers = ON"):
+            for pragma in (
+                f"busy_timeout = {int(timeout * 1000)}",
+                "journal_mode = WAL",
+                "synchronous = NORMAL",
+                "foreign_keys = ON",
+                "recursive_triggers = ON",
+            ):
                 self._conn.execute(f"PRAGMA {pragma}")
             self._migrate()
         except BaseException as error:
@@ -122,8 +141,9 @@ class Store:
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION}):"
-                                 " update mnist-hitl")
+                raise StoreError(
+                    f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION}): update mnist-hitl"
+                )
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in migration(number):
                     conn.execute(statement)
@@ -221,14 +241,17 @@ class Store:
         """
         prediction_id = checked_prediction_id(prediction_id)
         with self._transaction() as conn:
-            latest = conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id DESC LIMIT 1",
-                                  (prediction_id,)).fetchone()
+            latest = conn.execute(
+                "SELECT * FROM labels WHERE prediction_id = ? ORDER BY id DESC LIMIT 1", (prediction_id,)
+            ).fetchone()
             if latest is None or latest["kind"] == UNDO:
                 if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
                     raise StoreError(f"no prediction with id {prediction_id}")
                 raise StoreError(f"prediction {prediction_id} has no label to undo")
-            cursor = conn.execute("INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, NULL, ?, ?)",
-                                  (prediction_id, UNDO, utc_now()))
+            cursor = conn.execute(
+                "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, NULL, ?, ?)",
+                (prediction_id, UNDO, utc_now()),
+            )
             return int(cursor.lastrowid), Label(**dict(latest))
 
     @_sqlite_errors
@@ -236,7 +259,8 @@ class Store:
         """The latest label of every labelled prediction, by prediction id (undone ones are unlabelled)."""
         rows = self._conn.execute(
             "SELECT l.* FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
-            " ON l.id = latest.id WHERE l.kind != 'undo'")
+            " ON l.id = latest.id WHERE l.kind != 'undo'"
+        )
         return {row["prediction_id"]: Label(**dict(row)) for row in rows}
 
     @_sqlite_errors
@@ -244,8 +268,9 @@ class Store:
         if prediction_id is None:
             rows = self._conn.execute("SELECT * FROM labels ORDER BY id")
         else:
-            rows = self._conn.execute("SELECT * FROM labels WHERE prediction_id = ? ORDER BY id",
-                                      (bounded(prediction_id),))
+            rows = self._conn.execute(
+                "SELECT * FROM labels WHERE prediction_id = ? ORDER BY id", (bounded(prediction_id),)
+            )
         return [Label(**dict(row)) for row in rows]
 
     @_sqlite_errors
@@ -263,8 +288,10 @@ class Store:
             (bounded(since_label_id),),
         )
         return [
-            (prediction_from_row(row),
-             Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]))
+            (
+                prediction_from_row(row),
+                Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]),
+            )
             for row in rows
         ]
 
@@ -300,8 +327,9 @@ class Store:
         except BaseException as error:
             partial.unlink(missing_ok=True)
             if isinstance(error, sqlite3.Error):
-                raise StoreError(f"the backup to {target} failed ({error}): check that its folder exists"
-                                 " and this user can write it") from error
+                raise StoreError(
+                    f"the backup to {target} failed ({error}): check that its folder exists and this user can write it"
+                ) from error
             raise
         return counts
 
@@ -315,22 +343,25 @@ class Store:
             "SELECT p.id, s.probabilities, CASE WHEN s.probabilities IS NULL AND p.model_version = ?1"
             " THEN p.probabilities END FROM predictions p LEFT JOIN scores s"
             " ON s.model_version = ?1 AND s.prediction_id = p.id WHERE p.id > ?2 ORDER BY p.id",
-            (model_version, bounded(after_id))).fetchall()
+            (model_version, bounded(after_id)),
+        ).fetchall()
 
     @_sqlite_errors
     def save_scores(self, model_version: str, scores: Iterable[tuple[int, bytes]]) -> None:
         """Cache scores by ``model_version``; those of every other version are dropped."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM scores WHERE model_version != ?", (model_version,))
-            conn.executemany("INSERT OR IGNORE INTO scores (model_version, prediction_id, probabilities)"
-                             " VALUES (?, ?, ?)", ((model_version, int(i), blob) for i, blob in scores))
+            conn.executemany(
+                "INSERT OR IGNORE INTO scores (model_version, prediction_id, probabilities) VALUES (?, ?, ?)",
+                ((model_version, int(i), blob) for i, blob in scores),
+            )
 
     @_sqlite_errors
     def pictures(self, prediction_ids: Sequence[int]) -> dict[int, tuple[bytes, str]]:
         """The stored picture and the source of each prediction, by id (unknown ids left out)."""
         found = {}
         for start in range(0, len(prediction_ids), 500):
-            chunk = [int(i) for i in prediction_ids[start:start + 500]]
+            chunk = [int(i) for i in prediction_ids[start : start + 500]]
             marks = ",".join("?" * len(chunk))
             rows = self._conn.execute(f"SELECT id, png, source FROM predictions WHERE id IN ({marks})", chunk)
             found.update((row["id"], (bytes(row["png"]), row["source"])) for row in rows)
@@ -340,7 +371,11 @@ class Store:
 
     @_sqlite_errors
     def record_model_version(
-        self, version: str, file: str, holdout_accuracy: float | None, status: str = "candidate",
+        self,
+        version: str,
+        file: str,
+        holdout_accuracy: float | None,
+        status: str = "candidate",
         details: dict | None = None,
     ) -> None:
         """Record a trained model (``candidate``, ``deployed`` or ``rejected``)."""

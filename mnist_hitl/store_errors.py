@@ -34,8 +34,10 @@ def unwritable(path: Path) -> list[Path]:
 
 
 def read_only(blocked: list[Path]) -> str:
-    return (f"the store is read-only for this user: {', '.join(map(str, blocked))} cannot be written; make"
-            f" {'it' if len(blocked) == 1 else 'them'} writable (chmod u+w), or set MNIST_HITL_HOME to another folder")
+    return (
+        f"the store is read-only for this user: {', '.join(map(str, blocked))} cannot be written; make"
+        f" {'it' if len(blocked) == 1 else 'them'} writable (chmod u+w), or set MNIST_HITL_HOME to another folder"
+    )
 
 
 def explain(path: Path, error: sqlite3.Error) -> str:

@@ -53,12 +53,20 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-INSERT_PREDICTION = ("INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
-                     " latency_ms, source, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_PREDICTION = (
+    "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
+    " latency_ms, source, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-def prediction_row(png: bytes, predicted_label: int, probabilities: Sequence[float], model_version: str,
-                   latency_ms: float, source: str = "app") -> tuple:
+def prediction_row(
+    png: bytes,
+    predicted_label: int,
+    probabilities: Sequence[float],
+    model_version: str,
+    latency_ms: float,
+    source: str = "app",
+) -> tuple:
     """A prediction's row for :data:`INSERT_PREDICTION`, checked; its last value is the picture's hash."""
     probabilities = [float(p) for p in probabilities]
     if len(probabilities) != 10:
@@ -67,8 +75,16 @@ def prediction_row(png: bytes, predicted_label: int, probabilities: Sequence[flo
         raise StoreError(f"predicted label {predicted_label} is outside 0-9")
     if not png:
         raise StoreError("a prediction needs its image")
-    return (utc_now(), png, int(predicted_label), json.dumps(probabilities), model_version, float(latency_ms),
-            source, content_hash(png))
+    return (
+        utc_now(),
+        png,
+        int(predicted_label),
+        json.dumps(probabilities),
+        model_version,
+        float(latency_ms),
+        source,
+        content_hash(png),
+    )
 
 
 def checked_label(label: object, kind: str) -> int:
@@ -86,8 +102,9 @@ def checked_label(label: object, kind: str) -> int:
 
 
 def find_import(connection: sqlite3.Connection, picture_hash: str) -> int | None:
-    row = connection.execute("SELECT id FROM predictions WHERE content_hash = ? AND source = 'import'",
-                             (picture_hash,)).fetchone()
+    row = connection.execute(
+        "SELECT id FROM predictions WHERE content_hash = ? AND source = 'import'", (picture_hash,)
+    ).fetchone()
     return None if row is None else int(row[0])
 
 

@@ -80,10 +80,12 @@ def probability_bars(probabilities: Sequence[float] | None) -> str:
     return f'<div class="hitl-bars">{"".join(rows)}</div>'
 
 
-KEYS_HINT = ('<span class="hitl-keys-hint hitl-keys-on">keys: <b>0</b>-<b>9</b> label &middot; <b>Enter</b> confirm'
-             " &middot; <b>Backspace</b> undo &middot; <b>s</b> skip</span>"
-             '<span class="hitl-keys-hint hitl-keys-off">keys (0-9, Enter, Backspace, s) work while the pointer'
-             " is over the app</span>")
+KEYS_HINT = (
+    '<span class="hitl-keys-hint hitl-keys-on">keys: <b>0</b>-<b>9</b> label &middot; <b>Enter</b> confirm'
+    " &middot; <b>Backspace</b> undo &middot; <b>s</b> skip</span>"
+    '<span class="hitl-keys-hint hitl-keys-off">keys (0-9, Enter, Backspace, s) work while the pointer'
+    " is over the app</span>"
+)
 
 
 def status_line(message: str, data: dict | None = None) -> str:
@@ -97,9 +99,13 @@ def progress_line(labelled: int, left: int | None, accuracy: float | None) -> st
     shown = "&ndash;" if accuracy is None else f"{accuracy:.1%}"
     return status_line(
         f"labelled this session: <b>{labelled}</b> &middot; left in the queue: <b>"
-        f'{"&ndash;" if left is None else left}</b> &middot; the deployed model on people\'s labels: <b>{shown}</b>',
-        {"labelled": labelled, "left": "" if left is None else left,
-         "accuracy": "" if accuracy is None else f"{accuracy:.6f}"})
+        f"{'&ndash;' if left is None else left}</b> &middot; the deployed model on people's labels: <b>{shown}</b>",
+        {
+            "labelled": labelled,
+            "left": "" if left is None else left,
+            "accuracy": "" if accuracy is None else f"{accuracy:.6f}",
+        },
+    )
 
 
 def model_line(version: str | None, previous: str | None = None) -> str:
@@ -107,8 +113,14 @@ def model_line(version: str | None, previous: str | None = None) -> str:
     if version is None:
         return '<span data-version="">no model deployed: run <code>mnist-hitl init</code></span>'
     text = html.escape(version)
-    note = "" if previous is None else (f' <span class="hitl-changed" data-previous="{html.escape(previous)}">'
-                                        f"the model changed (was {html.escape(previous)})</span>")
+    note = (
+        ""
+        if previous is None
+        else (
+            f' <span class="hitl-changed" data-previous="{html.escape(previous)}">'
+            f"the model changed (was {html.escape(previous)})</span>"
+        )
+    )
     return f'<span data-version="{text}">model {text}</span>{note}&nbsp;'
 
 
@@ -120,15 +132,19 @@ def item_line(item, changing: str | None = None, history: Sequence[dict] = ()) -
         history: its labels, oldest first (``Workbench.history``), shown while changing.
     """
     if item is None:
-        return ('<span data-prediction-id="">nothing left to review: draw digits, or add pictures with '
-                "<code>mnist-hitl import</code></span>")
+        return (
+            '<span data-prediction-id="">nothing left to review: draw digits, or add pictures with '
+            "<code>mnist-hitl import</code></span>"
+        )
     notes = [f"#{item.prediction_id}", html.escape(item.source), f"uncertainty {item.uncertainty:.3f}"]
     notes += ["a random pick"] if item.random else []
     notes += [f"<b>changing {html.escape(changing)}</b>"] if changing else []
     steps = [html.escape("undo" if h["label"] is None else f"{h['label']} ({h['kind']})") for h in history]
     notes += [f"labels so far: {' &rarr; '.join(steps)}"] if steps else []
-    return status_line(" &middot; ".join(notes), {"prediction-id": item.prediction_id,
-                                                   "predicted": item.predicted_label, "changing": int(bool(changing))})
+    return status_line(
+        " &middot; ".join(notes),
+        {"prediction-id": item.prediction_id, "predicted": item.predicted_label, "changing": int(bool(changing))},
+    )
 
 
 def top_guesses(probabilities: Sequence[float], count: int = 3) -> str:

@@ -93,8 +93,7 @@ class CappedVoilaHandler(TornadoVoilaHandler):
     @tornado.web.authenticated
     async def get(self, path=None):
         if not path and self.cap.full(self.kernel_manager):  # a path is a file: no kernel
-            self.log.warning("refused a page load: %d pages hold a kernel (MNIST_HITL_APP_MAX_KERNELS)",
-                             self.cap.limit)
+            self.log.warning("refused a page load: %d pages hold a kernel (MNIST_HITL_APP_MAX_KERNELS)", self.cap.limit)
             self.set_status(503)
             self.set_header("Retry-After", "60")
             self.set_header("Cache-Control", "no-store")
@@ -127,8 +126,11 @@ class WrongHostHandler(tornado.web.RequestHandler):
 class VoilaWithMetrics(Voila):
     """Voila with ``/metrics``, answering only to the allowed host names, with a cap on kernel-holding pages."""
 
-    allowed_hosts = Unicode("localhost,127.0.0.1", config=True,
-                            help="comma-separated host names (Host header, without the port) to answer to")
+    allowed_hosts = Unicode(
+        "localhost,127.0.0.1",
+        config=True,
+        help="comma-separated host names (Host header, without the port) to answer to",
+    )
     max_kernels = Integer(0, config=True, help="pages that may hold a kernel at once (0: no limit)")
 
     def init_handlers(self) -> list:

@@ -174,8 +174,10 @@ class Workbench:
         labels = self.store.labels(prediction_id)
         if not labels:
             self.store.get_prediction(prediction_id)  # raises when there is no such prediction
-        return [{"id": label.id, "label": label.label, "kind": label.kind, "created_at": label.created_at}
-                for label in labels]
+        return [
+            {"id": label.id, "label": label.label, "kind": label.kind, "created_at": label.created_at}
+            for label in labels
+        ]
 
     def queue(self, limit: int = 20, strategy: str = "margin", exclude: Collection[int] = ()) -> list[QueueItem]:
         """The unlabelled predictions the deployed model is least sure of, first, with a share drawn at random.

@@ -99,8 +99,12 @@ def redeploy() -> Callable[[Path, str], str]:
         keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
         shutil.copyfile(models_dir / info["keras"], keras_path)
         shutil.copyfile(models_dir / info["tflite"], tflite_path)
-        deploy(get_settings(home=models_dir.parent), SavedModel(version, keras_path, tflite_path),
-               info.get("holdout_accuracy"), {"reason": "redeployed by a test"})
+        deploy(
+            get_settings(home=models_dir.parent),
+            SavedModel(version, keras_path, tflite_path),
+            info.get("holdout_accuracy"),
+            {"reason": "redeployed by a test"},
+        )
         return version
 
     return deploy_copy_as_new_version

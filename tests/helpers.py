@@ -33,8 +33,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
         handle.write(header + array.tobytes())
 
 
-def _cli(settings_or_env: Settings | Mapping[str, str], args: tuple[str, ...],
-         extra_env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
+def _cli(
+    settings_or_env: Settings | Mapping[str, str], args: tuple[str, ...], extra_env: Mapping[str, str] | None
+) -> tuple[list[str], dict[str, str]]:
     """The command line and the environment of ``mnist-hitl ARGS``, run as a user runs it: the console script."""
     if isinstance(settings_or_env, Settings):
         env = {**os.environ, "MNIST_HITL_HOME": str(settings_or_env.home)}
@@ -44,8 +45,14 @@ def _cli(settings_or_env: Settings | Mapping[str, str], args: tuple[str, ...],
     return [str(Path(sys.executable).parent / "mnist-hitl"), *args], env
 
 
-def run_cli(settings_or_env: Settings | Mapping[str, str], *args: str, extra_env: Mapping[str, str] | None = None,
-            timeout: float = 600, check: bool = True, in_process: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    settings_or_env: Settings | Mapping[str, str],
+    *args: str,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    in_process: bool = False,
+) -> subprocess.CompletedProcess:
     """Run ``mnist-hitl ARGS`` to its end and capture its output as text.
 
     Args:
@@ -78,8 +85,12 @@ def _run_in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Co
     return subprocess.CompletedProcess(["mnist-hitl", *args], outcome.exit_code, outcome.stdout, outcome.stderr)
 
 
-def start_cli(settings_or_env: Settings | Mapping[str, str], *args: str, extra_env: Mapping[str, str] | None = None,
-              **popen_options) -> subprocess.Popen:
+def start_cli(
+    settings_or_env: Settings | Mapping[str, str],
+    *args: str,
+    extra_env: Mapping[str, str] | None = None,
+    **popen_options,
+) -> subprocess.Popen:
     """Start ``mnist-hitl ARGS`` (a server, or a command to kill midway) as :func:`run_cli` runs it.
 
     ``popen_options`` go to :class:`subprocess.Popen` (``stdout``, ``start_new_session``, ...).

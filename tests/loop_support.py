@@ -26,12 +26,14 @@ def install_models(settings: Settings, models: Path) -> None:
     shutil.copytree(models, settings.models_dir)
     pointer = json.loads((settings.models_dir / "latest.json").read_text())
     with Store(settings.db_path) as store:
-        store.record_model_version(pointer["version"], pointer["keras"], pointer["holdout_accuracy"], "deployed",
-                                   {"reason": "first model"})
+        store.record_model_version(
+            pointer["version"], pointer["keras"], pointer["holdout_accuracy"], "deployed", {"reason": "first model"}
+        )
 
 
-def draw_and_label(settings: Settings, count: int, seed: int = 0, styled: bool = True,
-                   wrong_labels: bool = False, offset: int = 0) -> dict:
+def draw_and_label(
+    settings: Settings, count: int, seed: int = 0, styled: bool = True, wrong_labels: bool = False, offset: int = 0
+) -> dict:
     """Users draw ``count`` digits in the app's way and label them.
 
     Args:
@@ -64,4 +66,3 @@ def draw_and_label(settings: Settings, count: int, seed: int = 0, styled: bool =
             counts["corrections" if kind == "correct" else "confirmations"] += 1
             counts["versions"].add(result.model_version)
     return counts
-

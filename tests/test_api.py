@@ -60,18 +60,23 @@ def test_predict_label_and_read_back(client: TestClient, home_with_model: Settin
     detail = client.get(f"/predictions/{pid}").json()
     assert detail["source"] == "api" and detail["model_version"] == body["model_version"]
     assert [(entry["label"], entry["kind"]) for entry in detail["labels"]] == [
-        (3, "correct"), (5, "correct"), (5, "confirm")]
+        (3, "correct"),
+        (5, "correct"),
+        (5, "confirm"),
+    ]
     picture = client.get(f"/predictions/{pid}/image")
     assert picture.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(picture.content)).size == (28, 28)
     assert rows(home_with_model, "SELECT source, predicted_label FROM predictions WHERE id = ?", pid) == [
-        ("api", body["predicted_label"])]
+        ("api", body["predicted_label"])
+    ]
     queue = client.get("/queue", params={"limit": 5})
     assert queue.status_code == 200 and {item["prediction_id"] for item in queue.json()} == {pid + 1}
 
 
-def test_reload_answers_the_old_and_the_new_version(client: TestClient, home_with_model: Settings,
-                                                    redeploy: Callable[[Path, str], str]) -> None:
+def test_reload_answers_the_old_and_the_new_version(
+    client: TestClient, home_with_model: Settings, redeploy: Callable[[Path, str], str]
+) -> None:
     first = client.post("/predict", content=digit_png(), headers={"content-type": "image/png"}).json()
     new = redeploy(home_with_model.models_dir, "20991231-000000-000")
     answer = client.post("/reload").json()
@@ -83,8 +88,13 @@ def test_reload_answers_the_old_and_the_new_version(client: TestClient, home_wit
 def test_without_a_model_the_api_is_live_but_not_ready(home: Settings) -> None:
     with TestClient(create_app(home)) as client:
         assert client.get("/health/live").status_code == 200
-        for method, path in (("GET", "/health/ready"), ("GET", "/v2/health/ready"), ("POST", "/reload"),
-                             ("GET", "/v2/models/mnist"), ("GET", "/queue")):
+        for method, path in (
+            ("GET", "/health/ready"),
+            ("GET", "/v2/health/ready"),
+            ("POST", "/reload"),
+            ("GET", "/v2/models/mnist"),
+            ("GET", "/queue"),
+        ):
             answer = client.request(method, path)
             assert answer.status_code == 503 and "no model" in answer.json()["detail"], (path, answer.text)
         answer = client.post("/predict", content=digit_png(), headers={"content-type": "image/png"})
@@ -113,8 +123,12 @@ def test_bad_input_is_a_4xx_with_a_detail_and_stores_nothing(client: TestClient,
         (404, "GET", f"/predictions/{pid + 1}/image", {}),
         (404, "POST", f"/predictions/{pid + 1}/labels", {"json": {"label": 1}}),
         (404, "POST", "/correct", {"json": {"prediction_id": pid + 1, "label": 1}}),
-        (422, "POST", "/v2/models/mnist/infer", {"json": {"inputs": [{"shape": [1, 28, 28], "datatype": "FP32",
-                                                                      "data": [0.0]}]}}),
+        (
+            422,
+            "POST",
+            "/v2/models/mnist/infer",
+            {"json": {"inputs": [{"shape": [1, 28, 28], "datatype": "FP32", "data": [0.0]}]}},
+        ),
     ]
     for status, method, path, request in cases:
         answer = client.request(method, path, **request)
@@ -132,7 +146,8 @@ def test_a_token_guards_the_writing_routes(home_with_model: Settings) -> None:
         assert client.post("/reload").status_code == 401
         good = {"authorization": "Bearer s3cret"}
         pid = client.post("/predict", content=digit_png(), headers={**good, "content-type": "image/png"}).json()[
-            "prediction_id"]
+            "prediction_id"
+        ]
         assert client.post("/correct", json={"prediction_id": pid, "label": 1}).status_code == 401
         assert client.post("/correct", json={"prediction_id": pid, "label": 1}, headers=good).status_code == 201
         assert client.get(f"/predictions/{pid}").status_code == 200  # reading needs no token
@@ -144,8 +159,10 @@ def test_open_inference_protocol_v2(client: TestClient, home_with_model: Setting
     assert client.get("/v2/health/ready").json() == {"ready": True}
     metadata = client.get("/v2/models/mnist").json()
     assert metadata["inputs"][0]["shape"] == [-1, 28, 28]
-    request = {"id": "r1", "inputs": [{"name": "input", "shape": [3, 28, 28], "datatype": "FP32",
-                                       "data": digits.reshape(-1).tolist()}]}
+    request = {
+        "id": "r1",
+        "inputs": [{"name": "input", "shape": [3, 28, 28], "datatype": "FP32", "data": digits.reshape(-1).tolist()}],
+    }
     answer = client.post("/v2/models/mnist/infer", json=request).json()
     output = answer["outputs"][0]
     assert answer["id"] == "r1" and output["shape"] == [3, 10]
@@ -158,8 +175,10 @@ def test_open_inference_protocol_v2(client: TestClient, home_with_model: Setting
 def test_metrics_show_the_api_requests(client: TestClient) -> None:
     client.get("/predictions/1")
     text = client.get("/metrics").text
-    assert 'mnist_hitl_http_request_duration_seconds_count{method="GET",route="/predictions/{prediction_id}",' \
-           'status="404"}' in text
+    assert (
+        'mnist_hitl_http_request_duration_seconds_count{method="GET",route="/predictions/{prediction_id}",'
+        'status="404"}' in text
+    )
 
 
 def test_the_api_never_imports_tensorflow(home_with_model: Settings) -> None:
@@ -176,8 +195,14 @@ def test_the_api_never_imports_tensorflow(home_with_model: Settings) -> None:
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     env = {**os.environ, "MNIST_HITL_HOME": str(home_with_model.home)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False False"
 
@@ -187,11 +212,16 @@ def test_every_operation_keeps_to_its_schema(home_with_model: Settings) -> None:
     client = TestClient(create_app(home_with_model))
     client.post("/predict", content=digit_png(), headers={"content-type": "image/png"})  # an id that exists
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
-    checks = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_schema_conformance,
-              schemathesis.checks.status_code_conformance, schemathesis.checks.content_type_conformance]
+    checks = [
+        schemathesis.checks.not_a_server_error,
+        schemathesis.checks.response_schema_conformance,
+        schemathesis.checks.status_code_conformance,
+        schemathesis.checks.content_type_conformance,
+    ]
     operations = [result.ok() for result in schema.get_all_operations()]
     assert any(operation.path == "/predict" for operation in operations)
     for operation in operations:
+
         @given(case=operation.as_strategy())
         @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case) -> None:
@@ -201,6 +231,7 @@ def test_every_operation_keeps_to_its_schema(home_with_model: Settings) -> None:
 
 
 # the running server --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def running_api(home_with_model: Settings, tmp_path: Path) -> Iterator[str]:
@@ -226,8 +257,9 @@ def running_api(home_with_model: Settings, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_the_running_server_predicts_labels_and_reloads(running_api: str, home_with_model: Settings,
-                                                        redeploy: Callable[[Path, str], str]) -> None:
+def test_the_running_server_predicts_labels_and_reloads(
+    running_api: str, home_with_model: Settings, redeploy: Callable[[Path, str], str]
+) -> None:
     with httpx.Client(base_url=running_api, timeout=30) as http:
         first = http.post("/predict", files={"file": ("d.png", digit_png(), "image/png")}).json()
         pid = first["prediction_id"]
@@ -238,7 +270,9 @@ def test_the_running_server_predicts_labels_and_reloads(running_api: str, home_w
         second = http.post("/predict", content=digit_png(2), headers={"content-type": "image/png"}).json()
     assert second["model_version"] == new
     assert rows(home_with_model, "SELECT id, model_version, source FROM predictions ORDER BY id") == [
-        (pid, first["model_version"], "api"), (second["prediction_id"], new, "api")]
+        (pid, first["model_version"], "api"),
+        (second["prediction_id"], new, "api"),
+    ]
     assert rows(home_with_model, "SELECT prediction_id, label, kind FROM labels") == [(pid, 4, "correct")]
 
 
@@ -274,4 +308,5 @@ def test_concurrent_clients_lose_no_row(running_api: str, home_with_model: Setti
     assert len(expected) == threads * each and len({pid for pid, _ in expected}) == threads * each
     assert sorted(rows(home_with_model, "SELECT prediction_id, label FROM labels")) == expected
     assert sorted(rows(home_with_model, "SELECT id FROM predictions WHERE source = 'api'")) == sorted(
-        (pid,) for pid, _ in expected)
+        (pid,) for pid, _ in expected
+    )

@@ -249,8 +249,9 @@ def test_the_notebook_executes_headless(home_with_model: Settings) -> None:
     NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
-    assert not any(output.output_type in ("error", "stream") and output.get("name") != "stdout"
-                   for output in outputs), outputs
+    assert not any(
+        output.output_type in ("error", "stream") and output.get("name") != "stdout" for output in outputs
+    ), outputs
 
 
 def test_a_broken_new_deployment_leaves_the_page_on_the_model_still_serving(

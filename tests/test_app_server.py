@@ -80,8 +80,9 @@ def test_pages_over_the_cap_get_a_clear_busy_page(home_with_model: Settings, tmp
         assert len(kernels(app)) <= 2 + 1
 
 
-def test_kernels_of_pages_nobody_connects_to_are_shut_down_after_the_idle_time(home_with_model: Settings,
-                                                                                tmp_path: Path):
+def test_kernels_of_pages_nobody_connects_to_are_shut_down_after_the_idle_time(
+    home_with_model: Settings, tmp_path: Path
+):
     settings = home_with_model.replace(app_kernel_idle_seconds=3, app_max_kernels=1)
     with running_app(settings, pool_size=1, log=tmp_path / "voila.log") as app:
         assert get(app.url)[0] == 200  # the page takes the preheated kernel, the pool starts another
@@ -95,10 +96,12 @@ def test_kernels_of_pages_nobody_connects_to_are_shut_down_after_the_idle_time(h
 def test_a_failing_cell_shows_no_traceback_in_the_browser(home_with_model: Settings, tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("print('the app starts')"),
-        nbformat.v4.new_code_cell("raise RuntimeError('internal detail 4711')"),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("print('the app starts')"),
+            nbformat.v4.new_code_cell("raise RuntimeError('internal detail 4711')"),
+        ]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, notebooks / "draw.ipynb")
     settings = home_with_model.replace(notebooks_override=notebooks)

@@ -22,8 +22,15 @@ from mnist_hitl.store import Store
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SEVEN = [(60, 50), (220, 50), (150, 250)]
 ONE = [(130, 40), (150, 30), (150, 250)]
 
@@ -91,8 +98,9 @@ INK_SHOWN = """least => {
 
 
 def shown_prediction_id(page) -> str:
-    return page.eval_on_selector(".hitl-status", "el => el.querySelector('[data-prediction-id]')"
-                                 "?.dataset.predictionId ?? ''")
+    return page.eval_on_selector(
+        ".hitl-status", "el => el.querySelector('[data-prediction-id]')?.dataset.predictionId ?? ''"
+    )
 
 
 def press_predict(page) -> int:
@@ -101,7 +109,9 @@ def press_predict(page) -> int:
     page.click(".hitl-predict")
     page.wait_for_function(
         """before => { const el = document.querySelector('.hitl-status [data-prediction-id]');
-                       return el && el.dataset.predictionId !== before; }""", arg=before)
+                       return el && el.dataset.predictionId !== before; }""",
+        arg=before,
+    )
     return int(shown_prediction_id(page))
 
 
@@ -142,7 +152,8 @@ def test_draw_predict_correct_and_pick_up_a_new_model(page, voila_app: RunningAp
     page.click(".hitl-correct")
     page.wait_for_function(
         "text => document.querySelector('.hitl-status').innerText.includes(text)",
-        arg=f"saved correction: prediction {pid} is a {chosen}")
+        arg=f"saved correction: prediction {pid} is a {chosen}",
+    )
 
     with Store(settings.db_path) as store:
         row = store.get_prediction(pid)

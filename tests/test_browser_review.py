@@ -60,18 +60,22 @@ def open_review(page, app: RunningApp) -> None:
 
 
 def shown(page) -> dict:
-    return page.eval_on_selector(".hitl-review-info [data-prediction-id]",
-                                 "el => ({id: Number(el.dataset.predictionId), predicted: Number(el.dataset.predicted),"
-                                 " changing: el.dataset.changing})")
+    return page.eval_on_selector(
+        ".hitl-review-info [data-prediction-id]",
+        "el => ({id: Number(el.dataset.predictionId), predicted: Number(el.dataset.predicted),"
+        " changing: el.dataset.changing})",
+    )
 
 
 def press(page, key: str, kind: str) -> dict:
     """Press a key; wait until the kernel has acted on it (the status names it); returns the drawing shown then."""
     before = page.inner_html(".hitl-review-status")
     page.keyboard.press(key)
-    page.wait_for_function("([before, kind]) => { const el = document.querySelector('.hitl-review-status');"
-                           " return el.innerHTML !== before && el.querySelector(`[data-kind='${kind}']`); }",
-                           arg=[before, kind])
+    page.wait_for_function(
+        "([before, kind]) => { const el = document.querySelector('.hitl-review-status');"
+        " return el.innerHTML !== before && el.querySelector(`[data-kind='${kind}']`); }",
+        arg=[before, kind],
+    )
     return shown(page)
 
 
@@ -110,8 +114,10 @@ def test_the_review_tab_is_driven_by_the_keyboard(browser, review_app: RunningAp
     assert labels(settings, fourth["id"]) == []
     recent = page.locator(".hitl-review-recent button:visible").all_inner_texts()
     assert [text.strip() for text in recent] == [
-        f"#{first['id']}: {first['predicted']} (confirm)", f"#{third['id']}: {other} (correct)",
-        f"#{second['id']}: {second['predicted']} (confirm)"]
+        f"#{first['id']}: {first['predicted']} (confirm)",
+        f"#{third['id']}: {other} (correct)",
+        f"#{second['id']}: {second['predicted']} (confirm)",
+    ]
     progress = page.eval_on_selector(".hitl-review-progress [data-labelled]", "el => ({...el.dataset})")
     assert progress["labelled"] == "3" and progress["left"] == str(POOL - 3) and progress["accuracy"]
     page.context.close()
@@ -138,9 +144,13 @@ def touch_draw(page, points, steps: int = 8) -> None:
 
 def inside(page, selector: str, width: int) -> list[str]:
     """The elements matching ``selector`` that stick out of [0, width] or are smaller than a finger (40 px)."""
-    return page.eval_on_selector_all(selector, """(els, width) => els.flatMap(el => {
+    return page.eval_on_selector_all(
+        selector,
+        """(els, width) => els.flatMap(el => {
         const r = el.getBoundingClientRect();
-        return r.left < 0 || r.right > width ? [`${el.className} at ${r.left}-${r.right}`] : []; })""", width)
+        return r.left < 0 || r.right > width ? [`${el.className} at ${r.left}-${r.right}`] : []; })""",
+        width,
+    )
 
 
 def test_a_phone_draws_with_a_finger_and_sees_every_control(browser, review_app: RunningApp) -> None:
@@ -157,8 +167,9 @@ def test_a_phone_draws_with_a_finger_and_sees_every_control(browser, review_app:
     assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= width and canvas["width"] >= 280  # whole, unscaled
     assert answer["y"] >= canvas["y"] + canvas["height"] or answer["x"] >= canvas["x"] + canvas["width"]
     right_edge = [canvas["x"] + canvas["width"] - 5, canvas["y"] + canvas["height"] / 2]
-    assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('.hitl-canvas') !== null",
-                         right_edge)  # nothing covers the canvas' right part
+    assert page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).closest('.hitl-canvas') !== null", right_edge
+    )  # nothing covers the canvas' right part
     controls = ".hitl-predict, .hitl-digit, .hitl-correct, .hitl-confirm, .hitl-probabilities .hitl-bar-value"
     assert inside(page, controls, width) == []
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
@@ -174,8 +185,10 @@ def test_a_phone_draws_with_a_finger_and_sees_every_control(browser, review_app:
 
     page.locator(".hitl-tabs .lm-TabBar-tab:has-text('Review')").tap()
     page.wait_for_selector(".hitl-review-info [data-prediction-id]:not([data-prediction-id=''])")
-    review_controls = ".hitl-review-picture, .hitl-review-guesses, .hitl-review-digit, .hitl-review-confirm," \
-                      " .hitl-review-undo, .hitl-review-skip, .hitl-review-train"
+    review_controls = (
+        ".hitl-review-picture, .hitl-review-guesses, .hitl-review-digit, .hitl-review-confirm,"
+        " .hitl-review-undo, .hitl-review-skip, .hitl-review-train"
+    )
     assert inside(page, review_controls, width) == []
     keys = page.eval_on_selector_all(".hitl-review .jupyter-button:visible", SMALLER_SIDES)
     assert keys and min(keys) >= 40

@@ -71,8 +71,9 @@ def test_predict_without_a_model_says_how_to_get_one(home, pictures):
 def test_the_predict_path_never_imports_tensorflow(home_with_model, pictures):
     # Python lists every module it imports, one "import time: ... | name" line each.
     result = run_cli(home_with_model, "predict", str(pictures["small"][0]), extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "mnist_hitl.predictor" in imported
     assert not [name for name in imported if name.split(".")[0] == "tensorflow"]
 

@@ -22,8 +22,14 @@ def compose() -> dict:
 
 def compose_config(**env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    return subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], cwd=ROOT, capture_output=True,
-                          text=True, env={**environment, **env}, timeout=120)
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        timeout=120,
+    )
 
 
 def test_docker_compose_config_passes_and_the_grafana_password_comes_from_the_environment(require_binary):
@@ -77,9 +83,15 @@ def test_python_services_share_one_named_volume_at_mnist_hitl_home_and_have_fixe
 
 def test_ports_match_the_local_stack_and_bind_the_loopback_address():
     defaults = Settings(home=Path("."))
-    expected = {"app": defaults.app_port, "prefect": defaults.prefect_port, "mlflow": defaults.mlflow_port,
-                "lab": defaults.lab_port, "exporter": defaults.metrics_port, "prometheus": defaults.prometheus_port,
-                "grafana": 3000}
+    expected = {
+        "app": defaults.app_port,
+        "prefect": defaults.prefect_port,
+        "mlflow": defaults.mlflow_port,
+        "lab": defaults.lab_port,
+        "exporter": defaults.metrics_port,
+        "prometheus": defaults.prometheus_port,
+        "grafana": 3000,
+    }
     services = compose()["services"]
     published = {name: services[name]["ports"] for name in expected}
     assert published == {name: [f"127.0.0.1:{port}:{port}"] for name, port in expected.items()}
@@ -98,18 +110,24 @@ def test_prometheus_and_grafana_point_at_the_compose_services():
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets["mnist-hitl"] == ["exporter:9108"] and targets["app"] == ["app:8866"]
     assert {"exporter", "app", "prometheus", "grafana"} <= set(services)
-    (source,) = yaml.safe_load(
-        (ROOT / "dashboards/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    (source,) = yaml.safe_load((ROOT / "dashboards/grafana/provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
     assert source["url"] == "http://prometheus:9090"
     provider = yaml.safe_load((ROOT / "dashboards/grafana/provisioning/dashboards/mnist-hitl.yml").read_text())
-    assert "./dashboards/grafana/dashboards:" + provider["providers"][0]["options"]["path"] + ":ro" in \
-        services["grafana"]["volumes"]
+    assert (
+        "./dashboards/grafana/dashboards:" + provider["providers"][0]["options"]["path"] + ":ro"
+        in services["grafana"]["volumes"]
+    )
 
 
 def test_promtool_accepts_the_prometheus_config(require_binary):
     require_binary("promtool", "prometheus")
-    result = subprocess.run(["promtool", "check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["promtool", "check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -121,6 +139,7 @@ def test_services_run_without_telemetry_or_job_runner_and_answer_to_the_names_th
         assert environment.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false", name
         assert environment.get("DO_NOT_TRACK") and environment.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false"
     assert "mnist_hitl.prefect_server" in services["prefect"]["command"]  # Prefect behind the Host check
+
     # the flow reaches Prefect, Prometheus the app, by service name: each allows that name
     def allowed(service: str) -> list[str]:
         return services[service]["environment"]["MNIST_HITL_ALLOWED_HOSTS"].split(",")

@@ -39,8 +39,11 @@ def wait_until(check, process: subprocess.Popen, log: Path, timeout: float = 180
 
 def environment(settings: Settings, **ports: int) -> dict[str, str]:
     """This process's environment without Prefect's or MLflow's own, on the given home and ports."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PREFECT_") and k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREFECT_") and k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")
+    }
     return {**env, "MNIST_HITL_HOME": str(settings.home), **{k: str(v) for k, v in ports.items()}}
 
 

@@ -72,8 +72,12 @@ def test_evidently_report_agrees_with_the_drift_score_and_is_saved(mnist, tmp_pa
     components = drift.PixelComponents.fit(mnist.x_train[:1500])
     reference = mnist.x_train[:1500]
     current = np.stack([to_mnist(p) for p in shifted_style(mnist.x_test[:60], seed=2)])
-    summary = drift.drift_report(drift.image_features(reference, components),
-                                 drift.image_features(current, components), 0.1, tmp_path / "report.html")
+    summary = drift.drift_report(
+        drift.image_features(reference, components),
+        drift.image_features(current, components),
+        0.1,
+        tmp_path / "report.html",
+    )
     assert summary.html_path.stat().st_size > 10_000
     assert summary.per_feature["mean_intensity"] == pytest.approx(drift.intensity_drift(current, reference), rel=1e-6)
     assert "stroke_thickness" in summary.drifted and 0 < summary.share <= 1

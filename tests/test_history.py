@@ -34,12 +34,17 @@ def add_version(settings, source_models: Path, version: str, promote: bool, reas
     from mnist_hitl.learning.model import SavedModel
 
     pointer = json.loads((source_models / "latest.json").read_text())
-    saved = SavedModel(version, settings.models_dir / f"model_{version}.keras",
-                       settings.models_dir / f"model_{version}.tflite")
+    saved = SavedModel(
+        version, settings.models_dir / f"model_{version}.keras", settings.models_dir / f"model_{version}.tflite"
+    )
     shutil.copyfile(source_models / pointer["keras"], saved.keras_path)
     shutil.copyfile(source_models / pointer["tflite"], saved.tflite_path)
-    record = {"cycle_id": f"cycle-{version}", "reasons": reasons, "verdict": "promote" if promote else "reject",
-              "comparison": {"challenger": {"users_heldout": 0.9}, "champion": {"users_heldout": 0.8}}}
+    record = {
+        "cycle_id": f"cycle-{version}",
+        "reasons": reasons,
+        "verdict": "promote" if promote else "reject",
+        "comparison": {"challenger": {"users_heldout": 0.9}, "champion": {"users_heldout": 0.8}},
+    }
     if promote:
         deploy(settings, saved, pointer["holdout_accuracy"], record, reasons=reasons)
     else:
@@ -78,7 +83,8 @@ def test_every_version_is_scored_on_the_users_drawings(home_with_history):
     assert versions.loc[REJECTED, "all_accuracy"] == versions.loc[first, "all_accuracy"]  # the same weights
     heldout = np.array([in_users_holdout(p.id, 0.25) for p, _ in pairs])
     assert versions.loc[PROMOTED, "heldout_accuracy"] == pytest.approx(
-        (past.predicted[PROMOTED].to_numpy()[heldout] == truth[heldout]).mean())
+        (past.predicted[PROMOTED].to_numpy()[heldout] == truth[heldout]).mean()
+    )
 
     per_day = history.labels_per_day(past)
     assert per_day["total"].sum() == 70 and per_day[["confirm", "correct"]].to_numpy().sum() == 70
@@ -91,16 +97,25 @@ def test_every_version_is_scored_on_the_users_drawings(home_with_history):
 
 def test_the_history_notebook_runs_with_its_defaults(home_with_history, tmp_path):
     output = tmp_path / "history.ipynb"
-    papermill.execute_notebook(str(home_with_history.notebooks_dir / "history.ipynb"), str(output),
-                               parameters={"home": str(home_with_history.home)}, kernel_name="python3",
-                               progress_bar=False, cwd=str(tmp_path))
+    papermill.execute_notebook(
+        str(home_with_history.notebooks_dir / "history.ipynb"),
+        str(output),
+        parameters={"home": str(home_with_history.home)},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
     texts, pictures = [], 0
     for cell in nbformat.read(output, as_version=4).cells:
         for shown in cell.get("outputs", []):
             assert shown.get("output_type") != "error", shown
             data = shown.get("data", {})
-            texts += [shown.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", ""),
-                      data.get("text/html", "")]
+            texts += [
+                shown.get("text", ""),
+                data.get("text/plain", ""),
+                data.get("text/markdown", ""),
+                data.get("text/html", ""),
+            ]
             pictures += "image/png" in data
     text = "\n".join(texts)
     assert "**3 model versions** (1 first model, 1 promoted, 1 rejected); **70 labelled drawings**" in text

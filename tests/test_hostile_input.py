@@ -77,6 +77,7 @@ def counts(home: Settings) -> dict[str, int]:
 
 # pictures -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("side", [13000, 20000])  # PIL itself warns from 89 MP and refuses from 179 MP
 def test_a_picture_declaring_too_many_pixels_is_refused_from_its_header(side):
     header_only = png_declaring(side, side, colour_type=6)  # no pixel data: decoding would fail otherwise
@@ -110,8 +111,9 @@ def test_a_file_over_the_size_limit_is_refused_unread(home, tmp_path, monkeypatc
 def test_a_phone_photo_of_a_digit_passes_the_default_limits(tmp_path):
     width, height = 4032, 3024  # 12 megapixels, a phone camera's default
     scale = height / 280
-    ink = render_strokes([[((x * scale) + (width - height) / 2, y * scale) for x, y in SEVEN[0]]],
-                         size=width, width=round(20 * scale))[:height]
+    ink = render_strokes(
+        [[((x * scale) + (width - height) / 2, y * scale) for x, y in SEVEN[0]]], size=width, width=round(20 * scale)
+    )[:height]
     paper = Image.fromarray(255 - ink).convert("RGB")  # dark ink on white paper
     buffer = io.BytesIO()
     paper.save(buffer, format="JPEG", quality=92)
@@ -127,45 +129,59 @@ def test_the_largest_picture_accepted_decodes_in_under_300_mb(tmp_path):
     side = math.isqrt(MAX_PICTURE_PIXELS)
     rgba = np.zeros((side, side, 4), np.uint8)
     rgba[..., :3] = 255
-    rgba[..., 3] = render_strokes([[(x * side / 280, y * side / 280) for x, y in SEVEN[0]]], size=side,
-                                  width=round(20 * side / 280))
+    rgba[..., 3] = render_strokes(
+        [[(x * side / 280, y * side / 280) for x, y in SEVEN[0]]], size=side, width=round(20 * side / 280)
+    )
     path = tmp_path / "largest.png"
     Image.fromarray(rgba).save(path, compress_level=1)
     del rgba
-    probe = ("import sys; from pathlib import Path; from mnist_hitl.preprocess import decode_image, to_mnist\n"
-             "to_mnist(decode_image(Path(sys.argv[1]).read_bytes()))\n"
-             "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])")
-    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120,
-                          check=True)
+    probe = (
+        "import sys; from pathlib import Path; from mnist_hitl.preprocess import decode_image, to_mnist\n"
+        "to_mnist(decode_image(Path(sys.argv[1]).read_bytes()))\n"
+        "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120, check=True
+    )
     peak_mb = int(done.stdout) / 1024
     assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
 
 
 def test_broken_pictures_of_every_kind_are_invalid_image_errors():
     good = encode_png(render_strokes(SEVEN))
-    for data in (good[: len(good) // 2], good[:40], b"GIF89a" + b"\x00" * 20, b"BM" + b"\xff" * 60,
-                 b"%!PS-Adobe-3.0 EPSF-3.0\n", png_declaring(0, 10)):
+    for data in (
+        good[: len(good) // 2],
+        good[:40],
+        b"GIF89a" + b"\x00" * 20,
+        b"BM" + b"\xff" * 60,
+        b"%!PS-Adobe-3.0 EPSF-3.0\n",
+        png_declaring(0, 10),
+    ):
         with pytest.raises(InvalidImageError):
             decode_image(data)
 
 
 # the command line -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("args", "status", "message"), [
-    (["correct", "5", "-1"], 1, "label -1 is outside 0-9"),  # was read as an option
-    (["correct", "12345678901234567890", "3"], 1, "no prediction with id 12345678901234567890"),
-    (["confirm", "99999999999999999999"], 1, "no prediction with id 99999999999999999999"),
-    (["correct", "-5", "3"], 1, "no prediction with id -5"),
-    (["confirm", "0"], 1, "no prediction with id 0"),
-    (["correct", "abc", "3"], 2, "prediction_id"),
-    (["correct", "1"], 2, "Missing argument"),
-    (["frobnicate"], 2, "No such command"),
-    (["predict", "{missing}"], 1, "No such file"),
-    (["predict", "{folder}"], 1, "directory"),
-    (["predict", "{pipe}"], 1, "not a picture file"),  # a named pipe with no writer: refused, not waited on
-    (["predict", "/dev/zero"], 1, "not a picture file"),
-    (["backup", "{folder}"], 1, "is a folder"),
-])
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["correct", "5", "-1"], 1, "label -1 is outside 0-9"),  # was read as an option
+        (["correct", "12345678901234567890", "3"], 1, "no prediction with id 12345678901234567890"),
+        (["confirm", "99999999999999999999"], 1, "no prediction with id 99999999999999999999"),
+        (["correct", "-5", "3"], 1, "no prediction with id -5"),
+        (["confirm", "0"], 1, "no prediction with id 0"),
+        (["correct", "abc", "3"], 2, "prediction_id"),
+        (["correct", "1"], 2, "Missing argument"),
+        (["frobnicate"], 2, "No such command"),
+        (["predict", "{missing}"], 1, "No such file"),
+        (["predict", "{folder}"], 1, "directory"),
+        (["predict", "{pipe}"], 1, "not a picture file"),  # a named pipe with no writer: refused, not waited on
+        (["predict", "/dev/zero"], 1, "not a picture file"),
+        (["backup", "{folder}"], 1, "is a folder"),
+    ],
+)
 def test_bad_command_lines_get_one_line_and_a_status_of_1_or_2(home, tmp_path, args, status, message):
     os.mkfifo(tmp_path / "pipe")
     args = [arg.format(missing=tmp_path / "missing.png", folder=tmp_path, pipe=tmp_path / "pipe") for arg in args]
@@ -177,6 +193,7 @@ def test_bad_command_lines_get_one_line_and_a_status_of_1_or_2(home, tmp_path, a
 
 # every input, at random ---------------------------------------------------------------------------
 
+
 def _png(array: np.ndarray) -> bytes:
     return encode_png(array)
 
@@ -187,8 +204,9 @@ pictures = st.one_of(
     arrays(np.uint8, (28, 28)).map(_png).flatmap(lambda png: st.integers(8, len(png)).map(lambda n: png[:n])),
     st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)).map(lambda size: png_declaring(*size)),
 )
-numbers = st.one_of(st.integers(-3, 12), st.integers(-(2**80), 2**80),
-                    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1]))
+numbers = st.one_of(
+    st.integers(-3, 12), st.integers(-(2**80), 2**80), st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1])
+)
 words = st.from_regex(r"\A-?[0-9A-Za-z_. ]{1,12}\Z").filter(lambda word: not word.startswith("--"))
 ids = st.one_of(st.integers(1, 5).map(str), numbers.map(str), words)  # often one that exists
 digits = st.one_of(st.integers(0, 9).map(str), numbers.map(str), words)
@@ -199,11 +217,16 @@ calls = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(call=calls)
 def test_any_predict_correct_or_confirm_ends_cleanly_and_changes_the_store_only_on_success(
-        home_with_model, tmp_path, call):
+    home_with_model, tmp_path, call
+):
     command, *values = call
     if command == "predict":
         path = tmp_path / f"picture-{zlib.crc32(values[0])}.png"
@@ -219,8 +242,9 @@ def test_any_predict_correct_or_confirm_ends_cleanly_and_changes_the_store_only_
         printed = json.loads(line)
         grown = "predictions" if command == "predict" else "labels"
         assert after[grown] == before[grown] + 1
-        assert {k: v for k, v in after.items() if k != grown and k in ("predictions", "labels")} == \
-            {k: v for k, v in before.items() if k != grown and k in ("predictions", "labels")}
+        assert {k: v for k, v in after.items() if k != grown and k in ("predictions", "labels")} == {
+            k: v for k, v in before.items() if k != grown and k in ("predictions", "labels")
+        }
         assert "prediction_id" in printed
     else:
         one_line_error(result)

@@ -67,8 +67,16 @@ def test_jupyterlab_opens_the_history_notebook_in_a_browser(home, tmp_path):
 
     port = free_port()
     with open(tmp_path / "lab.log", "w") as log:
-        process = start_cli(home, "lab", "--port", str(port), extra_env={"MNIST_HITL_LAB_TOKEN": TOKEN},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = start_cli(
+            home,
+            "lab",
+            "--port",
+            str(port),
+            extra_env={"MNIST_HITL_LAB_TOKEN": TOKEN},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_lab(f"http://127.0.0.1:{port}/api", process)
         with pytest.raises(urllib.error.HTTPError) as refused:  # no token, no notebooks

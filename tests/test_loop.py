@@ -27,6 +27,7 @@ NO_ERRORS = {d: 0 for d in range(10)}
 
 # the decision rule ------------------------------------------------------------------
 
+
 def test_too_few_labels_never_retrain_even_with_drift_and_errors():
     decision = decide(19, 2.0, {**NO_ERRORS, 3: 12}, T)
     assert not decision.retrain
@@ -79,6 +80,7 @@ def test_decision_file_must_be_a_decision(tmp_path):
 
 # watermarks ----------------------------------------------------------------------------
 
+
 def test_watermarks_start_at_zero_and_never_go_back(home):
     with Store(home.db_path) as store:
         assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)
@@ -114,6 +116,7 @@ def test_newest_label_and_window(home):
 
 
 # one cycle at a time -------------------------------------------------------------------
+
 
 def _hold_lock(home: str, ready, release) -> None:
     import os
@@ -159,6 +162,7 @@ def test_the_lock_is_released_when_the_holder_dies(home):
 
 # quiet and failing cycles ------------------------------------------------------------
 
+
 def test_a_cycle_without_new_labels_only_records_that(home):
     first = cycle.run_cycle(settings=home)
     assert first["outcome"] == "no_new_data" and "nothing to do" in first["message"]
@@ -200,10 +204,12 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
 
     broken = tmp_path / "notebooks"
     broken.mkdir()
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("home = None", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("raise RuntimeError('the monitor broke')"),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("home = None", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("raise RuntimeError('the monitor broke')"),
+        ]
+    )
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, broken / "monitor.ipynb")
     add_labels(home, [4] * 3)
@@ -218,8 +224,10 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
 
     client = tracking.client(home)
     runs = client.search_runs([tracking.experiment_id(home)])
-    assert {run.info.run_name: run.info.status for run in runs} == {f"cycle {summary['cycle_id']}": "FAILED",
-                                                                    "monitor": "FAILED"}
+    assert {run.info.run_name: run.info.status for run in runs} == {
+        f"cycle {summary['cycle_id']}": "FAILED",
+        "monitor": "FAILED",
+    }
     (parent,) = [run for run in runs if run.info.run_name.startswith("cycle")]
     assert parent.data.tags[tracking.NOTE_TAG].startswith(f"**Cycle {summary['cycle_id']}: failed**")
     assert "the monitor broke" in parent.data.tags[tracking.NOTE_TAG]  # the run list says why

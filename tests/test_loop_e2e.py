@@ -100,11 +100,21 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     assert parent.data.tags["outcome"] == "promoted" and "drift score" in parent.data.tags["reasons"]
     assert parent.data.params["min_new_labels"] == "20" and parent.data.metrics["promoted"] == 1
     assert monitor.data.metrics["drift_score"] > 0.1 and "error_rate_class_3" in monitor.data.metrics
-    assert {"notebooks/monitor.ipynb", "notebooks/monitor.html", "drift/drift_report.html",
-            "plots/confusion_matrix.png", "decision.json"} <= artifacts(client, monitor.info.run_id)
-    assert {"notebooks/retrain.ipynb", "notebooks/retrain.html", "optuna/optuna_study.sqlite",
-            "optuna/optuna_trials.csv", "plots/optuna_history.png",
-            "plots/accuracy_per_class.png"} <= artifacts(client, retrain.info.run_id)
+    assert {
+        "notebooks/monitor.ipynb",
+        "notebooks/monitor.html",
+        "drift/drift_report.html",
+        "plots/confusion_matrix.png",
+        "decision.json",
+    } <= artifacts(client, monitor.info.run_id)
+    assert {
+        "notebooks/retrain.ipynb",
+        "notebooks/retrain.html",
+        "optuna/optuna_study.sqlite",
+        "optuna/optuna_trials.csv",
+        "plots/optuna_history.png",
+        "plots/accuracy_per_class.png",
+    } <= artifacts(client, retrain.info.run_id)
     # the executed notebooks, readable in MLflow's artifact view, and run descriptions that tell the story
     for run, told in ((monitor, summary["reasons"]), (retrain, summary["verdict_reasons"])):
         page = readable_notebook(client, run.info.run_id, run.info.run_name)
@@ -115,14 +125,21 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     assert all(reason in note["retrain"] for reason in summary["verdict_reasons"])
     assert note[f"cycle {summary['cycle_id']}"].startswith(f"**Cycle {summary['cycle_id']}: promoted ({new})**")
     assert len(client.get_metric_history(retrain.info.run_id, "trial_value")) == 2
-    for name in ("challenger_mnist_holdout", "champion_mnist_holdout", "challenger_users_heldout",
-                 "champion_users_heldout"):
+    for name in (
+        "challenger_mnist_holdout",
+        "champion_mnist_holdout",
+        "challenger_users_heldout",
+        "champion_users_heldout",
+    ):
         assert name in retrain.data.metrics
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    logged = mlflow.search_logged_models(experiment_ids=[tracking.experiment_id(settings)],
-                                         filter_string=f"source_run_id='{retrain.info.run_id}'", output_format="list")
+    logged = mlflow.search_logged_models(
+        experiment_ids=[tracking.experiment_id(settings)],
+        filter_string=f"source_run_id='{retrain.info.run_id}'",
+        output_format="list",
+    )
     assert len(logged) == 1
     champion = tracking.champion(settings)
     assert champion["version"] == new and champion["run_id"] == retrain.info.run_id
@@ -171,8 +188,9 @@ def _kernels_of(home: Path) -> list[int]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "ipykernel_launcher" in " ".join(process.info["cmdline"] or []) \
-                    and process.environ().get("MNIST_HITL_HOME") == str(home):
+            if "ipykernel_launcher" in " ".join(process.info["cmdline"] or []) and process.environ().get(
+                "MNIST_HITL_HOME"
+            ) == str(home):
                 found.append(process.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -191,8 +209,14 @@ def test_a_cycle_killed_while_retraining_leaves_the_deployed_model_serving(home_
     settings = home_quick
     first = deployed_model(settings.models_dir).version
     draw_and_label(settings, 60, seed=13)
-    process = start_cli(settings, "cycle", extra_env={**TINY_RETRAIN, "MNIST_HITL_TRIALS": "30"},
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli(
+        settings,
+        "cycle",
+        extra_env={**TINY_RETRAIN, "MNIST_HITL_TRIALS": "30"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while _completed_trials(settings.home) < 1 and time.monotonic() < deadline and process.poll() is None:

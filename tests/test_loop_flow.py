@@ -40,8 +40,14 @@ def api(url: str, body: dict | None = None) -> dict | list:
 
 
 def test_one_flow_run_without_a_server(home):
-    done = subprocess.run([sys.executable, str(FLOW), "--once"], env=environment(home), capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, str(FLOW), "--once"],
+        env=environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "'outcome': 'no_new_data'" in done.stdout
     log = done.stdout + done.stderr
@@ -51,8 +57,9 @@ def test_one_flow_run_without_a_server(home):
 
 def test_the_schedule_is_served_to_a_local_prefect_server(home):
     port = free_port()
-    env = environment(home, MNIST_HITL_PREFECT_PORT=str(port), MNIST_HITL_CYCLE_MINUTES="60",
-                      PREFECT_RUNNER_POLL_FREQUENCY="2")
+    env = environment(
+        home, MNIST_HITL_PREFECT_PORT=str(port), MNIST_HITL_CYCLE_MINUTES="60", PREFECT_RUNNER_POLL_FREQUENCY="2"
+    )
     base = f"http://127.0.0.1:{port}/api"
     log_path = home.home / "schedule.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +81,13 @@ def test_the_schedule_is_served_to_a_local_prefect_server(home):
         deadline = time.monotonic() + 60
         while not scheduled and time.monotonic() < deadline:
             time.sleep(1)
-            scheduled = api(f"{base}/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}},
-                                                          "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
+            scheduled = api(
+                f"{base}/flow_runs/filter",
+                {
+                    "deployments": {"id": {"any_": [deployment["id"]]}},
+                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                },
+            )
         assert scheduled, "the server's scheduler made no run of the schedule"
 
         # a run of the deployment is picked up by the served flow and runs a cycle

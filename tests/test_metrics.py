@@ -34,8 +34,9 @@ metrics.record_cycle("promoted")
 
 def run_script(settings, script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
-    return subprocess.Popen([sys.executable, script, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, script, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_python(settings, code: str, *args: str) -> subprocess.Popen:
@@ -52,8 +53,9 @@ def finish(*processes: subprocess.Popen) -> None:
 def exporter(home_with_model):
     """``mnist-hitl metrics`` on a free port; yields a function returning the parsed scrape."""
     port = free_port()
-    process = start_cli(home_with_model, "metrics", "--port", str(port), stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+    process = start_cli(
+        home_with_model, "metrics", "--port", str(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
     def scrape() -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -102,12 +104,14 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
     expected = Counter((str(p.predicted_label), p.model_version) for p in predictions)
     served = {
         (dict(labels_)["digit"], dict(labels_)["model_version"]): value
-        for (name, labels_), value in samples.items() if name == "mnist_hitl_predictions_total"
+        for (name, labels_), value in samples.items()
+        if name == "mnist_hitl_predictions_total"
     }
     assert served == expected
     served = {
         (dict(labels_)["kind"], dict(labels_)["digit"]): value
-        for (name, labels_), value in samples.items() if name == "mnist_hitl_labels_total"
+        for (name, labels_), value in samples.items()
+        if name == "mnist_hitl_labels_total"
     }
     assert len(served) == 30  # every kind (confirm, correct, undo) and digit, zeros included
     assert {key: n for key, n in served.items() if n} == Counter((label.kind, str(label.label)) for label in labels)
@@ -127,7 +131,8 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
     version = deployed_model(settings.models_dir).version
     assert values(samples, "mnist_hitl_deployed_model_info", "model_version") == {version: 1}
     assert values(samples, "mnist_hitl_deployed_model_timestamp_seconds") == {
-        (): pytest.approx(metrics.version_timestamp(version))}
+        (): pytest.approx(metrics.version_timestamp(version))
+    }
 
     writers = {path.stem.rsplit("_", 1)[1] for path in settings.metrics_dir.glob("*.db")}
     assert len(writers) >= 4  # two sessions, the flow, the exporter

@@ -45,8 +45,9 @@ def test_predictor_follows_a_new_deployment_and_survives_a_bad_pointer(home_with
     predictor = Predictor(models)
     digit = load_bundled().x_test[0] / 255.0
     assert predictor.predict(digit)[1] == deployed.version
-    copy = SavedModel("20990101-000000-000", models / "model_20990101-000000-000.keras",
-                      models / "model_20990101-000000-000.tflite")
+    copy = SavedModel(
+        "20990101-000000-000", models / "model_20990101-000000-000.keras", models / "model_20990101-000000-000.tflite"
+    )
     shutil.copyfile(keras_path, copy.keras_path)
     shutil.copyfile(deployed.tflite_path, copy.tflite_path)
     deploy(home_with_model, copy, 0.5, {"reason": "test"})

@@ -63,9 +63,18 @@ def _deploy_copy(settings: Settings, source: Deployed, version: str) -> SavedMod
 def _point_at(models: Path, version: str, export: bytes) -> None:
     """Write an export as ``deploy`` would, its checksum included, bypassing deploy's check that it loads."""
     (models / f"model_{version}.tflite").write_bytes(export)
-    atomic_write(models / DEPLOYED_POINTER, json.dumps({
-        "version": version, "keras": f"model_{version}.keras", "tflite": f"model_{version}.tflite",
-        "tflite_sha256": hashlib.sha256(export).hexdigest(), "holdout_accuracy": 0.5}).encode())
+    atomic_write(
+        models / DEPLOYED_POINTER,
+        json.dumps(
+            {
+                "version": version,
+                "keras": f"model_{version}.keras",
+                "tflite": f"model_{version}.tflite",
+                "tflite_sha256": hashlib.sha256(export).hexdigest(),
+                "holdout_accuracy": 0.5,
+            }
+        ).encode(),
+    )
 
 
 def _zero_bytes(path: Path, count: int = 1000) -> None:
@@ -80,15 +89,20 @@ def _other_input_export(tmp_path: Path) -> bytes:
     from mnist_hitl.learning.model import export_tflite, keras_module
 
     keras = keras_module()
-    network = keras.Sequential([keras.Input((14, 14, 1)), keras.layers.Flatten(),
-                                keras.layers.Dense(10, activation="softmax")])
+    network = keras.Sequential(
+        [keras.Input((14, 14, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
     return export_tflite(network, tmp_path / "other_input.tflite").read_bytes()
 
 
 def _load_failures(settings: Settings) -> dict[str, float]:
     registry = metrics.exporter_registry(settings)
-    return {sample.labels["reason"]: sample.value for family in registry.collect()
-            for sample in family.samples if sample.name == "mnist_hitl_model_load_failures_total"}
+    return {
+        sample.labels["reason"]: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "mnist_hitl_model_load_failures_total"
+    }
 
 
 def _breakage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -96,13 +110,18 @@ def _breakage_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.mark.parametrize("damage", ["same-size garbage", "truncation"])
-def test_rewriting_the_deployed_export_in_place_does_not_kill_a_running_predictor(home_with_model, tmp_path, digit,
-                                                                                  damage):
+def test_rewriting_the_deployed_export_in_place_does_not_kill_a_running_predictor(
+    home_with_model, tmp_path, digit, damage
+):
     export = deployed_model(home_with_model.models_dir).tflite_path
     np.save(tmp_path / "digit.npy", digit)
-    process = subprocess.Popen([sys.executable, "-c", PREDICTOR_PROCESS, str(home_with_model.models_dir),
-                                str(tmp_path / "digit.npy")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PREDICTOR_PROCESS, str(home_with_model.models_dir), str(tmp_path / "digit.npy")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout.readline().strip() == "ready", process.stderr.read()
         if damage == "truncation":
@@ -119,10 +138,12 @@ def test_rewriting_the_deployed_export_in_place_does_not_kill_a_running_predicto
     assert out.split() == ["predicted", "predicted"]
 
 
-@pytest.mark.parametrize("reason", ["missing_export", "checksum_mismatch", "unloadable", "wrong_input_shape",
-                                    "bad_pointer"])
-def test_a_broken_new_deployment_leaves_the_running_predictor_serving_its_model(home_with_model, tmp_path, digit,
-                                                                                 caplog, reason):
+@pytest.mark.parametrize(
+    "reason", ["missing_export", "checksum_mismatch", "unloadable", "wrong_input_shape", "bad_pointer"]
+)
+def test_a_broken_new_deployment_leaves_the_running_predictor_serving_its_model(
+    home_with_model, tmp_path, digit, caplog, reason
+):
     models = home_with_model.models_dir
     good = deployed_model(models)
     predictor = Predictor(models)

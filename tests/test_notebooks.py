@@ -23,8 +23,13 @@ def outputs(notebook) -> str:
 
 def test_explore_notebook_reads_the_deployed_model_and_draws(home_with_model, tmp_path):
     output = tmp_path / "explore.ipynb"
-    papermill.execute_notebook(str(resource("notebooks") / "explore.ipynb"), str(output),
-                               parameters={"n_examples": 10}, kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(resource("notebooks") / "explore.ipynb"),
+        str(output),
+        parameters={"n_examples": 10},
+        kernel_name="python3",
+        progress_bar=False,
+    )
     executed = nbformat.read(output, as_version=4)
     printed = outputs(executed)
     version = deployed_model(home_with_model.models_dir).version

@@ -43,11 +43,33 @@ def printed(path) -> str:
 
 def test_the_notebooks_declare_their_parameters(home):
     assert declared("monitor.ipynb", home) >= {
-        "home", "tracking_uri", "mlflow_run_id", "cycle_id", "since_label_id", "through_label_id",
-        "min_new_labels", "drift_threshold", "fail_threshold", "output_dir", "decision_path"}
+        "home",
+        "tracking_uri",
+        "mlflow_run_id",
+        "cycle_id",
+        "since_label_id",
+        "through_label_id",
+        "min_new_labels",
+        "drift_threshold",
+        "fail_threshold",
+        "output_dir",
+        "decision_path",
+    }
     assert declared("retrain.ipynb", home) >= {
-        "home", "tracking_uri", "mlflow_run_id", "cycle_id", "through_label_id", "n_trials", "epochs_per_trial",
-        "final_epochs", "oversample", "users_holdout_fraction", "max_holdout_drop", "output_dir", "result_path"}
+        "home",
+        "tracking_uri",
+        "mlflow_run_id",
+        "cycle_id",
+        "through_label_id",
+        "n_trials",
+        "epochs_per_trial",
+        "final_epochs",
+        "oversample",
+        "users_holdout_fraction",
+        "max_holdout_drop",
+        "output_dir",
+        "result_path",
+    }
     assert declared("history.ipynb", home) >= {"home", "tracking_uri", "users_holdout_fraction", "min_change"}
     assert "home" in declared("explore.ipynb", home)
 
@@ -61,10 +83,13 @@ def home_drawn(home, quick_models):
 
 def test_monitor_notebook_by_hand(home_drawn, tmp_path):
     out = tmp_path / "monitor"
-    papermill.execute_notebook(str(home_drawn.notebooks_dir / "monitor.ipynb"), str(tmp_path / "monitor.ipynb"),
-                               parameters={"home": str(home_drawn.home), "output_dir": str(out),
-                                           "reference_size": 300, "min_new_labels": 10},
-                               kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(home_drawn.notebooks_dir / "monitor.ipynb"),
+        str(tmp_path / "monitor.ipynb"),
+        parameters={"home": str(home_drawn.home), "output_dir": str(out), "reference_size": 300, "min_new_labels": 10},
+        kernel_name="python3",
+        progress_bar=False,
+    )
     decision = json.loads((out / "decision.json").read_text())
     assert decision["new_labels"] == 40 and decision["since_label_id"] == 0 and decision["through_label_id"] == 40
     assert decision["retrain"] is True and decision["thresholds"]["min_new_labels"] == 10
@@ -76,9 +101,13 @@ def test_monitor_notebook_by_hand(home_drawn, tmp_path):
 
 def test_monitor_notebook_with_no_labels(home, tmp_path):
     out = tmp_path / "monitor"
-    papermill.execute_notebook(str(home.notebooks_dir / "monitor.ipynb"), str(tmp_path / "monitor.ipynb"),
-                               parameters={"home": str(home.home), "output_dir": str(out), "reference_size": 200},
-                               kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(home.notebooks_dir / "monitor.ipynb"),
+        str(tmp_path / "monitor.ipynb"),
+        parameters={"home": str(home.home), "output_dir": str(out), "reference_size": 200},
+        kernel_name="python3",
+        progress_bar=False,
+    )
     decision = json.loads((out / "decision.json").read_text())
     assert decision["retrain"] is False and decision["new_labels"] == 0 and decision["drift_score"] is None
 
@@ -86,13 +115,20 @@ def test_monitor_notebook_with_no_labels(home, tmp_path):
 def by_hand(settings, name: str, tmp_path):
     """Execute a notebook as a person does in JupyterLab: every parameter at its default but the home."""
     output = tmp_path / name
-    papermill.execute_notebook(str(settings.notebooks_dir / name), str(output), parameters={"home": str(settings.home)},
-                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    papermill.execute_notebook(
+        str(settings.notebooks_dir / name),
+        str(output),
+        parameters={"home": str(settings.home)},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
     return output
 
 
-def test_every_notebook_runs_by_hand_with_its_defaults_and_a_retraining_by_hand_is_a_dry_run(home_drawn, tmp_path,
-                                                                                          monkeypatch):
+def test_every_notebook_runs_by_hand_with_its_defaults_and_a_retraining_by_hand_is_a_dry_run(
+    home_drawn, tmp_path, monkeypatch
+):
     # A hand run takes the retraining's sizes from the settings, as the cycle does: a tiny search here.
     monkeypatch.setenv("MNIST_HITL_TRIALS", "1")
     monkeypatch.setenv("MNIST_HITL_FINAL_EPOCHS", "1")

@@ -35,8 +35,9 @@ def save(path: Path, digit: np.ndarray, scale: int = 1, kind: str = "PNG") -> Pa
 
 def imported_rows(settings) -> list[tuple]:
     with sqlite3.connect(settings.db_path) as connection:
-        return connection.execute("SELECT id, png, content_hash, source, probabilities FROM predictions"
-                                  " ORDER BY id").fetchall()
+        return connection.execute(
+            "SELECT id, png, content_hash, source, probabilities FROM predictions ORDER BY id"
+        ).fetchall()
 
 
 def assert_whole(rows: list[tuple]) -> None:
@@ -87,8 +88,7 @@ def test_the_same_picture_twice_is_stored_once(home_with_model, digits, tmp_path
     assert [row[3] for row in imported_rows(home_with_model)] == ["import", "app"]
 
 
-def test_unreadable_files_are_skipped_with_the_reason_and_nothing_of_them_is_stored(home_with_model, digits,
-                                                                                     tmp_path):
+def test_unreadable_files_are_skipped_with_the_reason_and_nothing_of_them_is_stored(home_with_model, digits, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     blank = save(tmp_path / "blank.png", np.zeros((28, 28), np.uint8))
@@ -117,8 +117,12 @@ def test_the_cli_prints_a_line_per_picture_counts_and_a_progress_bar(home_with_m
     assert "62/62" in done.stderr  # tqdm's bar, more than 50 pictures
     small = run_cli(home_with_model, "import", str(tmp_path / "many" / "01.png"))
     assert "duplicate_of" in small.stdout and "%|" not in small.stderr
-    no_model = run_cli({**os.environ, "MNIST_HITL_HOME": str(tmp_path / "empty")}, "import",
-                       str(tmp_path / "many" / "02.png"), check=False)
+    no_model = run_cli(
+        {**os.environ, "MNIST_HITL_HOME": str(tmp_path / "empty")},
+        "import",
+        str(tmp_path / "many" / "02.png"),
+        check=False,
+    )
     assert no_model.returncode == 1 and "mnist-hitl init" in no_model.stderr and "Traceback" not in no_model.stderr
 
 
@@ -126,8 +130,9 @@ def test_an_import_killed_midway_leaves_only_whole_pictures(home_with_model, dig
     folder = tmp_path / "pile"
     for i in range(400):
         save(folder / f"{i:03d}.png", digits[i], scale=8)
-    process = start_cli(home_with_model, "import", str(folder), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                        text=True)
+    process = start_cli(
+        home_with_model, "import", str(folder), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     printed = [json.loads(process.stdout.readline()) for _ in range(40)]
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)

@@ -47,8 +47,15 @@ def prefect_server(home: Settings, tmp_path) -> Iterator[str]:
     settings.prefect_home.mkdir(parents=True)
     command = parse_procfile(resource("Procfile").read_text()).processes["prefect"]
     with open(tmp_path / "prefect.log", "w") as log:
-        server = subprocess.Popen(command, shell=True, env=stack_environment(settings), cwd=settings.home,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command,
+            shell=True,
+            env=stack_environment(settings),
+            cwd=settings.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{settings.prefect_port}"
     try:
         assert wait_for(f"{base}/api/health", timeout=120), (tmp_path / "prefect.log").read_text()[-3000:]
@@ -70,15 +77,19 @@ def test_a_request_naming_another_host_is_refused(prefect_server: str):
 
 
 def test_another_origin_may_not_read_or_send_cross_origin(prefect_server: str):
-    preflight = {"Origin": EVIL, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"}
+    preflight = {
+        "Origin": EVIL,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
     status, headers, _ = request(f"{prefect_server}/api/flows/filter", "OPTIONS", preflight)
     assert status >= 400 and headers.get("access-control-allow-origin") not in (EVIL, "*")
     status, headers, _ = request(f"{prefect_server}/api/health", headers={"Origin": EVIL})
     assert status == 200 and headers.get("access-control-allow-origin") is None  # the page cannot read it
     # the server's own origin (its UI) may
-    status, headers, _ = request(f"{prefect_server}/api/flows/filter", "OPTIONS", {**preflight,
-                                                                                  "Origin": prefect_server})
+    status, headers, _ = request(
+        f"{prefect_server}/api/flows/filter", "OPTIONS", {**preflight, "Origin": prefect_server}
+    )
     assert status == 200 and headers.get("access-control-allow-origin") == prefect_server
 
 

@@ -95,8 +95,9 @@ def processes():
 
 
 @pytest.mark.slow
-def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(home_with_model, processes, tmp_path,
-                                                                               require_binary):
+def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(
+    home_with_model, processes, tmp_path, require_binary
+):
     require_binary("prometheus", "prometheus")
     settings = home_with_model.replace(app_port=free_port(), metrics_port=free_port(), prometheus_port=free_port())
     env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
@@ -106,14 +107,26 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(h
     def log_file(name: str):
         return open(logs / f"{name}.log", "w")
 
-    processes.append(start_cli(env, "metrics", "--port", str(settings.metrics_port), stdout=log_file("exporter"),
-                               stderr=subprocess.STDOUT))
+    processes.append(
+        start_cli(
+            env, "metrics", "--port", str(settings.metrics_port), stdout=log_file("exporter"), stderr=subprocess.STDOUT
+        )
+    )
     config = tmp_path / "prometheus.yml"
     config.write_text(prometheus_config(settings, scrape_interval="1s"))
-    processes.append(subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}"], env=env, stdout=log_file("prometheus"),
-        stderr=subprocess.STDOUT))
+    processes.append(
+        subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+            ],
+            env=env,
+            stdout=log_file("prometheus"),
+            stderr=subprocess.STDOUT,
+        )
+    )
     api = f"http://127.0.0.1:{settings.prometheus_port}/api/v1"
 
     def query(expression: str) -> list:
@@ -131,17 +144,27 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(h
             wait_until(targets_up, 120, "Prometheus to scrape the exporter, the app and itself")
             expected = 0
             for count in (8, 6):  # two rounds, so every counter is seen before it grows
-                worker = subprocess.run([sys.executable, USER_SESSION, str(expected), str(count)], env=env,
-                                        capture_output=True, text=True, timeout=180)
+                worker = subprocess.run(
+                    [sys.executable, USER_SESSION, str(expected), str(count)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=180,
+                )
                 assert worker.returncode == 0, worker.stderr
-                flow = subprocess.run([sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True,
-                                      timeout=60)
+                flow = subprocess.run(
+                    [sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True, timeout=60
+                )
                 assert flow.returncode == 0, flow.stderr
                 assert get(f"http://127.0.0.1:{settings.app_port}/", timeout=60)  # a page view
                 expected += count
-                wait_until(lambda total=expected: [r for r in query("sum(mnist_hitl_predictions_total)")
-                                                   if float(r["value"][1]) == total],
-                           30, f"{expected} predictions in Prometheus")
+                wait_until(
+                    lambda total=expected: [
+                        r for r in query("sum(mnist_hitl_predictions_total)") if float(r["value"][1]) == total
+                    ],
+                    30,
+                    f"{expected} predictions in Prometheus",
+                )
 
             empty = []
             for title, expression in dashboard_queries():

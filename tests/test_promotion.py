@@ -13,13 +13,22 @@ from mnist_hitl.predictor import DEPLOYED_POINTER
 from mnist_hitl.store import Store
 
 
-def comparison(challenger_mnist: float, champion_mnist: float, challenger_users: float | None,
-               champion_users: float | None, only_champion: int = 0, only_challenger: int = 0) -> Comparison:
+def comparison(
+    challenger_mnist: float,
+    champion_mnist: float,
+    challenger_users: float | None,
+    champion_users: float | None,
+    only_champion: int = 0,
+    only_challenger: int = 0,
+) -> Comparison:
     nan = float("nan")
     return Comparison(
         Scores(challenger_mnist, nan if challenger_users is None else challenger_users),
         Scores(champion_mnist, nan if champion_users is None else champion_users),
-        1000, 0 if challenger_users is None else 75, only_champion, only_challenger,
+        1000,
+        0 if challenger_users is None else 75,
+        only_champion,
+        only_challenger,
     )
 
 
@@ -87,8 +96,9 @@ def test_users_holdout_slice_is_stable_and_about_the_fraction():
 def test_reconcile_trusts_the_deployed_pointer(home):
     models = home.models_dir
     models.mkdir(parents=True)
-    (models / DEPLOYED_POINTER).write_text(json.dumps({"version": "v2", "keras": "model_v2.keras",
-                                                       "tflite": "model_v2.tflite"}))
+    (models / DEPLOYED_POINTER).write_text(
+        json.dumps({"version": "v2", "keras": "model_v2.keras", "tflite": "model_v2.tflite"})
+    )
     (models / ".model_v3.partial.keras").write_bytes(b"half")
     with Store(home.db_path) as store:
         store.record_model_version("v1", "model_v1.keras", 0.98, "deployed")

@@ -45,23 +45,25 @@ def hand_built(home_with_model, digits):
     """Six predictions by the deployed model with known margins; returns (settings, ids by name)."""
     version = deployed_model(home_with_model.models_dir).version
     cases = {  # name: probabilities (margin uncertainty = 1 - (p1 - p2))
-        "sure": sure_of(1, 0.99),               # 0.0...
-        "torn": between(3, 5, 0.45, 0.44),      # 0.99
-        "unsure": between(4, 9, 0.6, 0.3),      # 0.7
-        "leaning": between(7, 1, 0.8, 0.1),     # 0.3
-        "labelled": between(2, 8, 0.5, 0.49),   # 0.99, but labelled: never queued
-        "fairly": between(0, 6, 0.7, 0.25),     # 0.55
+        "sure": sure_of(1, 0.99),  # 0.0...
+        "torn": between(3, 5, 0.45, 0.44),  # 0.99
+        "unsure": between(4, 9, 0.6, 0.3),  # 0.7
+        "leaning": between(7, 1, 0.8, 0.1),  # 0.3
+        "labelled": between(2, 8, 0.5, 0.49),  # 0.99, but labelled: never queued
+        "fairly": between(0, 6, 0.7, 0.25),  # 0.55
     }
     ids = {}
     with Store(home_with_model.db_path) as store:
         for i, (name, probabilities) in enumerate(cases.items()):
-            ids[name] = store.record_prediction(encode_png(digits[0][i]), int(np.argmax(probabilities)),
-                                                probabilities, version, 1.0, source="import")
+            ids[name] = store.record_prediction(
+                encode_png(digits[0][i]), int(np.argmax(probabilities)), probabilities, version, 1.0, source="import"
+            )
         store.add_label(ids["labelled"], 2, "confirm")
     return home_with_model.replace(queue_random_share=0.0), ids
 
 
 # the order, as pure functions ------------------------------------------------------------------
+
 
 def test_margin_and_entropy_rank_the_torn_drawing_least_sure():
     rows = np.array([sure_of(1, 0.99), between(3, 5, 0.45, 0.44), sure_of(2, 0.1)])
@@ -90,19 +92,28 @@ def test_queue_order_puts_a_random_share_from_the_rest_spread_through_it():
 
 # the workbench's queue ------------------------------------------------------------------------------
 
+
 def test_the_least_sure_come_first_and_labelled_ones_never(hand_built):
     settings, ids = hand_built
     with Workbench(settings) as bench:
         queue = bench.queue(limit=10)
-        assert [item.prediction_id for item in queue] == [ids[n] for n in ("torn", "unsure", "fairly", "leaning",
-                                                                           "sure")]
+        assert [item.prediction_id for item in queue] == [
+            ids[n] for n in ("torn", "unsure", "fairly", "leaning", "sure")
+        ]
         first = queue[0]
         assert first.uncertainty == pytest.approx(0.99) and first.predicted_label == 3
         assert first.probabilities == pytest.approx(between(3, 5, 0.45, 0.44), abs=1e-6)
         assert first.model_version == deployed_model(settings.models_dir).version
         assert first.source == "import" and first.png.startswith(b"\x89PNG") and not first.random
-        assert set(first.as_json()) == {"prediction_id", "predicted_label", "probabilities", "uncertainty",
-                                        "model_version", "source", "random"}
+        assert set(first.as_json()) == {
+            "prediction_id",
+            "predicted_label",
+            "probabilities",
+            "uncertainty",
+            "model_version",
+            "source",
+            "random",
+        }
         assert [item.prediction_id for item in bench.queue(limit=2)] == [ids["torn"], ids["unsure"]]
         skipped = bench.queue(limit=2, exclude={ids["torn"]})
         assert [item.prediction_id for item in skipped] == [ids["unsure"], ids["fairly"]]
@@ -165,6 +176,7 @@ def test_the_app_can_fetch_the_queue_on_one_thread_while_it_labels_on_another(ha
 
     settings, ids = hand_built
     with Workbench(settings) as bench, ThreadPoolExecutor(2) as pool:
+
         def label_and_undo():
             for _ in range(20):
                 bench.label(ids["sure"], 1, "confirm")
@@ -180,6 +192,7 @@ def test_the_app_can_fetch_the_queue_on_one_thread_while_it_labels_on_another(ha
 
 
 # doubtful labels and the accuracy on the users' labels -------------------------------------------
+
 
 def test_labels_a_confident_model_contradicts_are_doubtful(hand_built):
     settings, ids = hand_built
@@ -211,6 +224,7 @@ def test_labelled_accuracy_counts_the_latest_labels_only(hand_built):
 
 # history and undo, append-only ------------------------------------------------------------------------
 
+
 def test_history_and_undo_only_ever_append_rows(hand_built):
     settings, ids = hand_built
     pid = ids["torn"]
@@ -228,17 +242,26 @@ def test_history_and_undo_only_ever_append_rows(hand_built):
             bench.store.add_label(pid, 3, "undo")
         bench.label(pid, 5, "correct")
         history = bench.history(pid)
-        assert [(h["label"], h["kind"]) for h in history] == [(3, "confirm"), (5, "correct"), (None, "undo"),
-                                                              (5, "correct")]
+        assert [(h["label"], h["kind"]) for h in history] == [
+            (3, "confirm"),
+            (5, "correct"),
+            (None, "undo"),
+            (5, "correct"),
+        ]
         assert history[2]["id"] == undo_id and [h["id"] for h in history] == sorted(h["id"] for h in history)
         assert bench.history(ids["sure"]) == []
     with sqlite3.connect(settings.db_path) as connection:
-        rows = connection.execute("SELECT id, label, kind, created_at FROM labels WHERE prediction_id = ?"
-                                  " ORDER BY id", (pid,)).fetchall()
+        rows = connection.execute(
+            "SELECT id, label, kind, created_at FROM labels WHERE prediction_id = ? ORDER BY id", (pid,)
+        ).fetchall()
         assert rows == [(h["id"], h["label"], h["kind"], h["created_at"]) for h in history]
         insert = "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (1, {}, '{}', 'x')"
-        for statement in ("UPDATE labels SET label = 3", "DELETE FROM labels", insert.format(4, "undo"),
-                          insert.format("NULL", "correct")):
+        for statement in (
+            "UPDATE labels SET label = 3",
+            "DELETE FROM labels",
+            insert.format(4, "undo"),
+            insert.format("NULL", "correct"),
+        ):
             with pytest.raises(sqlite3.IntegrityError):
                 connection.execute(statement)
 
@@ -254,10 +277,12 @@ def test_the_cli_prints_the_queue_history_and_undo_as_json_lines(hand_built):
     assert undone["kind"] == "undo" and undone["prediction_id"] == ids["torn"]
     history = [json.loads(line) for line in run_cli(settings, "history", str(ids["torn"])).stdout.splitlines()]
     assert [(h["label"], h["kind"]) for h in history] == [(5, "correct"), (None, "undo")]
-    for args, status, message in ((["undo", str(ids["torn"])], 1, "no label to undo"),
-                                  (["history", "999"], 1, "no prediction with id 999"),
-                                  (["queue", "--strategy", "loss"], 2, "not one of margin, entropy, doubtful"),
-                                  (["queue", "--limit", "-1"], 2, "limit")):
+    for args, status, message in (
+        (["undo", str(ids["torn"])], 1, "no label to undo"),
+        (["history", "999"], 1, "no prediction with id 999"),
+        (["queue", "--strategy", "loss"], 2, "not one of margin, entropy, doubtful"),
+        (["queue", "--limit", "-1"], 2, "limit"),
+    ):
         done = run_cli(settings, *args, check=False)
         assert done.returncode == status and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -270,6 +295,7 @@ def test_the_queue_without_a_deployed_model_is_refused_in_one_line(home):
 
 # schema 3 ----------------------------------------------------------------------------------------------
 
+
 def test_a_version_2_store_migrates_to_3_keeping_every_row_and_rule(tmp_path):
     path = tmp_path / "store.sqlite"
     with sqlite3.connect(path) as old:
@@ -278,11 +304,15 @@ def test_a_version_2_store_migrates_to_3_keeping_every_row_and_rule(tmp_path):
                 old.execute(statement)
         old.execute("PRAGMA user_version = 2")
         for i in (1, 2):
-            old.execute("INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
-                        " latency_ms, source) VALUES ('2026-01-01', ?, 3, ?, 'v1', 1.0, 'app')",
-                        (f"png {i}".encode(), json.dumps(sure_of(3, 0.9))))
-        old.executemany("INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, ?, ?, '2026-01-02')",
-                        [(1, 3, "confirm"), (1, 5, "correct"), (2, 3, "confirm")])
+            old.execute(
+                "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
+                " latency_ms, source) VALUES ('2026-01-01', ?, 3, ?, 'v1', 1.0, 'app')",
+                (f"png {i}".encode(), json.dumps(sure_of(3, 0.9))),
+            )
+        old.executemany(
+            "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, ?, ?, '2026-01-02')",
+            [(1, 3, "confirm"), (1, 5, "correct"), (2, 3, "confirm")],
+        )
     old.close()
     with sqlite3.connect(path) as before:
         labels_before = before.execute("SELECT * FROM labels ORDER BY id").fetchall()
@@ -297,16 +327,27 @@ def test_a_version_2_store_migrates_to_3_keeping_every_row_and_rule(tmp_path):
         assert after.execute("SELECT * FROM labels WHERE id <= 3 ORDER BY id").fetchall() == labels_before
         hashes = after.execute("SELECT png, content_hash FROM predictions ORDER BY id").fetchall()
         assert [h for _, h in hashes] == [hashlib.sha256(png).hexdigest() for png, _ in hashes]
-        for statement in ("UPDATE predictions SET content_hash = 'x'", "DELETE FROM predictions WHERE id = 2",
-                          "UPDATE labels SET label = 1", "DELETE FROM labels WHERE id = 1",
-                          "INSERT OR REPLACE INTO labels (id, prediction_id, label, kind, created_at)"
-                          " VALUES (1, 1, 7, 'correct', 'x')",
-                          "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (99, 1, 'confirm', 'x')"):
+        for statement in (
+            "UPDATE predictions SET content_hash = 'x'",
+            "DELETE FROM predictions WHERE id = 2",
+            "UPDATE labels SET label = 1",
+            "DELETE FROM labels WHERE id = 1",
+            "INSERT OR REPLACE INTO labels (id, prediction_id, label, kind, created_at)"
+            " VALUES (1, 1, 7, 'correct', 'x')",
+            "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (99, 1, 'confirm', 'x')",
+        ):
             with pytest.raises(sqlite3.IntegrityError):
                 after.execute(statement)
         names = {row[0] for row in after.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'index')")}
-        assert {"labels_no_update", "labels_no_delete", "labels_no_replace", "labels_positive_id",
-                "labels_need_a_prediction", "predictions_no_update", "predictions_import_hash"} <= names
+        assert {
+            "labels_no_update",
+            "labels_no_delete",
+            "labels_no_replace",
+            "labels_positive_id",
+            "labels_need_a_prediction",
+            "predictions_no_update",
+            "predictions_import_hash",
+        } <= names
 
 
 def test_retraining_and_monitoring_read_the_latest_label_and_skip_undone_ones(home, digits):
@@ -320,5 +361,10 @@ def test_retraining_and_monitoring_read_the_latest_label_and_skip_undone_ones(ho
         assert user_labels(store).prediction_ids.tolist() == [ids[0]]
         store.add_label(ids[1], 7, "correct")
         assert user_labels(store).y.tolist() == [4, 7]
-        assert store.counts() == {"predictions": 2, "labels": 4, "confirmations": 1, "corrections": 2,
-                                  "labelled_predictions": 2}
+        assert store.counts() == {
+            "predictions": 2,
+            "labels": 4,
+            "confirmations": 1,
+            "corrections": 2,
+            "labelled_predictions": 2,
+        }

@@ -74,7 +74,8 @@ def test_digit_keys_label_the_drawing_and_show_the_next(view: ReviewView, home_w
     assert [b.description for b in view.recent_buttons[:3]] == [
         f"#{third.prediction_id}: {third.predicted_label} (confirm)",
         f"#{second.prediction_id}: {second.predicted_label} (confirm)",
-        f"#{first.prediction_id}: {wrong} (correct)"]
+        f"#{first.prediction_id}: {wrong} (correct)",
+    ]
     assert "hitl-empty" in view.recent_buttons[3]._dom_classes
     view.press("x")  # not a key of the tab: nothing happens
     assert view.current is not third and rows(home_with_model, view.current.prediction_id) == []
@@ -106,7 +107,10 @@ def test_backspace_undoes_the_last_decision_and_shows_its_drawing_again(
     assert view.workbench.history(first.prediction_id)[-1]["kind"] == "undo"
     view.press(str(other_than(first.predicted_label)))  # decide again: a new row, the history kept
     assert rows(home_with_model, first.prediction_id) == [
-        (first.predicted_label, "confirm"), (None, "undo"), (other_than(first.predicted_label), "correct")]
+        (first.predicted_label, "confirm"),
+        (None, "undo"),
+        (other_than(first.predicted_label), "correct"),
+    ]
     assert view.current is after
     view.press("Backspace")
     view.press("Backspace")  # nothing left to undo
@@ -154,20 +158,24 @@ def test_an_earlier_decision_can_be_changed(view: ReviewView, home_with_model: S
     new = other_than(target.predicted_label)
     view.press(str(new))
     assert rows(home_with_model, target.prediction_id) == [(target.predicted_label, "confirm"), (new, "correct")]
-    assert view.status_text == f"saved: #{target.prediction_id} is a {new}, a correct (was {target.predicted_label}" \
+    assert (
+        view.status_text == f"saved: #{target.prediction_id} is a {new}, a correct (was {target.predicted_label}"
         " (confirm))"
+    )
     assert view.current is waiting  # back where the person was
     assert [b.description for b in view.recent_buttons[:3]] == [
         f"#{target.prediction_id}: {new} (correct)",
         f"#{decided[2].prediction_id}: {decided[2].predicted_label} (confirm)",
-        f"#{decided[0].prediction_id}: {decided[0].predicted_label} (confirm)"]
+        f"#{decided[0].prediction_id}: {decided[0].predicted_label} (confirm)",
+    ]
     assert data(view.progress, "labelled") == "3"
 
     view.change(2)  # then keep it as it was: s (or Backspace) leaves it
     assert view.current is decided[0]
     view.press("s")
     assert view.current is waiting and rows(home_with_model, decided[0].prediction_id) == [
-        (decided[0].predicted_label, "confirm")]
+        (decided[0].predicted_label, "confirm")
+    ]
     with Store(home_with_model.db_path) as store:
         latest = store.current_labels()
     assert latest[target.prediction_id].label == new
@@ -234,11 +242,13 @@ def test_an_empty_queue_says_so(home_with_model: Settings) -> None:
 
 
 def test_the_page_notebook_process_stays_free_of_tensorflow(home_with_model: Settings, pool: list[int]) -> None:
-    code = ("import sys\nfrom mnist_hitl.page import AppPage\n"
-            "page = AppPage(); page.preload(); page.tabs.selected_index = 1\n"
-            "page.on_key({'key': 'Enter'})\n"
-            "assert page.review.status_text.startswith('saved'), page.review.status_text\n"
-            "print('tensorflow' in sys.modules)\n")
+    code = (
+        "import sys\nfrom mnist_hitl.page import AppPage\n"
+        "page = AppPage(); page.preload(); page.tabs.selected_index = 1\n"
+        "page.on_key({'key': 'Enter'})\n"
+        "assert page.review.status_text.startswith('saved'), page.review.status_text\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
     env = {**os.environ, "MNIST_HITL_HOME": str(home_with_model.home)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -108,19 +108,31 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
     settings = home_with_model
     home = settings.home
     ports = {name: free_port() for name in PORT_VARIABLES}
-    env = {**os.environ, "MNIST_HITL_HOME": str(home), "PYTHONUNBUFFERED": "1",
-           **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()}}
+    env = {
+        **os.environ,
+        "MNIST_HITL_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()},
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with_prometheus = shutil.which("prometheus") is not None
     services = [name for name in HEALTH if with_prometheus or name != "prometheus"]
 
     # What a restart must keep: the model, a stored prediction, the last cycle's values.
     writer = subprocess.run(
-        [sys.executable, "-c", "import numpy as np\nfrom mnist_hitl import metrics\n"
-         "from mnist_hitl.workbench import Workbench\n"
-         "metrics.record_cycle('no_retrain')\n"
-         "with Workbench(source='cli') as bench: bench.predict_picture(np.eye(28, dtype=np.uint8) * 255)"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np\nfrom mnist_hitl import metrics\n"
+            "from mnist_hitl.workbench import Workbench\n"
+            "metrics.record_cycle('no_retrain')\n"
+            "with Workbench(source='cli') as bench: bench.predict_picture(np.eye(28, dtype=np.uint8) * 255)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert writer.returncode == 0, writer.stderr
     models = sorted(p.name for p in settings.models_dir.iterdir())
     version = deployed_model(settings.models_dir).version
@@ -136,8 +148,7 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
             deadline = time.monotonic() + 240
             waiting = set(services)
             while waiting and time.monotonic() < deadline and run.poll() is None:
-                waiting = {name for name in waiting
-                           if not answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}")}
+                waiting = {name for name in waiting if not answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}")}
                 time.sleep(1)
             output = log_path.read_text()
             assert run.poll() is None, f"the stack stopped:\n{output[-5000:]}"
@@ -181,8 +192,13 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
 @pytest.mark.slow
 def test_a_first_start_trains_in_a_child_leaves_a_lean_stack_and_ctrl_c_stops_it_within_seconds(home, tmp_path):
     ports = {name: free_port() for name in PORT_VARIABLES}
-    env = {**os.environ, "MNIST_HITL_HOME": str(home.home), "PYTHONUNBUFFERED": "1", "MNIST_HITL_EPOCHS": "1",
-           **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()}}
+    env = {
+        **os.environ,
+        "MNIST_HITL_HOME": str(home.home),
+        "PYTHONUNBUFFERED": "1",
+        "MNIST_HITL_EPOCHS": "1",
+        **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()},
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     services = [name for name in HEALTH if shutil.which("prometheus") or name != "prometheus"]
     log_path = tmp_path / "run.log"

@@ -57,10 +57,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
-INSERT_PREDICTION = ("INSERT INTO predictions (id, created_at, png, predicted_label, probabilities, model_version,"
-                     " latency_ms) VALUES (?, '2000-01-01', x'00', 2, '[]', 'forged', 1)")
-INSERT_LABEL = ("INSERT INTO labels (id, prediction_id, label, kind, created_at)"
-                " VALUES (?, ?, 7, 'correct', '2000-01-01')")
+INSERT_PREDICTION = (
+    "INSERT INTO predictions (id, created_at, png, predicted_label, probabilities, model_version,"
+    " latency_ms) VALUES (?, '2000-01-01', x'00', 2, '[]', 'forged', 1)"
+)
+INSERT_LABEL = (
+    "INSERT INTO labels (id, prediction_id, label, kind, created_at) VALUES (?, ?, 7, 'correct', '2000-01-01')"
+)
 
 
 @pytest.fixture
@@ -82,17 +85,23 @@ def plain_connection(path: Path) -> sqlite3.Connection:
 
 def rows(path: Path) -> tuple[list, list]:
     with sqlite3.connect(path) as connection:
-        return (connection.execute("SELECT id, created_at, predicted_label, model_version FROM predictions").fetchall(),
-                connection.execute("SELECT * FROM labels").fetchall())
+        return (
+            connection.execute("SELECT id, created_at, predicted_label, model_version FROM predictions").fetchall(),
+            connection.execute("SELECT * FROM labels").fetchall(),
+        )
 
 
 # the rules, for every connection --------------------------------------------------------------------
 
-@pytest.mark.parametrize("statement", [
-    INSERT_LABEL.replace("INSERT", "INSERT OR REPLACE"),  # overwrote the label and forged its time
-    INSERT_LABEL.replace("INSERT", "REPLACE"),
-    INSERT_LABEL.replace("INSERT", "INSERT OR IGNORE"),
-])
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        INSERT_LABEL.replace("INSERT", "INSERT OR REPLACE"),  # overwrote the label and forged its time
+        INSERT_LABEL.replace("INSERT", "REPLACE"),
+        INSERT_LABEL.replace("INSERT", "INSERT OR IGNORE"),
+    ],
+)
 def test_a_label_cannot_be_replaced_by_any_connection(path, statement):
     before = rows(path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -100,11 +109,14 @@ def test_a_label_cannot_be_replaced_by_any_connection(path, statement):
     assert rows(path) == before
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE predictions SET predicted_label = 3",
-    "DELETE FROM predictions",
-    INSERT_PREDICTION.replace("INSERT", "INSERT OR REPLACE"),
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE predictions SET predicted_label = 3",
+        "DELETE FROM predictions",
+        INSERT_PREDICTION.replace("INSERT", "INSERT OR REPLACE"),
+    ],
+)
 def test_predictions_are_immutable_for_any_connection(path, statement):
     before = rows(path)
     with pytest.raises(sqlite3.IntegrityError, match="immutable"):
@@ -155,6 +167,7 @@ def test_watermarks_beyond_sqlites_integers_compare_as_they_should(path):
 
 # migration ---------------------------------------------------------------------------------------------
 
+
 def test_a_version_1_store_migrates_in_place_and_keeps_every_row(tmp_path):
     path = tmp_path / "store.sqlite"
     with sqlite3.connect(path) as old:
@@ -188,6 +201,7 @@ def test_a_store_from_a_newer_version_is_refused(path):
 
 # failures in one line ----------------------------------------------------------------------------------
 
+
 def test_sqlite_failures_become_store_errors_that_say_what_to_do(tmp_path, path):
     not_a_store = tmp_path / "notes.sqlite"
     not_a_store.write_text("shopping list\n" * 200)
@@ -210,8 +224,14 @@ def run_without_privileges(home: Path, *args: str, setpriv: str | None) -> subpr
     command = [str(Path(sys.executable).parent / "mnist-hitl"), *args]
     if setpriv is not None:
         command = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
-    return subprocess.run(command, env={**os.environ, "MNIST_HITL_HOME": str(home)}, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        command,
+        env={**os.environ, "MNIST_HITL_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -250,6 +270,7 @@ def test_read_only_wal_files_left_behind_are_named(home, setpriv):
 
 
 # backup while the app writes ------------------------------------------------------------------------------
+
 
 def _write_until(path: str, stop, started) -> None:
     with Store(path) as store:
@@ -303,11 +324,26 @@ def test_a_backup_never_overwrites_without_force(home, tmp_path):
 
 # many processes at once ---------------------------------------------------------------------------------------
 
+
 def test_many_processes_predicting_and_labelling_at_once_lose_nothing(home_with_model):
     """A small run of bench/load.py: nothing lost, no "database is locked"; its timings are not judged."""
-    done = subprocess.run([sys.executable, str(BENCH / "load.py"), "--processes", "4", "--rounds", "25",
-                           "--home", str(home_with_model.home), "--json"],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "load.py"),
+            "--processes",
+            "4",
+            "--rounds",
+            "25",
+            "--home",
+            str(home_with_model.home),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["lost"] == 0 and figures["errors"] == [] and figures["worker_exit_codes"] == [0], figures
     assert figures["predictions_stored"] == figures["labelled_predictions_stored"] == 100

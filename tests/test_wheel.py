@@ -41,8 +41,9 @@ print(json.dumps({
 
 
 def _run(command: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -68,12 +69,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     python = venv / "bin" / "python"
     # Installed before the dependencies are linked in, so pip does not see the editable install.
     _run([*pip, "--python", python, "install", "--no-deps", "--no-index", wheel], cwd=base)
-    site_packages = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              cwd=base).stdout.strip())
+    site_packages = Path(
+        _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=base).stdout.strip()
+    )
     (site_packages / "project-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith("MNIST_HITL_") and name not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("MNIST_HITL_") and name not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
     env["MNIST_HITL_HOME"] = str(base / "home")
     return {"venv": venv.resolve(), "python": python, "env": env, "cwd": base}
 
@@ -88,28 +93,39 @@ def test_the_installed_command_reports_its_status_without_a_model(installed):
 
 
 def test_the_installed_command_offers_the_learning_cycle(installed):
-    result = _run([installed["venv"] / "bin" / "mnist-hitl", "cycle", "--help"], cwd=installed["cwd"],
-                  env=installed["env"])
+    result = _run(
+        [installed["venv"] / "bin" / "mnist-hitl", "cycle", "--help"], cwd=installed["cwd"], env=installed["env"]
+    )
     assert "--force-retrain" in result.stdout
 
 
 def test_the_installed_package_finds_its_notebooks_flows_dashboards_and_procfile(installed):
     result = _run([installed["python"], "-c", WHERE_THINGS_ARE], cwd=installed["cwd"], env=installed["env"])
     paths = {what: Path(path) for what, path in json.loads(result.stdout).items()}
-    assert paths.pop("package").is_relative_to(installed["venv"]), \
+    assert paths.pop("package").is_relative_to(installed["venv"]), (
         "the wheel's mnist_hitl is imported, not the source checkout's"
+    )
     assert paths.pop("notebooks_dir") == paths["drawing app"].parent, "the app serves the installed notebooks"
     for what, path in paths.items():
         assert path.is_file(), f"the installed package cannot find its {what} ({path})"
-        assert path.resolve().is_relative_to(installed["venv"] / "share" / "mnist-hitl"), \
+        assert path.resolve().is_relative_to(installed["venv"] / "share" / "mnist-hitl"), (
             f"the {what} comes from the installation, not the source checkout ({path})"
+        )
 
 
 def test_the_installed_lab_opens_a_working_copy_of_the_notebooks_in_the_home(installed):
-    script = ("from mnist_hitl.config import get_settings\nfrom mnist_hitl.lab import lab_folder\n"
-              "print(lab_folder(get_settings()))")
+    script = (
+        "from mnist_hitl.config import get_settings\nfrom mnist_hitl.lab import lab_folder\n"
+        "print(lab_folder(get_settings()))"
+    )
     folder = Path(_run([installed["python"], "-c", script], cwd=installed["cwd"], env=installed["env"]).stdout.strip())
-    assert folder == Path(installed["env"]["MNIST_HITL_HOME"]).resolve() / "notebooks", \
+    assert folder == Path(installed["env"]["MNIST_HITL_HOME"]).resolve() / "notebooks", (
         "JupyterLab edits a copy in the home, never the installed notebooks the cycle runs"
-    assert {path.name for path in folder.glob("*.ipynb")} >= {"draw.ipynb", "explore.ipynb", "history.ipynb",
-                                                              "monitor.ipynb", "retrain.ipynb"}
+    )
+    assert {path.name for path in folder.glob("*.ipynb")} >= {
+        "draw.ipynb",
+        "explore.ipynb",
+        "history.ipynb",
+        "monitor.ipynb",
+        "retrain.ipynb",
+    }

@@ -76,6 +76,7 @@ class CyclePlan:
 
 # prepare ------------------------------------------------------------------------------------
 
+
 def prepare_cycle(settings: Settings, cycle_id: str, force_retrain: bool) -> CyclePlan:
     """Settle what an interrupted cycle left, then snapshot the watermarks and the newest label."""
     from mnist_hitl.learning import deployment
@@ -121,6 +122,7 @@ def _settle_interrupted(settings: Settings, store: Store, cycle_id: str) -> list
 
 # the notebook stages --------------------------------------------------------------------------
 
+
 def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) -> Path:
     """Execute one of the loop's notebooks with papermill; the executed copy is written even on failure.
 
@@ -132,8 +134,15 @@ def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) 
     source = settings.notebooks_dir / name
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
-                                   progress_bar=False, cwd=str(output.parent), request_save_on_cell_execute=False)
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(output.parent),
+            request_save_on_cell_execute=False,
+        )
     except papermill.PapermillExecutionError as error:
         raise CycleFailed(f"{name} failed ({error.ename}: {error.evalue}); see {output}") from error
     return output
@@ -141,12 +150,23 @@ def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) 
 
 def retrain_overrides(settings: Settings) -> dict:
     """The retraining parameters the settings give (``MNIST_HITL_TRIALS``...)."""
-    return {"n_trials": settings.n_trials, "epochs_per_trial": settings.epochs_per_trial,
-            "final_epochs": settings.final_epochs, "oversample": settings.oversample}
+    return {
+        "n_trials": settings.n_trials,
+        "epochs_per_trial": settings.epochs_per_trial,
+        "final_epochs": settings.final_epochs,
+        "oversample": settings.oversample,
+    }
 
 
-def _notebook_stage(settings: Settings, plan: CyclePlan, parent_run: str, notebook: str,
-                    result: tuple[str, str], parameters: dict, read: Callable[[Path], dict]) -> tuple[dict, str]:
+def _notebook_stage(
+    settings: Settings,
+    plan: CyclePlan,
+    parent_run: str,
+    notebook: str,
+    result: tuple[str, str],
+    parameters: dict,
+    read: Callable[[Path], dict],
+) -> tuple[dict, str]:
     """Run one notebook in its own nested MLflow run; log the executed notebook whatever happens."""
     from mnist_hitl.learning import tracking
 
@@ -156,11 +176,21 @@ def _notebook_stage(settings: Settings, plan: CyclePlan, parent_run: str, notebo
     output, result_path = plan.run_dir / notebook, plan.run_dir / result_name
     status = "FAILED"
     try:
-        run_notebook(settings, notebook, output, {
-            "home": str(settings.home), "tracking_uri": settings.tracking_uri, "mlflow_run_id": run_id,
-            "cycle_id": plan.cycle_id, "through_label_id": plan.through_label_id,
-            "output_dir": str(plan.run_dir), result_parameter: str(result_path), **parameters,
-        })
+        run_notebook(
+            settings,
+            notebook,
+            output,
+            {
+                "home": str(settings.home),
+                "tracking_uri": settings.tracking_uri,
+                "mlflow_run_id": run_id,
+                "cycle_id": plan.cycle_id,
+                "through_label_id": plan.through_label_id,
+                "output_dir": str(plan.run_dir),
+                result_parameter: str(result_path),
+                **parameters,
+            },
+        )
         found = read(result_path)
         status = "FINISHED"
         return found, run_id
@@ -184,8 +214,9 @@ def _monitor_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: 
             raise CycleFailed(str(error)) from error
 
     parameters = {"since_label_id": plan.since_label_id, **asdict(Thresholds.from_settings(settings)), **extra}
-    return _notebook_stage(settings, plan, parent_run, MONITOR_NOTEBOOK, ("decision_path", "decision.json"), parameters,
-                           read)
+    return _notebook_stage(
+        settings, plan, parent_run, MONITOR_NOTEBOOK, ("decision_path", "decision.json"), parameters, read
+    )
 
 
 def _retrain_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: dict) -> tuple[dict, str]:
@@ -196,14 +227,22 @@ def _retrain_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: 
             raise CycleFailed(f"the retrain notebook wrote no readable result at {path}: {error}") from error
 
     parameters = {**retrain_overrides(settings), **extra}
-    return _notebook_stage(settings, plan, parent_run, RETRAIN_NOTEBOOK, ("result_path", "retrain_result.json"),
-                           parameters, read)
+    return _notebook_stage(
+        settings, plan, parent_run, RETRAIN_NOTEBOOK, ("result_path", "retrain_result.json"), parameters, read
+    )
 
 
 # the cycle -------------------------------------------------------------------------------------
 
-def run_cycle(force_retrain: bool = False, settings: Settings | None = None, *, monitor_params: dict | None = None,
-              retrain_params: dict | None = None, runner: Runner | None = None) -> dict:
+
+def run_cycle(
+    force_retrain: bool = False,
+    settings: Settings | None = None,
+    *,
+    monitor_params: dict | None = None,
+    retrain_params: dict | None = None,
+    runner: Runner | None = None,
+) -> dict:
     """Run one learning cycle now, in this process (no Prefect server needed).
 
     Args:
@@ -227,8 +266,9 @@ def run_cycle(force_retrain: bool = False, settings: Settings | None = None, *, 
     settings = settings or get_settings()
     try:
         with cycle_lock(settings) as cycle_id:
-            return _Cycle(settings, cycle_id, runner or _direct).run(force_retrain, monitor_params or {},
-                                                                     retrain_params or {})
+            return _Cycle(settings, cycle_id, runner or _direct).run(
+                force_retrain, monitor_params or {}, retrain_params or {}
+            )
     except CycleBusy as busy:
         log.warning("%s", busy)
         metrics.record_cycle(CycleOutcome.BUSY)
@@ -250,12 +290,17 @@ class _Cycle:
     def run(self, force_retrain: bool, monitor_params: dict, retrain_params: dict) -> dict:
         with self.clock("total"):
             plan: CyclePlan = self.stage("prepare", prepare_cycle, self.settings, self.cycle_id, force_retrain)
-            self.summary.update(force_retrain=force_retrain, since_label_id=plan.since_label_id,
-                                through_label_id=plan.through_label_id, reconciled=plan.reconciled)
+            self.summary.update(
+                force_retrain=force_retrain,
+                since_label_id=plan.since_label_id,
+                through_label_id=plan.through_label_id,
+                reconciled=plan.reconciled,
+            )
             if not plan.has_new_labels and not force_retrain:
-                self.summary.update(outcome=CycleOutcome.NO_NEW_DATA.value,
-                                    message=f"no label newer than {plan.seen_through} since the last cycle: "
-                                            "nothing to do")
+                self.summary.update(
+                    outcome=CycleOutcome.NO_NEW_DATA.value,
+                    message=f"no label newer than {plan.seen_through} since the last cycle: nothing to do",
+                )
                 self.stage("record", _record_quiet_cycle, self.settings, plan, self.summary)
             else:
                 self.learn(plan, monitor_params, retrain_params)
@@ -267,15 +312,22 @@ class _Cycle:
         settings = self.settings
         with Store(settings.db_path) as store:
             store.set_meta(RUNNING_CYCLE, self.cycle_id)  # first: a cycle killed from here on is settled by the next
-        parent_run = tracking.start_run(settings, f"cycle {self.cycle_id}", "cycle", self.cycle_id,
-                                        tags={"force_retrain": str(plan.force_retrain)})
+        parent_run = tracking.start_run(
+            settings, f"cycle {self.cycle_id}", "cycle", self.cycle_id, tags={"force_retrain": str(plan.force_retrain)}
+        )
         self.summary["mlflow_run_id"] = parent_run
         parent = tracking.RunLog(settings, parent_run)
         try:
-            parent.params({"force_retrain": plan.force_retrain, **asdict(Thresholds.from_settings(settings)),
-                           "since_label_id": plan.since_label_id, "seen_through": plan.seen_through,
-                           "through_label_id": plan.through_label_id,
-                           **{f"retrain.{k}": v for k, v in {**retrain_overrides(settings), **retrain_params}.items()}})
+            parent.params(
+                {
+                    "force_retrain": plan.force_retrain,
+                    **asdict(Thresholds.from_settings(settings)),
+                    "since_label_id": plan.since_label_id,
+                    "seen_through": plan.seen_through,
+                    "through_label_id": plan.through_label_id,
+                    **{f"retrain.{k}": v for k, v in {**retrain_overrides(settings), **retrain_params}.items()},
+                }
+            )
             retrain_result = self.decide_and_retrain(plan, parent_run, monitor_params, retrain_params)
             self.stage("record", _record_cycle, settings, plan, self.summary, retrain_result, parent)
         except BaseException as error:
@@ -287,15 +339,23 @@ class _Cycle:
             parent.metrics({f"seconds_{k}": v for k, v in self.clock.seconds.items()})
             parent.json(self.summary, "cycle_summary.json")
 
-    def decide_and_retrain(self, plan: CyclePlan, parent_run: str, monitor_params: dict,
-                           retrain_params: dict) -> dict | None:
+    def decide_and_retrain(
+        self, plan: CyclePlan, parent_run: str, monitor_params: dict, retrain_params: dict
+    ) -> dict | None:
         summary = self.summary
         decision, monitor_run = self.stage("monitor", _monitor_stage, self.settings, plan, parent_run, monitor_params)
-        summary.update(decision=decision["retrain"], reasons=decision["reasons"], new_labels=decision["new_labels"],
-                       drift_score=decision.get("drift_score"), monitor_run_id=monitor_run)
-        metrics.record_monitor(_number(decision.get("drift_score")),
-                               {int(k): float(v) for k, v in decision.get("class_error_rates", {}).items()},
-                               int(decision["new_labels"]))
+        summary.update(
+            decision=decision["retrain"],
+            reasons=decision["reasons"],
+            new_labels=decision["new_labels"],
+            drift_score=decision.get("drift_score"),
+            monitor_run_id=monitor_run,
+        )
+        metrics.record_monitor(
+            _number(decision.get("drift_score")),
+            {int(k): float(v) for k, v in decision.get("class_error_rates", {}).items()},
+            int(decision["new_labels"]),
+        )
         if not (plan.force_retrain or decision["retrain"]):
             summary["outcome"] = CycleOutcome.NO_RETRAIN.value
             return None
@@ -303,11 +363,16 @@ class _Cycle:
             summary["reasons"] = [*decision["reasons"], "retraining anyway: --force-retrain"]
         result, retrain_run = self.stage("retrain", _retrain_stage, self.settings, plan, parent_run, retrain_params)
         promoted = result["status"] == "deployed"
-        summary.update(retrain_run_id=retrain_run, model_version=result["version"],
-                       mlflow_model_version=result.get("mlflow_model_version"), promoted=promoted,
-                       verdict_reasons=result["reasons"], scores=result["comparison"],
-                       retrain_seconds=result.get("seconds"),
-                       outcome=(CycleOutcome.PROMOTED if promoted else CycleOutcome.REJECTED).value)
+        summary.update(
+            retrain_run_id=retrain_run,
+            model_version=result["version"],
+            mlflow_model_version=result.get("mlflow_model_version"),
+            promoted=promoted,
+            verdict_reasons=result["reasons"],
+            scores=result["comparison"],
+            retrain_seconds=result.get("seconds"),
+            outcome=(CycleOutcome.PROMOTED if promoted else CycleOutcome.REJECTED).value,
+        )
         return result
 
     def fail(self, error: BaseException, parent) -> None:
@@ -315,8 +380,13 @@ class _Cycle:
 
         self.summary.update(outcome=CycleOutcome.FAILED.value, error=f"{type(error).__name__}: {error}")
         with contextlib.suppress(Exception):
-            parent.tags({"outcome": "failed", "error": self.summary["error"][:4000],
-                         tracking.NOTE_TAG: _cycle_note(self.summary)})
+            parent.tags(
+                {
+                    "outcome": "failed",
+                    "error": self.summary["error"][:4000],
+                    tracking.NOTE_TAG: _cycle_note(self.summary),
+                }
+            )
             tracking.end_run(self.settings, parent.run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
         with contextlib.suppress(Exception), Store(self.settings.db_path) as store:
             store.set_meta(RUNNING_CYCLE, "")
@@ -335,8 +405,7 @@ def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_result: dict | None,
-                  parent) -> None:
+def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_result: dict | None, parent) -> None:
     """Advance the watermarks and close the parent run: the cycle is complete."""
     from mnist_hitl.learning import tracking
 
@@ -345,11 +414,23 @@ def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_re
         marks = advance_watermarks(store, plan.through_label_id, retrained)
         store.set_meta(RUNNING_CYCLE, "")
     summary["watermarks"] = asdict(marks)
-    parent.metrics({"new_labels": summary.get("new_labels"), "drift_score": _number(summary.get("drift_score")),
-                    "retrain": int(bool(retrain_result)), "promoted": int(bool(summary.get("promoted")))})
-    parent.tags({"outcome": summary["outcome"], "decision": "retrain" if summary.get("decision") else "no retrain",
-                 "reasons": "\n".join(summary.get("reasons", [])), tracking.NOTE_TAG: _cycle_note(summary),
-                 **({"model_version": summary["model_version"]} if summary.get("model_version") else {})})
+    parent.metrics(
+        {
+            "new_labels": summary.get("new_labels"),
+            "drift_score": _number(summary.get("drift_score")),
+            "retrain": int(bool(retrain_result)),
+            "promoted": int(bool(summary.get("promoted"))),
+        }
+    )
+    parent.tags(
+        {
+            "outcome": summary["outcome"],
+            "decision": "retrain" if summary.get("decision") else "no retrain",
+            "reasons": "\n".join(summary.get("reasons", [])),
+            tracking.NOTE_TAG: _cycle_note(summary),
+            **({"model_version": summary["model_version"]} if summary.get("model_version") else {}),
+        }
+    )
     tracking.end_run(settings, parent.run_id, "FINISHED")
 
 
@@ -358,8 +439,11 @@ def _cycle_note(summary: dict) -> str:
     from mnist_hitl.learning.tracking import note
 
     version = f" ({summary['model_version']})" if summary.get("model_version") else ""
-    reasons = [*summary.get("reasons", []), *(f"verdict: {r}" for r in summary.get("verdict_reasons") or []),
-               *(summary[k] for k in ("message", "error") if summary.get(k))]
+    reasons = [
+        *summary.get("reasons", []),
+        *(f"verdict: {r}" for r in summary.get("verdict_reasons") or []),
+        *(summary[k] for k in ("message", "error") if summary.get(k)),
+    ]
     return note(f"Cycle {summary['cycle_id']}: {summary['outcome'].replace('_', ' ')}{version}", reasons)
 
 
@@ -368,9 +452,17 @@ def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> N
     from mnist_hitl.learning import tracking
 
     try:
-        run_id = tracking.start_run(settings, f"cycle {plan.cycle_id}", "cycle", plan.cycle_id,
-                                    tags={"outcome": CycleOutcome.NO_NEW_DATA.value, "reasons": summary["message"],
-                                          tracking.NOTE_TAG: _cycle_note(summary)})
+        run_id = tracking.start_run(
+            settings,
+            f"cycle {plan.cycle_id}",
+            "cycle",
+            plan.cycle_id,
+            tags={
+                "outcome": CycleOutcome.NO_NEW_DATA.value,
+                "reasons": summary["message"],
+                tracking.NOTE_TAG: _cycle_note(summary),
+            },
+        )
         tracking.RunLog(settings, run_id).metrics({"new_labels": 0})
         tracking.end_run(settings, run_id, "FINISHED")
         summary["mlflow_run_id"] = run_id

@@ -40,15 +40,23 @@ def decide(new_labels: int, drift_score: float, class_errors: dict[int, int], th
     """
     enough = new_labels >= thresholds.min_new_labels
     drifted = not math.isnan(drift_score) and drift_score > thresholds.drift_threshold
-    failing = sorted((d for d, n in class_errors.items() if n >= thresholds.fail_threshold),
-                     key=lambda d: (-class_errors[d], d))
+    failing = sorted(
+        (d for d, n in class_errors.items() if n >= thresholds.fail_threshold), key=lambda d: (-class_errors[d], d)
+    )
     reasons = [
         f"{new_labels} new labels since the last retraining "
-        + (f"(at least {thresholds.min_new_labels} needed: enough)" if enough
-           else f"(fewer than the {thresholds.min_new_labels} needed)"),
-        ("drift score not measured (no new drawings)" if math.isnan(drift_score) else
-         f"drift score {drift_score:.3f} " + ("exceeds" if drifted else "does not exceed")
-         + f" the threshold {thresholds.drift_threshold:g}"),
+        + (
+            f"(at least {thresholds.min_new_labels} needed: enough)"
+            if enough
+            else f"(fewer than the {thresholds.min_new_labels} needed)"
+        ),
+        (
+            "drift score not measured (no new drawings)"
+            if math.isnan(drift_score)
+            else f"drift score {drift_score:.3f} "
+            + ("exceeds" if drifted else "does not exceed")
+            + f" the threshold {thresholds.drift_threshold:g}"
+        ),
     ]
     if failing:
         listed = ", ".join(f"{d} ({class_errors[d]})" for d in failing)

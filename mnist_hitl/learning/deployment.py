@@ -76,8 +76,9 @@ def deployed_keras_path(settings: Settings) -> Path:
     return deployed.keras_path
 
 
-def save_version(settings: Settings, network, accuracy: float, record: dict, run_id: str | None = None,
-                 ) -> tuple[SavedModel, str | None]:
+def save_version(
+    settings: Settings, network, accuracy: float, record: dict, run_id: str | None = None
+) -> tuple[SavedModel, str | None]:
     """Write a trained model and its export, record it as ``candidate``, log it to MLflow when ``run_id``.
 
     Returns:
@@ -94,8 +95,14 @@ def save_version(settings: Settings, network, accuracy: float, record: dict, run
     return saved, mlflow_version
 
 
-def deploy(settings: Settings, saved: SavedModel, accuracy: float | None, record: dict,
-           mlflow_version: str | None = None, reasons: list[str] | None = None) -> dict:
+def deploy(
+    settings: Settings,
+    saved: SavedModel,
+    accuracy: float | None,
+    record: dict,
+    mlflow_version: str | None = None,
+    reasons: list[str] | None = None,
+) -> dict:
     """Make a saved model the deployed one: files, then the pointer, then the records.
 
     Returns:
@@ -107,9 +114,14 @@ def deploy(settings: Settings, saved: SavedModel, accuracy: float | None, record
     models_dir = Path(settings.models_dir)
     content = saved.tflite_path.read_bytes()
     load_export(Deployed(saved.version, saved.tflite_path, accuracy), content)  # what no predictor can load stays out
-    pointer = {"version": saved.version, "keras": saved.keras_path.name, "tflite": saved.tflite_path.name,
-               "tflite_sha256": hashlib.sha256(content).hexdigest(), "holdout_accuracy": accuracy,
-               "deployed_at": utc_now()}
+    pointer = {
+        "version": saved.version,
+        "keras": saved.keras_path.name,
+        "tflite": saved.tflite_path.name,
+        "tflite_sha256": hashlib.sha256(content).hexdigest(),
+        "holdout_accuracy": accuracy,
+        "deployed_at": utc_now(),
+    }
     atomic_write(models_dir / DEPLOYED_POINTER, json.dumps(pointer, indent=2).encode())
     _record(settings, saved, accuracy, "deployed", record)
     if mlflow_version:
@@ -121,8 +133,9 @@ def deploy(settings: Settings, saved: SavedModel, accuracy: float | None, record
     return pointer
 
 
-def reject(settings: Settings, saved: SavedModel, accuracy: float, record: dict, mlflow_version: str | None,
-           reasons: list[str]) -> None:
+def reject(
+    settings: Settings, saved: SavedModel, accuracy: float, record: dict, mlflow_version: str | None, reasons: list[str]
+) -> None:
     """Keep a saved model on file, recorded (and tagged in MLflow) as rejected."""
     _record(settings, saved, accuracy, "rejected", record)
     if mlflow_version:
@@ -137,8 +150,15 @@ def _record(settings: Settings, saved: SavedModel, accuracy: float | None, statu
         store.record_model_version(saved.version, saved.keras_path.name, accuracy, status, record)
 
 
-def apply_verdict(settings: Settings, challenger, verdict: Verdict, comparison: Comparison, details: dict,
-                  run_id: str | None = None, deploy_it: bool = True) -> Outcome:
+def apply_verdict(
+    settings: Settings,
+    challenger,
+    verdict: Verdict,
+    comparison: Comparison,
+    details: dict,
+    run_id: str | None = None,
+    deploy_it: bool = True,
+) -> Outcome:
     """Save the challenger, record it, and deploy it if the verdict says so.
 
     Args:
@@ -150,8 +170,13 @@ def apply_verdict(settings: Settings, challenger, verdict: Verdict, comparison: 
         run_id: the MLflow run to log the model into (and register it from); none: no MLflow.
         deploy_it: False keeps the challenger on file as a candidate whatever the verdict (a dry run).
     """
-    record = {**details, "comparison": comparison.as_json(), "reasons": verdict.reasons,
-              "verdict": "promote" if verdict.promote else "reject", "mlflow_run_id": run_id}
+    record = {
+        **details,
+        "comparison": comparison.as_json(),
+        "reasons": verdict.reasons,
+        "verdict": "promote" if verdict.promote else "reject",
+        "mlflow_run_id": run_id,
+    }
     accuracy = comparison.challenger.mnist_holdout
     saved, mlflow_version = save_version(settings, challenger, accuracy, record, run_id)
     name = saved.keras_path.name
@@ -185,8 +210,10 @@ def reconcile(settings: Settings) -> list[str]:
     for name in RETIRED_COPIES:
         if (models_dir / name).is_file():
             (models_dir / name).unlink()
-            changes.append(f"removed {name}, a copy older versions kept of the deployed model ({DEPLOYED_POINTER} "
-                           "names the deployed files)")
+            changes.append(
+                f"removed {name}, a copy older versions kept of the deployed model ({DEPLOYED_POINTER} "
+                "names the deployed files)"
+            )
     try:
         deployed = deployed_model(models_dir).version
     except ModelFileError:
@@ -194,12 +221,24 @@ def reconcile(settings: Settings) -> list[str]:
     with Store(settings.db_path) as store:
         for row in store.model_versions():
             if row["version"] == deployed and row["status"] != "deployed":
-                store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], "deployed",
-                                           {**row["details"], "reconciled": "deployed but recorded "
-                                            f"{row['status']} (cycle interrupted after deployment)"})
+                store.record_model_version(
+                    row["version"],
+                    row["file"],
+                    row["holdout_accuracy"],
+                    "deployed",
+                    {
+                        **row["details"],
+                        "reconciled": f"deployed but recorded {row['status']} (cycle interrupted after deployment)",
+                    },
+                )
                 changes.append(f"{row['version']}: recorded as deployed (the pointer says so)")
             elif row["version"] != deployed and row["status"] == "candidate" and not row["details"].get("dry_run"):
-                store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], "rejected",
-                                           {**row["details"], "reconciled": "cycle interrupted before promotion"})
+                store.record_model_version(
+                    row["version"],
+                    row["file"],
+                    row["holdout_accuracy"],
+                    "rejected",
+                    {**row["details"], "reconciled": "cycle interrupted before promotion"},
+                )
                 changes.append(f"{row['version']}: candidate left by an interrupted cycle, recorded as rejected")
     return changes

@@ -35,7 +35,12 @@ INK = 0.5  # a pixel at least this bright is ink
 PIXELS = MNIST_SIZE * MNIST_SIZE
 N_COMPONENTS = 3
 FEATURES = (
-    "mean_intensity", "ink_fraction", "bbox_height", "bbox_width", "com_offset", "stroke_thickness",
+    "mean_intensity",
+    "ink_fraction",
+    "bbox_height",
+    "bbox_width",
+    "com_offset",
+    "stroke_thickness",
     *(f"pc{i + 1}" for i in range(N_COMPONENTS)),
 )
 
@@ -139,12 +144,17 @@ class DriftSummary:
     html_path: Path | None = None
 
     def as_json(self) -> dict:
-        return {"share": self.share, "drifted": self.drifted, "per_feature": self.per_feature,
-                "html_path": str(self.html_path) if self.html_path else None}
+        return {
+            "share": self.share,
+            "drifted": self.drifted,
+            "per_feature": self.per_feature,
+            "html_path": str(self.html_path) if self.html_path else None,
+        }
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: float,
-                 html_path: Path | None = None) -> DriftSummary:
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, threshold: float, html_path: Path | None = None
+) -> DriftSummary:
     """An Evidently data-drift report of the feature tables, optionally saved as HTML.
 
     Every feature is tested with the normed Wasserstein distance against
@@ -162,8 +172,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: floa
         preset = DataDriftPreset(columns=columns, num_method="wasserstein", num_threshold=threshold)
         result = Report([preset]).run(
             current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
-            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True),
-                                               data_definition=definition),
+            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
         )
     per_feature: dict[str, float] = {}
     share = float("nan")
@@ -183,8 +192,11 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, threshold: floa
 
 def feature_distances(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
     """Normed Wasserstein distance of every shared feature, without Evidently."""
-    return {c: normed_wasserstein(current[c].to_numpy(), reference[c].to_numpy())
-            for c in reference.columns if c in current.columns}
+    return {
+        c: normed_wasserstein(current[c].to_numpy(), reference[c].to_numpy())
+        for c in reference.columns
+        if c in current.columns
+    }
 
 
 def plot_features(reference: pd.DataFrame, current: pd.DataFrame, columns: tuple[str, ...] = FEATURES[:6]):

@@ -36,8 +36,12 @@ from mnist_hitl.store import Store
 log = logging.getLogger(__name__)
 
 WHAT = ("first model", "promoted", "rejected", "dry run", "candidate")  # what became of a version
-ACCURACIES = {"holdout_accuracy": "MNIST holdout", "live_accuracy": "live", "all_accuracy": "all labels",
-              "heldout_accuracy": "held-out"}
+ACCURACIES = {
+    "holdout_accuracy": "MNIST holdout",
+    "live_accuracy": "live",
+    "all_accuracy": "all labels",
+    "heldout_accuracy": "held-out",
+}
 
 
 @dataclass
@@ -57,14 +61,24 @@ class History:
         deployed = self.versions.loc[self.versions["deployed_now"], "version"]
         corrections = int((self.drawings["kind"] == "correct").sum())
         heldout = int(self.drawings["heldout"].sum())
-        return (f"**{len(self.versions)} model versions** ({parts or 'none'}); **{len(self.drawings)} labelled "
-                f"drawings** ({corrections} corrections, {heldout} in the held-out slice); deployed now: "
-                f"**{deployed.iloc[0] if len(deployed) else 'nothing'}**")
+        return (
+            f"**{len(self.versions)} model versions** ({parts or 'none'}); **{len(self.drawings)} labelled "
+            f"drawings** ({corrections} corrections, {heldout} in the held-out slice); deployed now: "
+            f"**{deployed.iloc[0] if len(deployed) else 'nothing'}**"
+        )
 
     def table(self) -> pd.DataFrame:
         """The versions as a person reads them: when, what became of them, their accuracies."""
-        columns = ["created_at", "what", "compared_with", "mlflow_version", "champion", "live_n", "heldout_n",
-                   *ACCURACIES]
+        columns = [
+            "created_at",
+            "what",
+            "compared_with",
+            "mlflow_version",
+            "champion",
+            "live_n",
+            "heldout_n",
+            *ACCURACIES,
+        ]
         table = self.versions.assign(created_at=self.versions["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
         return table.set_index("version")[columns].rename(columns=ACCURACIES).round(4)
 
@@ -74,8 +88,9 @@ def load_history(settings: Settings, users_holdout_fraction: float = 0.25) -> Hi
     versions = _versions(settings)
     drawings, pictures = _drawings(settings, users_holdout_fraction)
     with Store(settings.db_path) as store:
-        events = pd.DataFrame([vars(label) for label in store.labels()],
-                              columns=["id", "prediction_id", "label", "kind", "created_at"])
+        events = pd.DataFrame(
+            [vars(label) for label in store.labels()], columns=["id", "prediction_id", "label", "kind", "created_at"]
+        )
     predicted, scores = {}, []
     for row in versions.itertuples():
         read = _predict(settings.models_dir / Path(row.file).with_suffix(".tflite").name, pictures)
@@ -94,12 +109,21 @@ def _versions(settings: Settings) -> pd.DataFrame:
     """The store's versions, oldest first, each with the champion it was judged against and its registry facts."""
     with Store(settings.db_path) as store:
         rows = store.model_versions()
-    frame = pd.DataFrame([{
-        "version": row["version"], "file": row["file"], "created_at": row["created_at"],
-        "deployed_at": row["deployed_at"], "status": row["status"],
-        "holdout_accuracy": row["holdout_accuracy"], "details": row["details"],
-    } for row in rows], columns=["version", "file", "created_at", "deployed_at", "status", "holdout_accuracy",
-                                 "details"])
+    frame = pd.DataFrame(
+        [
+            {
+                "version": row["version"],
+                "file": row["file"],
+                "created_at": row["created_at"],
+                "deployed_at": row["deployed_at"],
+                "status": row["status"],
+                "holdout_accuracy": row["holdout_accuracy"],
+                "details": row["details"],
+            }
+            for row in rows
+        ],
+        columns=["version", "file", "created_at", "deployed_at", "status", "holdout_accuracy", "details"],
+    )
     for column in ("created_at", "deployed_at"):
         frame[column] = _times(frame[column])
     frame["compared_with"] = [_champion_before(frame, row) for row in frame.itertuples()]
@@ -143,20 +167,37 @@ def _registry(settings: Settings) -> list[dict]:
     except Exception as error:  # the history stands on the store alone
         log.warning("the MLflow registry could not be read: %s", error)
         return []
-    return [{"version": r["version"], "mlflow_version": r["mlflow_version"], "champion": r["champion"],
-             "registry_status": r["status"]} for r in records if r["version"]]
+    return [
+        {
+            "version": r["version"],
+            "mlflow_version": r["mlflow_version"],
+            "champion": r["champion"],
+            "registry_status": r["status"],
+        }
+        for r in records
+        if r["version"]
+    ]
 
 
 def _drawings(settings: Settings, users_holdout_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
     """Every labelled drawing (its latest label) and its 28x28 picture scaled to [0, 1]."""
     with Store(settings.db_path) as store:
         pairs = store.labelled_predictions(0)
-    drawings = pd.DataFrame([{
-        "prediction_id": p.id, "made_by": p.model_version, "predicted": p.predicted_label, "label": label.label,
-        "kind": label.kind, "labelled_at": label.created_at,
-        "heldout": in_users_holdout(p.id, users_holdout_fraction),
-    } for p, label in pairs], columns=["prediction_id", "made_by", "predicted", "label", "kind", "labelled_at",
-                                       "heldout"])
+    drawings = pd.DataFrame(
+        [
+            {
+                "prediction_id": p.id,
+                "made_by": p.model_version,
+                "predicted": p.predicted_label,
+                "label": label.label,
+                "kind": label.kind,
+                "labelled_at": label.created_at,
+                "heldout": in_users_holdout(p.id, users_holdout_fraction),
+            }
+            for p, label in pairs
+        ],
+        columns=["prediction_id", "made_by", "predicted", "label", "kind", "labelled_at", "heldout"],
+    )
     drawings["labelled_at"] = _times(drawings["labelled_at"])
     pictures = np.zeros((len(pairs), 28, 28), dtype=np.float32)
     for i, (prediction, _) in enumerate(pairs):
@@ -182,8 +223,13 @@ def _predict(export: Path, pictures: np.ndarray) -> np.ndarray | None:
 
 def _scores(drawings: pd.DataFrame, version: str, predicted: np.ndarray | None) -> dict:
     live = drawings[drawings["made_by"] == version]
-    scores = {"live_n": len(live), "live_accuracy": _mean(live["predicted"] == live["label"]),
-              "heldout_n": int(drawings["heldout"].sum()), "all_accuracy": np.nan, "heldout_accuracy": np.nan}
+    scores = {
+        "live_n": len(live),
+        "live_accuracy": _mean(live["predicted"] == live["label"]),
+        "heldout_n": int(drawings["heldout"].sum()),
+        "all_accuracy": np.nan,
+        "heldout_accuracy": np.nan,
+    }
     if predicted is not None:
         right = pd.Series(predicted == drawings["label"].to_numpy(), index=drawings.index)
         scores.update(all_accuracy=_mean(right), heldout_accuracy=_mean(right[drawings["heldout"]]))
@@ -195,6 +241,7 @@ def _mean(values) -> float:
 
 
 # what the notebook shows -------------------------------------------------------------------------
+
 
 def labels_per_day(history: History) -> pd.DataFrame:
     """Labels given per day (UTC), by kind (confirmations, corrections, and undos if any), and their total."""
@@ -223,9 +270,15 @@ def class_changes(history: History, min_change: float = 0.0) -> pd.DataFrame:
         def listed(selected: pd.Series) -> str:
             return ", ".join(f"{d} ({v:+.0%}, n={counts.get(d, 0)})" for d, v in selected.items()) or "-"
 
-        rows.append({"version": row.version, "what": row.what, "compared_with": before,
-                     "better": listed(delta[delta > min_change].sort_values(ascending=False)),
-                     "worse": listed(delta[delta < -min_change].sort_values())})
+        rows.append(
+            {
+                "version": row.version,
+                "what": row.what,
+                "compared_with": before,
+                "better": listed(delta[delta > min_change].sort_values(ascending=False)),
+                "worse": listed(delta[delta < -min_change].sort_values()),
+            }
+        )
     return pd.DataFrame(rows, columns=["version", "what", "compared_with", "better", "worse"]).set_index("version")
 
 
@@ -236,11 +289,17 @@ def decisions(history: History) -> pd.DataFrame:
         details = row.details
         comparison = details.get("comparison") or {}
         reasons = details.get("reasons") or [details.get("reason") or ""]
-        rows.append({"version": row.version, "created_at": row.created_at, "what": row.what,
-                     "compared_with": row.compared_with,
-                     "challenger users held-out": (comparison.get("challenger") or {}).get("users_heldout"),
-                     "champion users held-out": (comparison.get("champion") or {}).get("users_heldout"),
-                     "reasons": "; ".join(r for r in reasons if r)})
+        rows.append(
+            {
+                "version": row.version,
+                "created_at": row.created_at,
+                "what": row.what,
+                "compared_with": row.compared_with,
+                "challenger users held-out": (comparison.get("challenger") or {}).get("users_heldout"),
+                "champion users held-out": (comparison.get("champion") or {}).get("users_heldout"),
+                "reasons": "; ".join(r for r in reasons if r),
+            }
+        )
     return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame()
 
 
@@ -256,8 +315,10 @@ def verdict(history: History) -> str:
     if np.isnan(change):
         return f"The first model {first['version']} or the deployed {now['version']} has no export to score."
     word = "better" if change > 0 else "worse" if change < 0 else "different"
-    return (f"On the users' {name}, the deployed **{now['version']}** reads {now[column]:.1%} and the first "
-            f"model {first['version']} {first[column]:.1%}: **{abs(change) * 100:.1f} points {word}**.")
+    return (
+        f"On the users' {name}, the deployed **{now['version']}** reads {now[column]:.1%} and the first "
+        f"model {first['version']} {first[column]:.1%}: **{abs(change) * 100:.1f} points {word}**."
+    )
 
 
 def plot_versions(history: History):

@@ -40,14 +40,18 @@ class UserLabels:
         return len(self.y)
 
     def subset(self, mask: np.ndarray) -> UserLabels:
-        return UserLabels(self.x[mask], self.y[mask], self.prediction_ids[mask], self.label_ids[mask],
-                          self.predicted[mask])
+        return UserLabels(
+            self.x[mask], self.y[mask], self.prediction_ids[mask], self.label_ids[mask], self.predicted[mask]
+        )
 
 
 def user_labels(store: Store, since_label_id: int = 0, through_label_id: int | None = None) -> UserLabels:
     """The labelled drawings whose latest label id is in (since, through]."""
-    pairs = [(p, label) for p, label in store.labelled_predictions(since_label_id)
-             if through_label_id is None or label.id <= through_label_id]
+    pairs = [
+        (p, label)
+        for p, label in store.labelled_predictions(since_label_id)
+        if through_label_id is None or label.id <= through_label_id
+    ]
     if not pairs:
         empty = np.zeros(0, dtype=np.int64)
         return UserLabels(np.zeros((0, 28, 28), dtype=np.uint8), empty, empty, empty, empty)
@@ -81,8 +85,9 @@ class RetrainData:
     oversample: int
     through_label_id: int
 
-    def training_set(self, mnist_index: np.ndarray | None = None,
-                     users_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def training_set(
+        self, mnist_index: np.ndarray | None = None, users_index: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """MNIST plus the users' training drawings repeated ``oversample`` times."""
         xm = self.x_mnist if mnist_index is None else self.x_mnist[mnist_index]
         ym = self.y_mnist if mnist_index is None else self.y_mnist[mnist_index]
@@ -94,13 +99,19 @@ class RetrainData:
         return x, y
 
     def sizes(self) -> dict[str, int]:
-        return {"mnist_train": len(self.y_mnist), "mnist_holdout": len(self.y_mnist_holdout),
-                "users_train": len(self.users_train), "users_heldout": len(self.users_heldout),
-                "oversample": self.oversample, "through_label_id": self.through_label_id}
+        return {
+            "mnist_train": len(self.y_mnist),
+            "mnist_holdout": len(self.y_mnist_holdout),
+            "users_train": len(self.users_train),
+            "users_heldout": len(self.users_heldout),
+            "oversample": self.oversample,
+            "through_label_id": self.through_label_id,
+        }
 
 
-def retrain_data(settings: Settings, through_label_id: int | None = None, oversample: int = 5,
-                 users_holdout_fraction: float = 0.25) -> RetrainData:
+def retrain_data(
+    settings: Settings, through_label_id: int | None = None, oversample: int = 5, users_holdout_fraction: float = 0.25
+) -> RetrainData:
     """MNIST and all users' labels up to ``through_label_id``, split into training and held-out slice."""
     from mnist_hitl.data import load_mnist
 
@@ -109,6 +120,13 @@ def retrain_data(settings: Settings, through_label_id: int | None = None, oversa
         labels = user_labels(store, 0, through_label_id)
     held = np.array([in_users_holdout(i, users_holdout_fraction) for i in labels.prediction_ids], dtype=bool)
     through = int(labels.label_ids.max()) if len(labels) else int(through_label_id or 0)
-    return RetrainData(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
-                       labels.subset(~held), labels.subset(held), oversample,
-                       max(through, int(through_label_id or 0)))
+    return RetrainData(
+        dataset.x_train,
+        dataset.y_train,
+        dataset.x_test,
+        dataset.y_test,
+        labels.subset(~held),
+        labels.subset(held),
+        oversample,
+        max(through, int(through_label_id or 0)),
+    )

@@ -50,8 +50,9 @@ def cycle_lock(settings: Settings) -> Iterator[str]:
                 who = f"cycle {info['cycle_id']} (pid {info['pid']}, started {info['started']})"
             except (ValueError, KeyError, TypeError):
                 who = "another cycle"
-            raise CycleBusy(f"another learning cycle is running: {who}; this one exits without doing anything") \
-                from None
+            raise CycleBusy(
+                f"another learning cycle is running: {who}; this one exits without doing anything"
+            ) from None
         cycle_id = timestamp_id()
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"cycle_id": cycle_id, "pid": os.getpid(), "started": utc_now()}).encode(), 0)
@@ -100,5 +101,11 @@ def start_cycle(settings: Settings, command: list[str], log: Path) -> subprocess
         return None
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as output:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=config.child_environment(settings))
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=config.child_environment(settings),
+        )

@@ -84,9 +84,7 @@ def build_model(learning_rate: float = 2e-3, dropout: float = 0.3):
         ]
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     return model
 
@@ -120,8 +118,14 @@ class _ProgressBar:
         return Callback()
 
 
-def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(), progress: bool = True,
-                description: str = "training", initial_weights: list | None = None):
+def train_model(
+    x: np.ndarray,
+    y: np.ndarray,
+    params: TrainParams = TrainParams(),
+    progress: bool = True,
+    description: str = "training",
+    initial_weights: list | None = None,
+):
     """Train a CNN, from scratch or from ``initial_weights`` (a fine-tune).
 
     Args:
@@ -167,8 +171,11 @@ def train_model(x: np.ndarray, y: np.ndarray, params: TrainParams = TrainParams(
 def predict_proba(model, images: np.ndarray) -> np.ndarray:
     """Class probabilities (n, 10) from a Keras model, batched, without Keras' per-call overhead."""
     x = as_input(images)
-    return np.concatenate([np.asarray(model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)]) \
-        if len(x) else np.zeros((0, 10), dtype=np.float32)
+    return (
+        np.concatenate([np.asarray(model(x[i : i + 512], training=False)) for i in range(0, len(x), 512)])
+        if len(x)
+        else np.zeros((0, 10), dtype=np.float32)
+    )
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray) -> float:

@@ -54,11 +54,18 @@ class MonitorResult:
         """Labels, errors and error rate per digit, as a table (digits as columns)."""
         import pandas as pd
 
-        return pd.DataFrame({
-            "labels": self.class_counts,
-            "errors": self.class_errors,
-            "error rate": {d: self.class_error_rates.get(d, float("nan")) for d in range(10)},
-        }, dtype=float).rename_axis("digit").T.round(3)
+        return (
+            pd.DataFrame(
+                {
+                    "labels": self.class_counts,
+                    "errors": self.class_errors,
+                    "error rate": {d: self.class_error_rates.get(d, float("nan")) for d in range(10)},
+                },
+                dtype=float,
+            )
+            .rename_axis("digit")
+            .T.round(3)
+        )
 
     def drift_table(self):
         """The normed Wasserstein distance of every feature, as a one-row table."""
@@ -68,18 +75,25 @@ class MonitorResult:
 
     def drift_line(self) -> str:
         """One line of Markdown: the drift score and what Evidently found."""
-        share = "not run (fewer than 2 drawings)" if math.isnan(self.evidently_share) else \
-            f"{self.evidently_share:.0%} of the features drifted {self.drifted_features or ''}"
-        return (f"drift score **{self.drift_score:.3f}** (threshold {self.thresholds.drift_threshold:g}); "
-                f"Evidently: {share}; report: `{self.report_html or '-'}`")
+        share = (
+            "not run (fewer than 2 drawings)"
+            if math.isnan(self.evidently_share)
+            else f"{self.evidently_share:.0%} of the features drifted {self.drifted_features or ''}"
+        )
+        return (
+            f"drift score **{self.drift_score:.3f}** (threshold {self.thresholds.drift_threshold:g}); "
+            f"Evidently: {share}; report: `{self.report_html or '-'}`"
+        )
 
     def doubt_line(self) -> str:
         """One line of Markdown: how many labels the deployed model doubts, and where to see them."""
         if self.doubtful_labels is None:
             return "doubtful labels: not counted (no deployed model)"
-        return (f"**{self.doubtful_labels} doubtful labels**: users' latest labels (all, not only this window) that"
-                f" the deployed model reads as another digit at >= {self.doubt_confidence:g} confidence;"
-                " `mnist-hitl queue --strategy doubtful` lists them for a second look")
+        return (
+            f"**{self.doubtful_labels} doubtful labels**: users' latest labels (all, not only this window) that"
+            f" the deployed model reads as another digit at >= {self.doubt_confidence:g} confidence;"
+            " `mnist-hitl queue --strategy doubtful` lists them for a second look"
+        )
 
     def as_json(self) -> dict:
         return {
@@ -114,8 +128,15 @@ def error_counts(labels: np.ndarray, predicted: np.ndarray) -> tuple[dict[int, i
     return counts, errors, confusion
 
 
-def monitor(settings: Settings, since_label_id: int, through_label_id: int, thresholds: Thresholds,
-            output_dir: Path, reference_size: int = 2000, seed: int = 0) -> MonitorResult:
+def monitor(
+    settings: Settings,
+    since_label_id: int,
+    through_label_id: int,
+    thresholds: Thresholds,
+    output_dir: Path,
+    reference_size: int = 2000,
+    seed: int = 0,
+) -> MonitorResult:
     """Look at the labels in (since, through]: errors, drift, the decision; writes the pictures and report.
 
     Args:
@@ -151,17 +172,37 @@ def monitor(settings: Settings, since_label_id: int, through_label_id: int, thre
     report_html = None
     share, distances, drifted = float("nan"), drift.feature_distances(reference_features, current_features), []
     if len(labels) >= 2:  # Evidently needs a few rows to compare
-        summary = drift.drift_report(reference_features, current_features, thresholds.drift_threshold,
-                                     output_dir / "drift_report.html")
+        summary = drift.drift_report(
+            reference_features, current_features, thresholds.drift_threshold, output_dir / "drift_report.html"
+        )
         share, distances, drifted = summary.share, summary.per_feature, summary.drifted
         report_html = str(summary.html_path)
     decision = decide(len(labels), score, errors, thresholds)
     figure = plot_confusion(confusion, f"labels {since_label_id + 1}-{through_label_id}")
     confusion_png = output_dir / "confusion_matrix.png"
     figure.savefig(confusion_png, dpi=90)
-    return MonitorResult(since_label_id, through_label_id, len(labels), counts, errors, rates, confusion, score,
-                         share, distances, drifted, decision, thresholds, report_html, str(confusion_png), versions,
-                         reference_features, current_features, count_doubtful(settings), settings.doubt_confidence)
+    return MonitorResult(
+        since_label_id,
+        through_label_id,
+        len(labels),
+        counts,
+        errors,
+        rates,
+        confusion,
+        score,
+        share,
+        distances,
+        drifted,
+        decision,
+        thresholds,
+        report_html,
+        str(confusion_png),
+        versions,
+        reference_features,
+        current_features,
+        count_doubtful(settings),
+        settings.doubt_confidence,
+    )
 
 
 def count_doubtful(settings: Settings) -> int | None:
@@ -185,8 +226,15 @@ def plot_confusion(confusion: np.ndarray, title: str = ""):
     image = axes.imshow(confusion, cmap="Blues")
     for (row, col), value in np.ndenumerate(confusion):
         if value:
-            axes.text(col, row, str(value), ha="center", va="center", fontsize=8,
-                      color="white" if value > confusion.max() / 2 else "black")
+            axes.text(
+                col,
+                row,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if value > confusion.max() / 2 else "black",
+            )
     axes.set_xticks(range(10))
     axes.set_yticks(range(10))
     axes.set_xlabel("predicted digit")
@@ -210,27 +258,46 @@ def read_decision(path: Path | str) -> dict:
 
 def log_monitor(run_log, result: MonitorResult, decision_path: Path | str | None = None) -> None:
     """Log the monitor's parameters, metrics, decision and pictures into its MLflow run."""
-    run_log.params({**asdict(result.thresholds), "since_label_id": result.since_label_id,
-                    "through_label_id": result.through_label_id})
-    run_log.metrics({
-        "new_labels": result.new_labels,
-        "drift_score": result.drift_score,
-        "evidently_drift_share": result.evidently_share,
-        "retrain": int(result.decision.retrain),
-        **({"doubtful_labels": result.doubtful_labels} if result.doubtful_labels is not None else {}),
-        **{f"errors_class_{d}": n for d, n in result.class_errors.items()},
-        **{f"error_rate_class_{d}": r for d, r in result.class_error_rates.items()},
-        **{f"drift_{name}": value for name, value in result.feature_distances.items()},
-    })
+    run_log.params(
+        {
+            **asdict(result.thresholds),
+            "since_label_id": result.since_label_id,
+            "through_label_id": result.through_label_id,
+        }
+    )
+    run_log.metrics(
+        {
+            "new_labels": result.new_labels,
+            "drift_score": result.drift_score,
+            "evidently_drift_share": result.evidently_share,
+            "retrain": int(result.decision.retrain),
+            **({"doubtful_labels": result.doubtful_labels} if result.doubtful_labels is not None else {}),
+            **{f"errors_class_{d}": n for d, n in result.class_errors.items()},
+            **{f"error_rate_class_{d}": r for d, r in result.class_error_rates.items()},
+            **{f"drift_{name}": value for name, value in result.feature_distances.items()},
+        }
+    )
     from mnist_hitl.learning.tracking import NOTE_TAG, note
 
     decision = "retrain" if result.decision.retrain else "no retrain"
-    run_log.tags({"decision": decision, "reasons": "\n".join(result.decision.reasons),
-                  NOTE_TAG: note(f"Decision: {decision}", result.decision.reasons,
-                                 f"Labels {result.since_label_id + 1} to {result.through_label_id}; the executed "
-                                 "notebook is `notebooks/monitor.html`.")})
+    run_log.tags(
+        {
+            "decision": decision,
+            "reasons": "\n".join(result.decision.reasons),
+            NOTE_TAG: note(
+                f"Decision: {decision}",
+                result.decision.reasons,
+                f"Labels {result.since_label_id + 1} to {result.through_label_id}; the executed "
+                "notebook is `notebooks/monitor.html`.",
+            ),
+        }
+    )
     features_png = Path(result.confusion_png).parent / "drift_features.png" if result.confusion_png else None
-    for path, folder in ((result.confusion_png, "plots"), (features_png, "plots"), (result.report_html, "drift"),
-                         (decision_path, None)):
+    for path, folder in (
+        (result.confusion_png, "plots"),
+        (features_png, "plots"),
+        (result.report_html, "drift"),
+        (decision_path, None),
+    ):
         if path:
             run_log.artifact(path, folder)

@@ -73,21 +73,26 @@ def save_figure(figure, path: Path | str):
 
 def retrain_sizes(settings: Settings, **given: int | None) -> tuple[int, ...]:
     """``n_trials, epochs_per_trial, final_epochs, oversample``: the given ones, else the settings'."""
-    return tuple(int(getattr(settings, name) if given.get(name) is None else given[name])
-                 for name in RETRAIN_SETTINGS)
+    return tuple(int(getattr(settings, name) if given.get(name) is None else given[name]) for name in RETRAIN_SETTINGS)
 
 
 def retrain_mode(mlflow_run_id: str | None, deploy: bool) -> tuple[bool, str]:
     """Whether this retraining may deploy its challenger, and a line of Markdown saying what it does."""
     if not mlflow_run_id:
-        return False, ("**Dry run** (run by hand: no `mlflow_run_id`). The challenger is trained, judged and kept "
-                       "on file as a candidate; **nothing is deployed and nothing is logged to MLflow**. "
-                       "`mnist-hitl cycle --force-retrain` retrains for real, recorded in MLflow.")
+        return False, (
+            "**Dry run** (run by hand: no `mlflow_run_id`). The challenger is trained, judged and kept "
+            "on file as a candidate; **nothing is deployed and nothing is logged to MLflow**. "
+            "`mnist-hitl cycle --force-retrain` retrains for real, recorded in MLflow."
+        )
     if not deploy:
-        return False, (f"**Dry run** (`deploy=False`), logged to MLflow run `{mlflow_run_id}`: the challenger "
-                       "is kept on file as a candidate whatever the verdict.")
-    return True, (f"Run by the learning cycle, logged to MLflow run `{mlflow_run_id}`: the challenger is "
-                  "deployed if the promotion rule says so.")
+        return False, (
+            f"**Dry run** (`deploy=False`), logged to MLflow run `{mlflow_run_id}`: the challenger "
+            "is kept on file as a candidate whatever the verdict."
+        )
+    return True, (
+        f"Run by the learning cycle, logged to MLflow run `{mlflow_run_id}`: the challenger is "
+        "deployed if the promotion rule says so."
+    )
 
 
 def html_copy(notebook: Path | str) -> Path | None:
@@ -105,8 +110,11 @@ def html_copy(notebook: Path | str) -> Path | None:
         from jinja2 import DictLoader
         from nbconvert import HTMLExporter
 
-        exporter = HTMLExporter(embed_images=True, extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
-                                template_file="offline.html.j2")
+        exporter = HTMLExporter(
+            embed_images=True,
+            extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+            template_file="offline.html.j2",
+        )
         body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     except Exception as error:
         log.warning("could not render %s as HTML: %s", notebook, error)

@@ -110,8 +110,9 @@ def holdout_drop_p_value(only_champion_right: int, only_challenger_right: int) -
     return float(binomtest(only_champion_right, discordant, 0.5, alternative="greater").pvalue)
 
 
-def promotion_rule(comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT_DROP,
-                   significance: float = SIGNIFICANCE) -> Verdict:
+def promotion_rule(
+    comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT_DROP, significance: float = SIGNIFICANCE
+) -> Verdict:
     """Decide whether the challenger replaces the champion; the reasons say why, with the numbers.
 
     Args:
@@ -127,10 +128,14 @@ def promotion_rule(comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT
     within = drop <= max_holdout_drop + 1e-12
     noise = not within and significance > 0 and p_value >= significance
     holdout_ok = within or noise
-    verdict = ("ok" if within else
-               f"more than {max_holdout_drop * 100:.2f} points lower but within the holdout's noise "
-               f"(McNemar p={p_value:.2f} >= {significance:g})" if noise else
-               f"more than {max_holdout_drop * 100:.2f} points lower (McNemar p={p_value:.3f})")
+    verdict = (
+        "ok"
+        if within
+        else f"more than {max_holdout_drop * 100:.2f} points lower but within the holdout's noise "
+        f"(McNemar p={p_value:.2f} >= {significance:g})"
+        if noise
+        else f"more than {max_holdout_drop * 100:.2f} points lower (McNemar p={p_value:.3f})"
+    )
     reasons.append(
         f"MNIST holdout {challenger.mnist_holdout:.4f} vs {champion.mnist_holdout:.4f} "
         f"({-drop * 100:+.2f} points; {comparison.mnist_only_champion_right} digits only the champion reads, "
@@ -138,8 +143,10 @@ def promotion_rule(comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT
     )
     if _missing(challenger.users_heldout) or _missing(champion.users_heldout):
         better = challenger.mnist_holdout > champion.mnist_holdout
-        reasons.append("no users' held-out drawings: the challenger must be better on the MNIST holdout: "
-                       + ("it is" if better else "it is not"))
+        reasons.append(
+            "no users' held-out drawings: the challenger must be better on the MNIST holdout: "
+            + ("it is" if better else "it is not")
+        )
         return Verdict(better and holdout_ok, reasons)
     gain = challenger.users_heldout - champion.users_heldout
     users_ok = gain > 0
@@ -160,12 +167,15 @@ def plot_per_class(comparison: Comparison):
 
     figure = Figure(figsize=(11, 3.6))
     axes = figure.subplots(1, 2, sharey=True)
-    panels = (("MNIST holdout", "mnist_per_class", comparison.n_mnist_holdout),
-              ("users' held-out slice", "users_per_class", comparison.n_users_heldout))
+    panels = (
+        ("MNIST holdout", "mnist_per_class", comparison.n_mnist_holdout),
+        ("users' held-out slice", "users_per_class", comparison.n_users_heldout),
+    )
     for ax, (title, attribute, n) in zip(axes, panels):
         digits = np.arange(10)
-        for offset, (name, scores) in zip((-0.2, 0.2), (("champion (before)", comparison.champion),
-                                                         ("challenger (after)", comparison.challenger))):
+        for offset, (name, scores) in zip(
+            (-0.2, 0.2), (("champion (before)", comparison.champion), ("challenger (after)", comparison.challenger))
+        ):
             per_class = getattr(scores, attribute)
             ax.bar(digits + offset, [per_class.get(d, np.nan) for d in digits], width=0.4, label=name)
         ax.set_xticks(digits)

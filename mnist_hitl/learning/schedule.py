@@ -78,9 +78,14 @@ def serve(settings: Settings) -> None:
     cron = cron_for(minutes)
     schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=minutes)}
     print(f"serving {FLOW_NAME} every {minutes} min ({cron or 'interval'}) to {settings.prefect_api}", flush=True)
-    hitl_cycle.serve(name=DEPLOYMENT_NAME, limit=1, print_starting_message=False,
-                     description="monitor the users' labels, retrain and promote when the monitor says so",
-                     entrypoint_type=EntrypointType.MODULE_PATH, **schedule)
+    hitl_cycle.serve(
+        name=DEPLOYMENT_NAME,
+        limit=1,
+        print_starting_message=False,
+        description="monitor the users' labels, retrain and promote when the monitor says so",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        **schedule,
+    )
 
 
 def serve_schedule(settings: Settings | None = None) -> None:
@@ -99,8 +104,9 @@ def serve_schedule(settings: Settings | None = None) -> None:
     try:
         if not wait_for(health, timeout=30 if settings.prefect_api_url else 1):
             if settings.prefect_api_url:
-                raise RuntimeError(f"no Prefect server answers at {api}: start one with "
-                                   "`python -m mnist_hitl.prefect_server`")
+                raise RuntimeError(
+                    f"no Prefect server answers at {api}: start one with `python -m mnist_hitl.prefect_server`"
+                )
             server = _start_server(settings, health)
         # Prefect read PREFECT_API_URL when it was imported; without this, the flow would be served to a
         # temporary server of its own, in this process group (sharing the database file, so it seemed to
@@ -121,10 +127,20 @@ def _start_server(settings: Settings, health: str) -> subprocess.Popen:
     log_path = settings.prefect_home / "server.log"
     with open(log_path, "ab") as server_log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mnist_hitl.prefect_server", "--host", "127.0.0.1",
-             "--port", str(settings.prefect_port)],
-            stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=config.child_environment(settings))
+            [
+                sys.executable,
+                "-m",
+                "mnist_hitl.prefect_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.prefect_port),
+            ],
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=config.child_environment(settings),
+        )
     try:
         ready = wait_for(health, timeout=120)
     except BaseException:  # Ctrl-C while it starts

@@ -30,6 +30,7 @@ def fit(x: np.ndarray, y: np.ndarray, params: TrainParams, initial_weights: list
 
 # the search -------------------------------------------------------------------------
 
+
 @dataclass
 class SearchResult:
     """The study and what it found."""
@@ -42,8 +43,9 @@ class SearchResult:
     seconds: float = 0.0
 
 
-def validation_split(data: RetrainData, seed: int = 0, mnist_fraction: float = 0.1,
-                     users_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def validation_split(
+    data: RetrainData, seed: int = 0, mnist_fraction: float = 0.1, users_fraction: float = 0.2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Indices (mnist_fit, mnist_val, users_fit, users_val) for the trials (the held-out slice is untouched)."""
     rng = np.random.default_rng(seed)
     mnist = rng.permutation(len(data.y_mnist))
@@ -53,9 +55,16 @@ def validation_split(data: RetrainData, seed: int = 0, mnist_fraction: float = 0
     return mnist[n_val:], mnist[:n_val], users[n_users_val:], users[:n_users_val]
 
 
-def run_search(data: RetrainData, storage: str, study_name: str, n_trials: int = 8, epochs_per_trial: int = 1,
-               seed: int = 0, initial_weights: list | None = None,
-               on_trial: Callable[[dict], None] | None = None) -> SearchResult:
+def run_search(
+    data: RetrainData,
+    storage: str,
+    study_name: str,
+    n_trials: int = 8,
+    epochs_per_trial: int = 1,
+    seed: int = 0,
+    initial_weights: list | None = None,
+    on_trial: Callable[[dict], None] | None = None,
+) -> SearchResult:
     """An Optuna study maximising validation accuracy over learning rate, dropout and batch size.
 
     Each trial trains ``epochs_per_trial`` epochs (from ``initial_weights`` when
@@ -93,9 +102,14 @@ def run_search(data: RetrainData, storage: str, study_name: str, n_trials: int =
         value = mnist_acc if np.isnan(users_acc) else (mnist_acc + users_acc) / 2
         trial.set_user_attr("mnist_val_accuracy", mnist_acc)
         trial.set_user_attr("users_val_accuracy", None if np.isnan(users_acc) else users_acc)
-        record = {"number": trial.number, "value": value, "params": dict(trial.params),
-                  "mnist_val_accuracy": mnist_acc, "users_val_accuracy": users_acc,
-                  "seconds": round(time.perf_counter() - start, 2)}
+        record = {
+            "number": trial.number,
+            "value": value,
+            "params": dict(trial.params),
+            "mnist_val_accuracy": mnist_acc,
+            "users_val_accuracy": users_acc,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
         records.append(record)
         if on_trial is not None:
             on_trial(record)
@@ -103,18 +117,34 @@ def run_search(data: RetrainData, storage: str, study_name: str, n_trials: int =
         return value
 
     start = time.perf_counter()
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        load_if_exists=True,
+    )
     study.optimize(objective, n_trials=n_trials)
-    return SearchResult(study_name, storage, dict(study.best_params), float(study.best_value), records,
-                        round(time.perf_counter() - start, 2))
+    return SearchResult(
+        study_name,
+        storage,
+        dict(study.best_params),
+        float(study.best_value),
+        records,
+        round(time.perf_counter() - start, 2),
+    )
 
 
 def best_train_params(search: SearchResult, epochs: int, seed: int = 0) -> TrainParams:
     """The final training's parameters: the study's best, for ``epochs`` epochs."""
     best = search.best_params
-    return TrainParams(epochs=epochs, batch_size=int(best["batch_size"]), learning_rate=float(best["learning_rate"]),
-                       dropout=float(best["dropout"]), seed=seed)
+    return TrainParams(
+        epochs=epochs,
+        batch_size=int(best["batch_size"]),
+        learning_rate=float(best["learning_rate"]),
+        dropout=float(best["dropout"]),
+        seed=seed,
+    )
 
 
 def load_study(search: SearchResult):
@@ -141,8 +171,10 @@ def plot_search(search: SearchResult, output_dir: Path) -> dict[str, Path]:
     paths = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
-        for name, plot in (("optuna_history", optuna_plots.plot_optimization_history),
-                           ("optuna_importances", optuna_plots.plot_param_importances)):
+        for name, plot in (
+            ("optuna_history", optuna_plots.plot_optimization_history),
+            ("optuna_importances", optuna_plots.plot_param_importances),
+        ):
             complete = [t for t in study.trials if t.value is not None]
             if name == "optuna_importances" and len(complete) < 2:
                 continue  # importances need at least two finished trials

@@ -90,5 +90,8 @@ def shifted_style(images: np.ndarray, seed: int = 0, style: Style = Style(), can
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = (np.clip(as_unit(images), 0, 1) * 255).astype(np.uint8)
-    return np.stack([_redraw(image, rng, style, canvas) for image in images]) if len(images) \
+    return (
+        np.stack([_redraw(image, rng, style, canvas) for image in images])
+        if len(images)
         else np.zeros((0, canvas, canvas), dtype=np.uint8)
+    )

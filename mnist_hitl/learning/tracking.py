@@ -73,8 +73,14 @@ def experiment_id(settings: Settings, mlflow_client=None) -> str:
         return mlflow_client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
-def start_run(settings: Settings, name: str, kind: str, cycle_id: str, parent_run_id: str | None = None,
-              tags: Mapping[str, str] | None = None) -> str:
+def start_run(
+    settings: Settings,
+    name: str,
+    kind: str,
+    cycle_id: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Create a run (nested under ``parent_run_id`` if given) and return its id."""
     mlflow_client = client(settings)
     all_tags = {KIND_TAG: kind, CYCLE_TAG: cycle_id, **(tags or {})}
@@ -122,8 +128,11 @@ class RunLog:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(_key(k), float(v), now, step) for k, v in values.items()
-                   if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        metrics = [
+            Metric(_key(k), float(v), now, step)
+            for k, v in values.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))
+        ]
         for start in range(0, len(metrics), 500):
             self._client.log_batch(self.run_id, metrics=metrics[start : start + 500])
 
@@ -186,6 +195,7 @@ def _text(value: object) -> str:
 
 # the model ---------------------------------------------------------------------------
 
+
 def log_keras_model(settings: Settings, run_id: str, network, version: str) -> str:
     """Log a Keras model into a run (with signature and pinned requirements) and register it.
 
@@ -211,8 +221,12 @@ def log_keras_model(settings: Settings, run_id: str, network, version: str) -> s
     status = mlflow_client.get_run(run_id).info.status
     with mlflow.start_run(run_id=run_id):
         info = mlflow.keras.log_model(
-            network, name="model", signature=signature, pip_requirements=requirements,
-            registered_model_name=REGISTERED_MODEL, tags={VERSION_TAG: version},
+            network,
+            name="model",
+            signature=signature,
+            pip_requirements=requirements,
+            registered_model_name=REGISTERED_MODEL,
+            tags={VERSION_TAG: version},
         )
     if status == "RUNNING":  # start_run(run_id) ends the run on exit; the cycle ends it when it is done
         mlflow_client.update_run(run_id, status="RUNNING")
@@ -233,16 +247,15 @@ def _version(package: str) -> str:
     return "unknown"
 
 
-def mark_promotion(settings: Settings, mlflow_version: str, version: str, promoted: bool,
-                   reasons: list[str]) -> None:
+def mark_promotion(settings: Settings, mlflow_version: str, version: str, promoted: bool, reasons: list[str]) -> None:
     """Tag a registered version promoted or rejected; a promotion moves the champion alias."""
     mlflow_client = client(settings)
-    mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "status",
-                                        "promoted" if promoted else "rejected")
+    mlflow_client.set_model_version_tag(
+        REGISTERED_MODEL, mlflow_version, "status", "promoted" if promoted else "rejected"
+    )
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "reasons", " | ".join(reasons)[:5000])
     if promoted:
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "promoted_at",
-                                            utc_now())
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, mlflow_version, "promoted_at", utc_now())
         mlflow_client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, mlflow_version)
 
 
@@ -283,15 +296,26 @@ def registered_versions(settings: Settings) -> list[dict]:
     except MlflowException:
         return []
     current = champion(settings)
-    records = [{**_version_record(v), "reasons": (v.tags or {}).get("reasons"),
-                "champion": current is not None and str(v.version) == current["mlflow_version"]} for v in versions]
+    records = [
+        {
+            **_version_record(v),
+            "reasons": (v.tags or {}).get("reasons"),
+            "champion": current is not None and str(v.version) == current["mlflow_version"],
+        }
+        for v in versions
+    ]
     return sorted(records, key=lambda r: int(r["mlflow_version"]))
 
 
 def _version_record(found) -> dict:
     tags = found.tags or {}
-    return {"mlflow_version": str(found.version), "version": tags.get(VERSION_TAG), "run_id": found.run_id,
-            "status": tags.get("status"), "promoted_at": tags.get("promoted_at")}
+    return {
+        "mlflow_version": str(found.version),
+        "version": tags.get(VERSION_TAG),
+        "run_id": found.run_id,
+        "status": tags.get("status"),
+        "promoted_at": tags.get("promoted_at"),
+    }
 
 
 def sync_champion(settings: Settings, deployed_version: str) -> bool:
@@ -313,16 +337,22 @@ def sync_champion(settings: Settings, deployed_version: str) -> bool:
     current = champion(settings)
     if current and current["version"] == deployed_version:
         return False
-    mark_promotion(settings, str(matching[0].version), deployed_version, True,
-                   ["deployed by a cycle that was interrupted before tagging"])
+    mark_promotion(
+        settings,
+        str(matching[0].version),
+        deployed_version,
+        True,
+        ["deployed by a cycle that was interrupted before tagging"],
+    )
     return True
 
 
 def fail_stale_runs(settings: Settings, cycle_id: str) -> int:
     """Mark the still-running runs of an interrupted cycle KILLED; returns how many."""
     mlflow_client = client(settings)
-    runs = mlflow_client.search_runs([experiment_id(settings, mlflow_client)],
-                                     filter_string=f"tags.`{CYCLE_TAG}` = '{cycle_id}'")
+    runs = mlflow_client.search_runs(
+        [experiment_id(settings, mlflow_client)], filter_string=f"tags.`{CYCLE_TAG}` = '{cycle_id}'"
+    )
     stale = [run for run in runs if run.info.status == "RUNNING"]
     for run in stale:
         mlflow_client.set_terminated(run.info.run_id, "KILLED")
@@ -341,4 +371,4 @@ def snapshot_sqlite(source: str | Path, target: str | Path) -> Path:
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL, or None for other URLs."""
-    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None

@@ -17,8 +17,9 @@ from mnist_hitl.predictor import deployed_model
 log = logging.getLogger(__name__)
 
 
-def train_first_model(settings: Settings, force: bool = False, epochs: int | None = None,
-                      progress: bool = True, record_run: bool = True) -> dict:
+def train_first_model(
+    settings: Settings, force: bool = False, epochs: int | None = None, progress: bool = True, record_run: bool = True
+) -> dict:
     """Train, evaluate and deploy a model on MNIST, unless one is deployed already.
 
     The model's lineage starts here: it is recorded as an MLflow run (parameters, holdout
@@ -46,12 +47,23 @@ def train_first_model(settings: Settings, force: bool = False, epochs: int | Non
     dataset = load_mnist(settings)
     params = model_lib.TrainParams(epochs=epochs or settings.train_epochs, seed=settings.seed)
     clock = Stopwatch()
-    trained = clock.call("train", model_lib.train_model, dataset.x_train, dataset.y_train, params,
-                         progress=progress, description=f"training on {len(dataset.y_train)} {dataset.source} digits")
+    trained = clock.call(
+        "train",
+        model_lib.train_model,
+        dataset.x_train,
+        dataset.y_train,
+        params,
+        progress=progress,
+        description=f"training on {len(dataset.y_train)} {dataset.source} digits",
+    )
     accuracy = model_lib.evaluate(trained, dataset.x_test, dataset.y_test)
-    record = {"params": asdict(params), "data": dataset.source, "train_seconds": clock.seconds["train"],
-              "reason": "forced retrain" if force else "first model",
-              "sizes": {"train": len(dataset.y_train), "holdout": len(dataset.y_test)}}
+    record = {
+        "params": asdict(params),
+        "data": dataset.source,
+        "train_seconds": clock.seconds["train"],
+        "reason": "forced retrain" if force else "first model",
+        "sizes": {"train": len(dataset.y_train), "holdout": len(dataset.y_test)},
+    }
     saved, _ = deployment.save_version(settings, trained, accuracy, record)
     lineage = _record_first_model(settings, trained, saved.version, accuracy, record) if record_run else {}
     record.update(lineage)
@@ -59,9 +71,14 @@ def train_first_model(settings: Settings, force: bool = False, epochs: int | Non
     if lineage:
         _crown(settings, lineage["mlflow_model_version"], saved.version, record["reason"])
     log.info("deployed %s (holdout accuracy %.4f)", saved.version, accuracy)
-    return {"trained": True, "model_version": saved.version, "holdout_accuracy": accuracy,
-            "train_seconds": clock.seconds["train"], "mlflow_run_id": lineage.get("mlflow_run_id"),
-            "mlflow_model_version": lineage.get("mlflow_model_version")}
+    return {
+        "trained": True,
+        "model_version": saved.version,
+        "holdout_accuracy": accuracy,
+        "train_seconds": clock.seconds["train"],
+        "mlflow_run_id": lineage.get("mlflow_run_id"),
+        "mlflow_model_version": lineage.get("mlflow_model_version"),
+    }
 
 
 def _record_first_model(settings: Settings, network, version: str, accuracy: float, record: dict) -> dict:
@@ -72,11 +89,22 @@ def _record_first_model(settings: Settings, network, version: str, accuracy: flo
         log.warning("MLflow at %s does not answer: %s is not recorded there", settings.tracking_uri, version)
         return {}
     try:
-        run_id = tracking.start_run(settings, f"first model {version}", "first_model", "init",
-                                    tags={"model_version": version, tracking.NOTE_TAG: tracking.note(
-                                        f"{record['reason']}: {version}, deployed",
-                                        [f"MNIST holdout accuracy {accuracy:.2%} ({record['sizes']['holdout']} "
-                                         f"digits); trained on {record['sizes']['train']} {record['data']} digits"])})
+        run_id = tracking.start_run(
+            settings,
+            f"first model {version}",
+            "first_model",
+            "init",
+            tags={
+                "model_version": version,
+                tracking.NOTE_TAG: tracking.note(
+                    f"{record['reason']}: {version}, deployed",
+                    [
+                        f"MNIST holdout accuracy {accuracy:.2%} ({record['sizes']['holdout']} "
+                        f"digits); trained on {record['sizes']['train']} {record['data']} digits"
+                    ],
+                ),
+            },
+        )
         run = tracking.RunLog(settings, run_id)
         run.params({**record["params"], "data": record["data"], **{f"data.{k}": v for k, v in record["sizes"].items()}})
         run.metrics({"holdout_accuracy": accuracy, "train_seconds": record["train_seconds"]})
@@ -98,8 +126,20 @@ def _crown(settings: Settings, mlflow_version: str, version: str, reason: str) -
         log.warning("could not move the champion alias to %s: %s", version, error)
 
 
-def record_retrain(run_log, settings: Settings, data, search, params, comparison, verdict, outcome,
-                   plots: dict, output_dir: Path, seconds: dict, run_parameters: dict) -> dict:
+def record_retrain(
+    run_log,
+    settings: Settings,
+    data,
+    search,
+    params,
+    comparison,
+    verdict,
+    outcome,
+    plots: dict,
+    output_dir: Path,
+    seconds: dict,
+    run_parameters: dict,
+) -> dict:
     """Log a retraining into its MLflow run (parameters, every trial, scores, study, plots) and return its result.
 
     The result is what the cycle reads back (``retrain_result.json``).
@@ -113,31 +153,64 @@ def record_retrain(run_log, settings: Settings, data, search, params, comparison
     study_db = tracking.sqlite_path(search.storage)
     study_copy = tracking.snapshot_sqlite(study_db, output_dir / "optuna_study.sqlite") if study_db else None
     scores = comparison.as_json()
-    run_log.params({**run_parameters, **{f"data.{k}": v for k, v in data.sizes().items()},
-                    **{f"best.{k}": v for k, v in search.best_params.items()}, "study_name": search.study_name,
-                    "final.epochs": params.epochs})
-    run_log.metrics({
-        "best_trial_value": search.best_value,
-        "challenger_mnist_holdout": comparison.challenger.mnist_holdout,
-        "champion_mnist_holdout": comparison.champion.mnist_holdout,
-        "challenger_users_heldout": comparison.challenger.users_heldout,
-        "champion_users_heldout": comparison.champion.users_heldout,
-        "promoted": int(outcome.status == "deployed"),
-        **{f"challenger_users_class_{d}": a for d, a in comparison.challenger.users_per_class.items()},
-        **{f"champion_users_class_{d}": a for d, a in comparison.champion.users_per_class.items()},
-        **{f"seconds_{k}": v for k, v in seconds.items()},
-    })
+    run_log.params(
+        {
+            **run_parameters,
+            **{f"data.{k}": v for k, v in data.sizes().items()},
+            **{f"best.{k}": v for k, v in search.best_params.items()},
+            "study_name": search.study_name,
+            "final.epochs": params.epochs,
+        }
+    )
+    run_log.metrics(_retrain_metrics(search, comparison, outcome, seconds))
     word = "promote" if verdict.promote else "reject"
-    became = {"deployed": "deployed", "rejected": "kept on file, not deployed",
-              "candidate": "kept on file as a candidate (dry run)"}.get(outcome.status, outcome.status)
-    run_log.tags({"verdict": word, "status": outcome.status, "model_version": outcome.version,
-                  "reasons": "\n".join(verdict.reasons),
-                  tracking.NOTE_TAG: tracking.note(f"Verdict: {word}. {outcome.version} {became}", verdict.reasons,
-                                                   "The executed notebook is `notebooks/retrain.html`.")})
+    became = {
+        "deployed": "deployed",
+        "rejected": "kept on file, not deployed",
+        "candidate": "kept on file as a candidate (dry run)",
+    }.get(outcome.status, outcome.status)
+    run_log.tags(
+        {
+            "verdict": word,
+            "status": outcome.status,
+            "model_version": outcome.version,
+            "reasons": "\n".join(verdict.reasons),
+            tracking.NOTE_TAG: tracking.note(
+                f"Verdict: {word}. {outcome.version} {became}",
+                verdict.reasons,
+                "The executed notebook is `notebooks/retrain.html`.",
+            ),
+        }
+    )
     for path, folder in ((trials_csv, "optuna"), (study_copy, "optuna"), *((p, "plots") for p in plots.values())):
         if path:
             run_log.artifact(path, folder)
-    return {"version": outcome.version, "status": outcome.status, "mlflow_model_version": outcome.mlflow_version,
-            "reasons": verdict.reasons, "comparison": scores, "best_params": search.best_params,
-            "best_value": search.best_value, "trials": search.trials, "through_label_id": data.through_label_id,
-            "data": data.sizes(), "seconds": seconds}
+    return {
+        "version": outcome.version,
+        "status": outcome.status,
+        "mlflow_model_version": outcome.mlflow_version,
+        "reasons": verdict.reasons,
+        "comparison": scores,
+        "best_params": search.best_params,
+        "best_value": search.best_value,
+        "trials": search.trials,
+        "through_label_id": data.through_label_id,
+        "data": data.sizes(),
+        "seconds": seconds,
+    }
+
+
+def _retrain_metrics(search, comparison, outcome, seconds: dict) -> dict:
+    """The numbers a retraining logs: the search's best, both models' scores, the stage times."""
+    challenger, champion = comparison.challenger, comparison.champion
+    return {
+        "best_trial_value": search.best_value,
+        "challenger_mnist_holdout": challenger.mnist_holdout,
+        "champion_mnist_holdout": champion.mnist_holdout,
+        "challenger_users_heldout": challenger.users_heldout,
+        "champion_users_heldout": champion.users_heldout,
+        "promoted": int(outcome.status == "deployed"),
+        **{f"challenger_users_class_{d}": a for d, a in challenger.users_per_class.items()},
+        **{f"champion_users_class_{d}": a for d, a in champion.users_per_class.items()},
+        **{f"seconds_{k}": v for k, v in seconds.items()},
+    }

@@ -25,8 +25,11 @@ class Watermarks:
 
 
 def watermarks(store: Store) -> Watermarks:
-    return Watermarks(int(store.get_meta(RETRAINED_THROUGH, "0")), int(store.get_meta(SEEN_THROUGH, "0")),
-                      store.get_meta(LAST_RETRAIN_AT))
+    return Watermarks(
+        int(store.get_meta(RETRAINED_THROUGH, "0")),
+        int(store.get_meta(SEEN_THROUGH, "0")),
+        store.get_meta(LAST_RETRAIN_AT),
+    )
 
 
 def newest_label_id(store: Store) -> int:
