@@ -44,11 +44,12 @@ from mnist_hitl import config
 from mnist_hitl.config import Settings
 
 
-def voila_command(settings: Settings, port: int | None = None, pool_size: int = 2) -> list[str]:
+def voila_command(settings: Settings, port: int | None = None, pool_size: int = 1) -> list[str]:
     """The command that serves ``notebooks/draw.ipynb`` with Voila on the configured address.
 
     Kernels are preheated (a pool per notebook), so a page load finds a kernel that
-    has already imported the app and loaded the model.
+    has already imported the app and loaded the model. One waiting kernel by default: the
+    local stack serves one person, and each kernel held in reserve costs ~100 MB.
     """
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
     idle = settings.app_kernel_idle_seconds
@@ -92,7 +93,7 @@ class RunningApp:
 
 @contextmanager
 def running_app(
-    settings: Settings, port: int | None = None, pool_size: int = 2, log: Path | None = None, timeout: float = 120.0
+    settings: Settings, port: int | None = None, pool_size: int = 1, log: Path | None = None, timeout: float = 120.0
 ) -> Iterator[RunningApp]:
     """Serve the app with Voila until the block ends; enter it once the kernel pool is filled.
 
