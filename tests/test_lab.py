@@ -91,8 +91,8 @@ def test_jupyterlab_opens_the_history_notebook_in_a_browser(home, tmp_path):
                 title = page.locator(".jp-MarkdownOutput h1").first
                 title.wait_for()
                 assert "is the loop making the model better for our users?" in title.inner_text()
+                # JupyterLab renders only the cells in view: the first code cell shows the notebook's own code
                 page.locator(".jp-CodeCell", has_text="history.load_history(settings").first.wait_for()
-                assert page.locator(".jp-Notebook .jp-Cell").count() >= 10
             finally:
                 browser.close()
     finally:
