@@ -4,10 +4,12 @@ Serves ``mnist-hitl api`` with 1 and then 2 uvicorn workers from a temporary hom
 copy of the deployed model (or a freshly trained one), and, as the baseline, the seed's
 design: a FastAPI route calling Keras ``model.predict`` per request, in a process of its own
 (it imports TensorFlow; the API never does). Each client posts ``--requests`` bundled MNIST
-digits as PNG bodies. Prints p50 / p99 latency, requests/s, errors and (for the API) rows
-stored; writes ``bench/results/api.json``; asserts nothing.
+digits as PNG bodies. Each API setting also runs with one client, whose latency is the
+server's time plus one round trip, without queueing behind the other clients. Prints p50 /
+p99 latency, requests/s, errors and (for the API) rows stored; writes
+``bench/results/api.json``; asserts nothing.
 
-    .venv/bin/python bench/api.py [--home DIR] [--clients 8] [--requests 500]
+    .venv/bin/python bench/api.py [--home DIR] [--clients 8] [--requests 150]
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a home whose deployed model to copy (default: MNIST_HITL_HOME)")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=150, help="per client (the single client sends 1,000)")
     args = parser.parse_args()
     home = prepare_home(args.home)
     from mnist_hitl.data import load_bundled
@@ -122,11 +124,13 @@ def main() -> None:
         port = free_port()
         server = start([mnist_hitl, "api", "--port", str(port), "--workers", str(workers)], port)
         try:
-            before = _rows(home)
-            figures = load(f"http://127.0.0.1:{port}", pictures, args.clients, args.requests)
-            figures["rows_stored"] = _rows(home) - before
-            runs[f"api, {workers} worker{'s' * (workers > 1)}"] = figures
-            print(f"api, {workers} worker(s): {figures}", flush=True)
+            for clients, requests in ((args.clients, args.requests), (1, 1000)):
+                before = _rows(home)
+                figures = load(f"http://127.0.0.1:{port}", pictures, clients, requests)
+                figures["rows_stored"] = _rows(home) - before
+                name = f"api, {workers} worker{'s' * (workers > 1)}, {clients} client{'s' * (clients > 1)}"
+                runs[name] = figures
+                print(f"{name}: {figures}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -148,7 +152,7 @@ def main() -> None:
         port,
     )
     try:
-        runs["baseline: Keras model.predict per request"] = load(
+        runs[f"baseline: Keras model.predict per request, {args.clients} clients"] = load(
             f"http://127.0.0.1:{port}", pictures, args.clients, args.requests
         )
     finally:
@@ -157,7 +161,7 @@ def main() -> None:
     for name, figures in runs.items():
         print(f"{name:45s} {figures}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps({"clients": args.clients, "cpus": os.cpu_count(), **runs}, indent=2))
+    (RESULTS / "api.json").write_text(json.dumps({"cpus": os.cpu_count(), **runs}, indent=2))
 
 
 def _rows(home: Path) -> int:

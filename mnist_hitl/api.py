@@ -90,6 +90,22 @@ class QueueEntry(BaseModel):
     random: bool
 
 
+class ImportedPicture(BaseModel):
+    name: str = Field(description="the upload's file name; name/member inside a zip")
+    prediction_id: int | None = Field(None, description="stored now, unlabelled")
+    predicted_label: int | None = None
+    model_version: str | None = None
+    duplicate_of: int | None = Field(None, description="the same picture was stored already, as this prediction")
+    error: str | None = Field(None, description="why the picture was refused")
+
+
+class ImportOut(BaseModel):
+    imported: int
+    duplicates: int
+    refused: int
+    pictures: list[ImportedPicture]
+
+
 class ReloadOut(BaseModel):
     old_version: str | None
     new_version: str
@@ -140,6 +156,24 @@ PICTURE_BODY = {
             },
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+MAX_IMPORT_FILES = 1000
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            },
+            "application/zip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -196,17 +230,29 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _measure(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def timed(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.record_http_request(route, request.method, status, time.perf_counter() - start)
+    """Time every request into ``mnist_hitl_http_request_duration_seconds`` (a plain ASGI middleware: cheap)."""
+
+    class Timed:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            start, status = time.perf_counter(), [500]
+
+            async def send_and_note(message) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            try:
+                await self.inner(scope, receive, send_and_note)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                metrics.record_http_request(route, scope["method"], status[0], time.perf_counter() - start)
+
+    app.add_middleware(Timed)
 
 
 BEARER = HTTPBearer(auto_error=False, description="MNIST_HITL_API_TOKEN, when it is set")
@@ -228,26 +274,47 @@ def _token_guard(token: str | None):
 
 async def _picture_bytes(request: Request, max_bytes: int) -> bytes:
     """The picture of a request: a multipart ``file``, or the raw body; over ``max_bytes``: 413, unread."""
+    if _content_type(request, max_bytes) == "multipart/form-data":
+        files = await _form_files(request, "file", max_files=1)
+        return await files[0].read(max_bytes + 1)
+    return await _raw_body(request, max_bytes, accepted=("image/",), what="a picture (image/png, image/jpeg)")
+
+
+async def _uploads(request: Request, max_bytes: int) -> list[tuple[str, bytes]]:
+    """The named files of ``POST /import``: multipart ``files`` (repeated), or a raw zip body."""
+    if _content_type(request, max_bytes) == "multipart/form-data":
+        files = await _form_files(request, "files", max_files=MAX_IMPORT_FILES)
+        return [(upload.filename or f"file {number}", await upload.read()) for number, upload in enumerate(files, 1)]
+    return [("upload.zip", await _raw_body(request, max_bytes, accepted=("application/zip",), what="a zip"))]
+
+
+def _content_type(request: Request, max_bytes: int) -> str:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + 65536:
         raise PictureTooLargeError(f"the request is {int(declared):,} bytes, over the limit of {max_bytes:,}")
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _form_files(request: Request, field: str, max_files: int) -> list:
+    try:
+        form = await request.form(max_files=max_files, max_fields=10)
+    except Exception as error:  # python-multipart refuses malformed bodies in many ways
+        raise HTTPException(422, f"malformed multipart body: {error}") from None
+    files = [upload for upload in form.getlist(field) if not isinstance(upload, str)]
+    if not files:
+        raise HTTPException(422, f"the multipart body needs a picture file in the field `{field}`")
+    return files
+
+
+async def _raw_body(request: Request, max_bytes: int, accepted: tuple[str, ...], what: str) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=10)
-        except Exception as error:  # python-multipart refuses malformed bodies in many ways
-            raise HTTPException(422, f"malformed multipart body: {error}") from None
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(422, "the multipart body needs a picture file in the field `file`")
-        return await upload.read(max_bytes + 1)
-    if not content_type.startswith("image/") and content_type not in ("", "application/octet-stream"):
-        raise InvalidImageError(f"send a picture (image/png, image/jpeg or multipart `file`), not {content_type}")
+    if not content_type.startswith(accepted) and content_type not in ("", "application/octet-stream"):
+        raise InvalidImageError(f"send {what} or a multipart body, not {content_type}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise PictureTooLargeError(f"the picture is over the limit of {max_bytes:,} bytes")
+            raise PictureTooLargeError(f"the request is over the limit of {max_bytes:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -273,6 +340,30 @@ def _picture_routes(app: FastAPI, workbench: Workbench, guard) -> None:
             probabilities=result.probabilities,
             model_version=result.model_version,
             latency_ms=result.latency_ms,
+        )
+
+    @app.post(
+        "/import",
+        response_model=ImportOut,
+        dependencies=[guard],
+        openapi_extra=IMPORT_BODY,
+        responses=_errors(*WRITE_ERRORS, 413, 415),
+        tags=["predictions"],
+    )
+    async def import_pictures(request: Request) -> ImportOut:
+        """Store a batch of unlabelled pictures (multipart ``files``: PNG, JPEG or zips of them; or a zip body).
+
+        Each picture is predicted and stored whole or not at all, with source ``import``; one
+        already stored is not stored again; one that cannot be read is refused with its reason.
+        """
+        uploads = await _uploads(request, workbench.settings.max_picture_bytes)
+        workbench.predictor.refresh()  # no model: 503 before anything is stored
+        pictures = [ImportedPicture(name=result.pop("path"), **result) for result in workbench.import_uploads(uploads)]
+        return ImportOut(
+            imported=sum(picture.prediction_id is not None for picture in pictures),
+            duplicates=sum(picture.duplicate_of is not None for picture in pictures),
+            refused=sum(picture.error is not None for picture in pictures),
+            pictures=pictures,
         )
 
     @app.get(

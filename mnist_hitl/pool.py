@@ -11,6 +11,7 @@ left out); a file named on the command line is always tried.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -70,6 +71,22 @@ def import_pictures(bench: Workbench, paths: Iterable[str | Path], progress: boo
                 bar.update()
 
 
+def import_uploads(bench: Workbench, uploads: Iterable[tuple[str, bytes]]) -> Iterator[dict]:
+    """Import pictures received as bytes (the HTTP API's ``POST /import``): each a PNG or JPEG, or a zip of them.
+
+    Yields one dict per picture as :func:`import_pictures` does, ``path`` being the upload's name
+    (``name/member`` inside a zip).
+    """
+    with ExitStack() as open_zips:
+        for name, data in uploads:
+            if zipfile.is_zipfile(io.BytesIO(data)):
+                entries = _zip_entries(io.BytesIO(data), name, open_zips, bench.settings.max_picture_bytes)
+            else:
+                entries = [Entry(name, read=lambda data=data: data)]
+            for entry in entries:
+                yield {"path": entry.path, "error": entry.error} if entry.error else import_one(bench, entry)
+
+
 def import_one(bench: Workbench, entry: Entry) -> dict:
     """Import one picture (see :func:`import_pictures`)."""
     start = time.perf_counter()
@@ -103,14 +120,14 @@ def _entries(paths: list[Path], open_zips: ExitStack, max_bytes: int) -> Iterato
         if path.is_dir():
             for file in _files_under(path):
                 yield from (
-                    _zip_entries(file, open_zips, max_bytes)
+                    _zip_entries(file, str(file), open_zips, max_bytes)
                     if file.suffix.lower() == ".zip"
                     else [_file_entry(file, max_bytes)]
                 )
         elif not path.exists():
             yield Entry(str(path), error="no such file or folder")
         elif path.suffix.lower() == ".zip":
-            yield from _zip_entries(path, open_zips, max_bytes)
+            yield from _zip_entries(path, str(path), open_zips, max_bytes)
         else:
             yield _file_entry(path, max_bytes)
 
@@ -132,12 +149,12 @@ def _file_entry(path: Path, max_bytes: int) -> Entry:
     return Entry(str(path), read=lambda: read_picture_file(path, max_bytes))
 
 
-def _zip_entries(path: Path, open_zips: ExitStack, max_bytes: int) -> Iterator[Entry]:
+def _zip_entries(source: Path | IO[bytes], path: str, open_zips: ExitStack, max_bytes: int) -> Iterator[Entry]:
     try:
-        archive = open_zips.enter_context(zipfile.ZipFile(path))
+        archive = open_zips.enter_context(zipfile.ZipFile(source))
         members = archive.infolist()
     except (OSError, zipfile.BadZipFile) as error:
-        yield Entry(str(path), error=f"not a readable zip: {error}")
+        yield Entry(path, error=f"not a readable zip: {error}")
         return
     for member in members:
         parts = Path(member.filename).parts

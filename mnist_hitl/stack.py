@@ -1,7 +1,7 @@
 """The local stack: every service a user needs, started by ``mnist-hitl run``.
 
 The services are the lines of the repository's ``Procfile``, run by honcho: the
-drawing app (Voila), the Prefect server and the hourly learning cycle served to it,
+drawing app (Voila), the HTTP API, the Prefect server and the hourly learning cycle served to it,
 the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the ``prometheus`` binary is installed,
 Prometheus. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1) on its configured port.
 Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
@@ -47,6 +47,7 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
 
     found = [
         Service("app", settings.app_port, url(settings.app_port), "the drawing app"),
+        Service("api", settings.api_port, url(settings.api_port, "/docs"), "the HTTP API (OpenAPI docs)"),
         Service("prefect", settings.prefect_port, url(settings.prefect_port), "Prefect server (UI and API)"),
         Service(
             "schedule",

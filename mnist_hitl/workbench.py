@@ -200,6 +200,12 @@ class Workbench:
 
         return import_pictures(self, paths, progress)
 
+    def import_uploads(self, uploads: Iterable[tuple[str, bytes]]) -> Iterator[dict]:
+        """Predict and store pictures received as ``(name, bytes)``, zips expanded; see :mod:`mnist_hitl.pool`."""
+        from mnist_hitl.pool import import_uploads
+
+        return import_uploads(self, uploads)
+
     def doubtful_labels(self, confidence: float | None = None) -> list[dict]:
         """The users' latest labels that the deployed model, at ``confidence`` or more, reads as another digit.
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,18 +89,60 @@ def test_reload_answers_the_old_and_the_new_version(
 def test_without_a_model_the_api_is_live_but_not_ready(home: Settings) -> None:
     with TestClient(create_app(home)) as client:
         assert client.get("/health/live").status_code == 200
-        for method, path in (
+        for method, path, *request in (
             ("GET", "/health/ready"),
             ("GET", "/v2/health/ready"),
             ("POST", "/reload"),
             ("GET", "/v2/models/mnist"),
             ("GET", "/queue"),
+            ("POST", "/import", {"files": {"files": ("a.png", digit_png(), "image/png")}}),
         ):
-            answer = client.request(method, path)
+            answer = client.request(method, path, **request[0] if request else {})
             assert answer.status_code == 503 and "no model" in answer.json()["detail"], (path, answer.text)
         answer = client.post("/predict", content=digit_png(), headers={"content-type": "image/png"})
         assert answer.status_code == 503
     assert rows(home, "SELECT COUNT(*) FROM predictions") == [(0,)]
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_import_stores_a_batch_unlabelled_once_and_the_queue_offers_it(
+    client: TestClient, home_with_model: Settings
+) -> None:
+    batch = [
+        ("files", ("one.png", digit_png(1), "image/png")),
+        ("files", ("two.png", digit_png(2), "image/png")),
+        ("files", ("again.png", digit_png(1), "image/png")),  # the same picture as one.png
+        ("files", ("notes.png", b"not a picture", "image/png")),
+        ("files", ("more.zip", zipped({"a/three.png": digit_png(3), "__MACOSX/._x.png": b"junk"}), "application/zip")),
+    ]
+    answer = client.post("/import", files=batch)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["imported"], body["duplicates"], body["refused"]) == (3, 1, 1)
+    names = [picture["name"] for picture in body["pictures"]]
+    assert names == ["one.png", "two.png", "again.png", "notes.png", "more.zip/a/three.png"]
+    first = body["pictures"][0]
+    assert body["pictures"][2]["duplicate_of"] == first["prediction_id"]
+    assert body["pictures"][3]["error"].startswith("not a readable image")
+    stored = rows(home_with_model, "SELECT id, source, predicted_label FROM predictions ORDER BY id")
+    expected_labels = [int(load_bundled().y_test[index]) for index in (1, 2, 3)]
+    assert [(source, label) for _, source, label in stored] == [("import", label) for label in expected_labels]
+    assert rows(home_with_model, "SELECT COUNT(*) FROM labels") == [(0,)]
+    queued = {item["prediction_id"] for item in client.get("/queue", params={"limit": 10}).json()}
+    assert queued == {row[0] for row in stored}
+
+    raw = client.post(
+        "/import", content=zipped({"four.png": digit_png(4)}), headers={"content-type": "application/zip"}
+    )
+    assert raw.status_code == 200 and raw.json()["imported"] == 1
+    assert raw.json()["pictures"][0]["name"] == "upload.zip/four.png"
 
 
 def test_bad_input_is_a_4xx_with_a_detail_and_stores_nothing(client: TestClient, home_with_model: Settings) -> None:
@@ -114,6 +157,9 @@ def test_bad_input_is_a_4xx_with_a_detail_and_stores_nothing(client: TestClient,
         (422, "POST", "/predict", {"content": blank, "headers": {"content-type": "image/png"}}),
         (422, "POST", "/predict", {"content": b"", "headers": {"content-type": "image/png"}}),
         (422, "POST", "/predict", {"files": {"other": ("a.png", digit_png(), "image/png")}}),
+        (422, "POST", "/import", {"files": {"file": ("a.png", digit_png(), "image/png")}}),
+        (415, "POST", "/import", {"content": digit_png(), "headers": {"content-type": "image/png"}}),
+        (413, "POST", "/import", {"content": b"PK" + b"0" * limit, "headers": {"content-type": "application/zip"}}),
         (422, "POST", f"/predictions/{pid}/labels", {"json": {"label": 10}}),
         (422, "POST", f"/predictions/{pid}/labels", {"json": {"label": 3, "kind": "undo"}}),
         (422, "POST", f"/predictions/{pid}/labels", {"content": b"{", "headers": {"content-type": "application/json"}}),
@@ -277,7 +323,7 @@ def test_the_running_server_predicts_labels_and_reloads(
 
 
 def test_concurrent_clients_lose_no_row(running_api: str, home_with_model: Settings) -> None:
-    threads, each = 8, 25
+    threads, each = 8, 100
     pictures = [digit_png(index) for index in range(threads)]
     done: dict[int, list[tuple[int, int]]] = {}
     errors: list[str] = []

@@ -13,7 +13,7 @@ from mnist_hitl.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-PYTHON_SERVICES = {"init", "app", "prefect", "flow", "mlflow", "lab", "exporter"}
+PYTHON_SERVICES = {"init", "app", "api", "prefect", "flow", "mlflow", "lab", "exporter"}
 
 
 def compose() -> dict:

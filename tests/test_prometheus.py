@@ -33,6 +33,14 @@ from mnist_hitl import metrics
 metrics.record_monitor(0.2, {d: d / 20 for d in range(10)}, labels_waiting=int(sys.argv[1]))
 metrics.record_cycle("promoted")
 """
+# Someone using the HTTP API: a readiness check and a prediction id that does not exist (nothing stored).
+API_CLIENT = """
+from fastapi.testclient import TestClient
+from mnist_hitl.api import create_app
+with TestClient(create_app()) as client:
+    assert client.get("/health/ready").status_code == 200
+    assert client.get("/predictions/999999").status_code == 404
+"""
 
 
 def get(url: str, timeout: float = 10) -> bytes:
@@ -156,6 +164,10 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(
                     [sys.executable, "-c", FLOW, str(count)], env=env, capture_output=True, text=True, timeout=60
                 )
                 assert flow.returncode == 0, flow.stderr
+                client = subprocess.run(
+                    [sys.executable, "-c", API_CLIENT], env=env, capture_output=True, text=True, timeout=120
+                )
+                assert client.returncode == 0, client.stderr
                 assert get(f"http://127.0.0.1:{settings.app_port}/", timeout=60)  # a page view
                 expected += count
                 wait_until(

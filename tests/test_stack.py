@@ -23,6 +23,7 @@ from mnist_hitl.store import Store
 
 PORT_VARIABLES = {
     "app": "MNIST_HITL_APP_PORT",
+    "api": "MNIST_HITL_API_PORT",
     "prefect": "MNIST_HITL_PREFECT_PORT",
     "mlflow": "MNIST_HITL_MLFLOW_PORT",
     "lab": "MNIST_HITL_LAB_PORT",
@@ -32,6 +33,7 @@ PORT_VARIABLES = {
 # What answers when each service is up.
 HEALTH = {
     "app": "/",
+    "api": "/health/ready",
     "prefect": "/api/health",
     "mlflow": "/health",
     "lab": "/api",
@@ -88,7 +90,7 @@ def test_the_procfile_has_a_line_per_service():
     from honcho.environ import parse_procfile
 
     commands = parse_procfile(resource("Procfile").read_text()).processes
-    assert list(commands) == ["app", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus"]
+    assert list(commands) == ["app", "api", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus"]
     assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
 
 
