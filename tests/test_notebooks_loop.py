@@ -65,12 +65,14 @@ def test_the_notebooks_declare_their_parameters(home):
         "epochs_per_trial",
         "final_epochs",
         "oversample",
-        "users_holdout_fraction",
+        "judge_folds",
+        "pseudo_confidence",
+        "search_now",
         "max_holdout_drop",
         "output_dir",
         "result_path",
     }
-    assert declared("history.ipynb", home) >= {"home", "tracking_uri", "users_holdout_fraction", "min_change"}
+    assert declared("history.ipynb", home) >= {"home", "tracking_uri", "min_change"}
     assert "home" in declared("explore.ipynb", home)
 
 
@@ -144,7 +146,7 @@ def test_every_notebook_runs_by_hand_with_its_defaults_and_a_retraining_by_hand_
     (result_path,) = home_drawn.runs_dir.glob("retrain-*/retrain_result.json")
     result, out = json.loads(result_path.read_text()), result_path.parent
     assert result["status"] == "candidate" and len(result["trials"]) == 1
-    assert result["data"]["users_train"] + result["data"]["users_heldout"] == 40
+    assert result["data"]["users_labels"] == result["data"]["users_fresh"] == 40  # the first model saw none
     assert set(result["best_params"]) == {"learning_rate", "dropout", "batch_size"}
     assert (home_drawn.models_dir / f"model_{result['version']}.keras").is_file()
     for name in ("optuna_trials.csv", "optuna_study.sqlite", "optuna_history.png", "accuracy_per_class.png"):

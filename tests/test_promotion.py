@@ -1,4 +1,4 @@
-"""The promotion rule, the users' held-out slice, and settling an interrupted promotion (no TensorFlow)."""
+"""The promotion rule, the judging folds, and settling an interrupted promotion (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mnist_hitl.learning import deployment, promotion
-from mnist_hitl.learning.labels import in_users_holdout
+from mnist_hitl.learning.labels import judging_fold
 from mnist_hitl.learning.promotion import Comparison, Scores, promotion_rule
 from mnist_hitl.predictor import DEPLOYED_POINTER
 from mnist_hitl.store import Store
@@ -84,13 +84,21 @@ def test_mcnemar_p_value():
     assert promotion.holdout_drop_p_value(0, 10) == 1.0
 
 
-def test_users_holdout_slice_is_stable_and_about_the_fraction():
+def test_judging_folds_are_stable_and_about_even():
     ids = range(1, 4001)
-    chosen = [i for i in ids if in_users_holdout(i, 0.25)]
-    assert chosen == [i for i in ids if in_users_holdout(i, 0.25)]
-    assert 0.22 < len(chosen) / 4000 < 0.28
-    assert set(chosen) <= {i for i in ids if in_users_holdout(i, 0.5)}  # a larger slice keeps the smaller one
-    assert not any(in_users_holdout(i, 0.0) for i in ids)
+    folds = [judging_fold(i, 2) for i in ids]
+    assert folds == [judging_fold(i, 2) for i in ids]
+    assert 0.45 < folds.count(0) / 4000 < 0.55
+    assert {judging_fold(i, 4) for i in ids} == {0, 1, 2, 3}
+
+
+def test_the_users_verdict_states_its_uncertainty():
+    close = comparison(0.989, 0.989, 0.80, 0.76, only_champion=0, only_challenger=0)
+    close.users_only_challenger_right, close.users_only_champion_right = 5, 2
+    (users_reason,) = [reason for reason in promotion_rule(close).reasons if "judged drawings" in reason]
+    assert "5 read right only by the challenger, 2 only by the champion" in users_reason
+    p_value = float(users_reason.split("McNemar p=")[1].split(";")[0])
+    assert p_value == pytest.approx(promotion.holdout_drop_p_value(5, 2), abs=0.005) and p_value > 0.2
 
 
 def test_reconcile_trusts_the_deployed_pointer(home):

@@ -13,9 +13,11 @@ of each drawing), because each answers another question:
   version), as the users met it; no model is needed.
 - **all labels**: every labelled drawing, scored now, the same set for every version.
   A retrained version has been trained on most of them, so this flatters it.
-- **held-out**: the drawings of the users' held-out slice
-  (:func:`mnist_hitl.learning.labels.in_users_holdout`), which no retraining trains
-  on: the fair comparison, smaller and noisier.
+- **unseen**: the drawings labelled after the version was trained (their latest label's id
+  is greater than the version's ``through_label_id``, 0 for the first model, which saw no
+  user label), which it never trained on: the fair one, smaller and noisier, and a
+  different set per version (every label trains the next model eventually, so no slice
+  stays unseen by all of them).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from mnist_hitl.config import Settings
-from mnist_hitl.learning.labels import in_users_holdout
 from mnist_hitl.predictor import Deployed, ModelFileError, load_export
 from mnist_hitl.preprocess import decode_image
 from mnist_hitl.store import Store
@@ -40,7 +41,7 @@ ACCURACIES = {
     "holdout_accuracy": "MNIST holdout",
     "live_accuracy": "live",
     "all_accuracy": "all labels",
-    "heldout_accuracy": "held-out",
+    "unseen_accuracy": "unseen",
 }
 
 
@@ -60,10 +61,9 @@ class History:
         parts = ", ".join(f"{counts[what]} {what}" for what in WHAT if what in counts)
         deployed = self.versions.loc[self.versions["deployed_now"], "version"]
         corrections = int((self.drawings["kind"] == "correct").sum())
-        heldout = int(self.drawings["heldout"].sum())
         return (
             f"**{len(self.versions)} model versions** ({parts or 'none'}); **{len(self.drawings)} labelled "
-            f"drawings** ({corrections} corrections, {heldout} in the held-out slice); deployed now: "
+            f"drawings** ({corrections} corrections); deployed now: "
             f"**{deployed.iloc[0] if len(deployed) else 'nothing'}**"
         )
 
@@ -75,18 +75,19 @@ class History:
             "compared_with",
             "mlflow_version",
             "champion",
+            "through_label_id",
             "live_n",
-            "heldout_n",
+            "unseen_n",
             *ACCURACIES,
         ]
         table = self.versions.assign(created_at=self.versions["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
         return table.set_index("version")[columns].rename(columns=ACCURACIES).round(4)
 
 
-def load_history(settings: Settings, users_holdout_fraction: float = 0.25) -> History:
+def load_history(settings: Settings) -> History:
     """Read the store and the registry, and score every version on every labelled drawing."""
     versions = _versions(settings)
-    drawings, pictures = _drawings(settings, users_holdout_fraction)
+    drawings, pictures = _drawings(settings)
     with Store(settings.db_path) as store:
         events = pd.DataFrame(
             [vars(label) for label in store.labels()], columns=["id", "prediction_id", "label", "kind", "created_at"]
@@ -94,10 +95,10 @@ def load_history(settings: Settings, users_holdout_fraction: float = 0.25) -> Hi
     predicted, scores = {}, []
     for row in versions.itertuples():
         read = _predict(settings.models_dir / Path(row.file).with_suffix(".tflite").name, pictures)
-        scores.append(_scores(drawings, row.version, read))
+        scores.append(_scores(drawings, row.version, row.through_label_id, read))
         if read is not None:
             predicted[row.version] = read
-    score_columns = ["live_n", "live_accuracy", "heldout_n", "all_accuracy", "heldout_accuracy"]
+    score_columns = ["live_n", "live_accuracy", "unseen_n", "all_accuracy", "unseen_accuracy"]
     versions = pd.concat([versions, pd.DataFrame(scores, index=versions.index, columns=score_columns)], axis=1)
     predicted = pd.DataFrame(predicted, index=drawings.index)
     right = predicted.eq(drawings["label"], axis=0)
@@ -119,10 +120,20 @@ def _versions(settings: Settings) -> pd.DataFrame:
                 "status": row["status"],
                 "holdout_accuracy": row["holdout_accuracy"],
                 "details": row["details"],
+                "through_label_id": int(row["details"].get("through_label_id") or 0),  # the first model: none
             }
             for row in rows
         ],
-        columns=["version", "file", "created_at", "deployed_at", "status", "holdout_accuracy", "details"],
+        columns=[
+            "version",
+            "file",
+            "created_at",
+            "deployed_at",
+            "status",
+            "holdout_accuracy",
+            "details",
+            "through_label_id",
+        ],
     )
     for column in ("created_at", "deployed_at"):
         frame[column] = _times(frame[column])
@@ -179,8 +190,8 @@ def _registry(settings: Settings) -> list[dict]:
     ]
 
 
-def _drawings(settings: Settings, users_holdout_fraction: float) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every labelled drawing (its latest label) and its 28x28 picture scaled to [0, 1]."""
+def _drawings(settings: Settings) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every labelled drawing (its latest label, and that label's id) and its 28x28 picture scaled to [0, 1]."""
     with Store(settings.db_path) as store:
         pairs = store.labelled_predictions(0)
     drawings = pd.DataFrame(
@@ -192,11 +203,11 @@ def _drawings(settings: Settings, users_holdout_fraction: float) -> tuple[pd.Dat
                 "label": label.label,
                 "kind": label.kind,
                 "labelled_at": label.created_at,
-                "heldout": in_users_holdout(p.id, users_holdout_fraction),
+                "label_id": label.id,
             }
             for p, label in pairs
         ],
-        columns=["prediction_id", "made_by", "predicted", "label", "kind", "labelled_at", "heldout"],
+        columns=["prediction_id", "made_by", "predicted", "label", "kind", "labelled_at", "label_id"],
     )
     drawings["labelled_at"] = _times(drawings["labelled_at"])
     pictures = np.zeros((len(pairs), 28, 28), dtype=np.float32)
@@ -221,19 +232,26 @@ def _predict(export: Path, pictures: np.ndarray) -> np.ndarray | None:
     return predicted
 
 
-def _scores(drawings: pd.DataFrame, version: str, predicted: np.ndarray | None) -> dict:
+def _scores(drawings: pd.DataFrame, version: str, through_label_id: int, predicted: np.ndarray | None) -> dict:
+    """One version's accuracies: live, on all labelled drawings, and on those it never trained on."""
     live = drawings[drawings["made_by"] == version]
+    unseen = _unseen(drawings, through_label_id)
     scores = {
         "live_n": len(live),
         "live_accuracy": _mean(live["predicted"] == live["label"]),
-        "heldout_n": int(drawings["heldout"].sum()),
+        "unseen_n": int(unseen.sum()),
         "all_accuracy": np.nan,
-        "heldout_accuracy": np.nan,
+        "unseen_accuracy": np.nan,
     }
     if predicted is not None:
         right = pd.Series(predicted == drawings["label"].to_numpy(), index=drawings.index)
-        scores.update(all_accuracy=_mean(right), heldout_accuracy=_mean(right[drawings["heldout"]]))
+        scores.update(all_accuracy=_mean(right), unseen_accuracy=_mean(right[unseen]))
     return scores
+
+
+def _unseen(drawings: pd.DataFrame, through_label_id: int) -> pd.Series:
+    """Which drawings a version trained through ``through_label_id`` never saw: labelled (last) after it."""
+    return drawings["label_id"] > through_label_id
 
 
 def _mean(values) -> float:
@@ -295,8 +313,8 @@ def decisions(history: History) -> pd.DataFrame:
                 "created_at": row.created_at,
                 "what": row.what,
                 "compared_with": row.compared_with,
-                "challenger users held-out": (comparison.get("challenger") or {}).get("users_heldout"),
-                "champion users held-out": (comparison.get("champion") or {}).get("users_heldout"),
+                "challenger on users' judged": (comparison.get("challenger") or {}).get("users_heldout"),
+                "champion on users' judged": (comparison.get("champion") or {}).get("users_heldout"),
                 "reasons": "; ".join(r for r in reasons if r),
             }
         )
@@ -304,20 +322,37 @@ def decisions(history: History) -> pd.DataFrame:
 
 
 def verdict(history: History) -> str:
-    """One line of Markdown: the deployed version against the first model, on the held-out drawings."""
+    """One line of Markdown: the deployed version against the first model, on the drawings it never trained on.
+
+    Those are the drawings labelled after the deployed version was trained; the first model saw
+    none of them either. When there are none yet, all labelled drawings (which flatter the deployed
+    version), and the line says so.
+    """
     versions = history.versions.dropna(subset=["deployed_at"]).sort_values("deployed_at")
     if len(versions) < 2:
         return "Fewer than two models have been deployed: nothing to compare yet."
     first, now = versions.iloc[0], versions.iloc[-1]
-    column = "heldout_accuracy" if history.drawings["heldout"].any() else "all_accuracy"
-    name = "held-out drawings" if column == "heldout_accuracy" else "labelled drawings"
-    change = now[column] - first[column]
-    if np.isnan(change):
+    if first["version"] not in history.predicted or now["version"] not in history.predicted:
         return f"The first model {first['version']} or the deployed {now['version']} has no export to score."
+    chosen = _unseen(history.drawings, int(now["through_label_id"]))
+    if chosen.any():
+        name = f"drawings labelled since the deployed version was trained ({int(chosen.sum())}, unseen by both)"
+    else:
+        chosen = pd.Series(True, index=history.drawings.index)
+        name = (
+            f"labelled drawings ({len(chosen)}; none is unseen by the deployed version yet, "
+            "and it trained on them: this flatters it)"
+        )
+    if not chosen.any():
+        return "No labelled drawings yet: nothing to compare on."
+    truth = history.drawings.loc[chosen, "label"]
+    accuracy_now = _mean(history.predicted.loc[chosen, now["version"]] == truth)
+    accuracy_first = _mean(history.predicted.loc[chosen, first["version"]] == truth)
+    change = accuracy_now - accuracy_first
     word = "better" if change > 0 else "worse" if change < 0 else "different"
     return (
-        f"On the users' {name}, the deployed **{now['version']}** reads {now[column]:.1%} and the first "
-        f"model {first['version']} {first[column]:.1%}: **{abs(change) * 100:.1f} points {word}**."
+        f"On the users' {name}, the deployed **{now['version']}** reads {accuracy_now:.1%} and the first "
+        f"model {first['version']} {accuracy_first:.1%}: **{abs(change) * 100:.1f} points {word}**."
     )
 
 

@@ -2,8 +2,11 @@
 
 The rule (``promotion_rule``): promote the challenger when
 
-* it is better than the deployed champion on the users' held-out slice
-  (drawings never trained on), and
+* it is better than the deployed champion on the users' judged drawings: the
+  labels given since the champion was trained, which the champion never saw, read
+  by models of the challenger's recipe that did not train on them either (the
+  cross-fit, :mod:`mnist_hitl.learning.crossfit`); the reasons state how sure
+  that is (a McNemar p-value and a 95% interval on the gain), and
 * it is not more than ``max_holdout_drop`` (0.5 points) worse on the MNIST
   holdout, **or** its drop there is within the holdout's noise: not significant
   in an exact one-sided McNemar test at ``significance`` (5%) on the digits one
@@ -55,6 +58,8 @@ class Comparison:
     n_users_heldout: int
     mnist_only_champion_right: int = 0  # holdout digits the champion reads right and the challenger wrong
     mnist_only_challenger_right: int = 0
+    users_only_champion_right: int = 0  # judged drawings only the champion reads right
+    users_only_challenger_right: int = 0
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -72,8 +77,10 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict[int, f
     return {int(d): float((predicted[labels == d] == d).mean()) for d in range(10) if (labels == d).any()}
 
 
-def _predict(network, x: np.ndarray) -> np.ndarray:
+def read_digits(network, x: np.ndarray) -> np.ndarray:
+    """The digits a Keras model reads in pictures (n, 28, 28)."""
     return predict_proba(network, x).argmax(axis=1) if len(x) else np.zeros(0, dtype=int)
+
 
 
 def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
@@ -85,11 +92,33 @@ def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
     )
 
 
-def compare(challenger, champion, data) -> Comparison:
-    """Score both models on the same MNIST holdout and users' held-out slice (a RetrainData)."""
-    y_mnist, y_users = np.asarray(data.y_mnist_holdout), np.asarray(data.users_heldout.y)
-    new_mnist, old_mnist = _predict(challenger, data.x_mnist_holdout), _predict(champion, data.x_mnist_holdout)
-    new_users, old_users = _predict(challenger, data.users_heldout.x), _predict(champion, data.users_heldout.x)
+def compare(challenger, champion, data, challenger_users: np.ndarray | None = None) -> Comparison:
+    """Score both models on the same MNIST holdout and users' judged drawings (a RetrainData).
+
+    Args:
+        challenger_users: the challenger's answers on ``data.users_heldout`` when they come from
+            elsewhere (the cross-fit's out-of-fold answers); default: the challenger reads them.
+    """
+    x_users = data.users_heldout.x
+    return judge(
+        {
+            "challenger": read_digits(challenger, data.x_mnist_holdout),
+            "champion": read_digits(champion, data.x_mnist_holdout),
+        },
+        {
+            "challenger": read_digits(challenger, x_users) if challenger_users is None else challenger_users,
+            "champion": read_digits(champion, x_users),
+        },
+        np.asarray(data.y_mnist_holdout),
+        np.asarray(data.users_heldout.y),
+    )
+
+
+def judge(mnist: dict[str, np.ndarray], users: dict[str, np.ndarray], y_mnist, y_users) -> Comparison:
+    """The comparison from both models' answers (``challenger`` and ``champion``) on the same drawings."""
+    new_mnist, old_mnist = np.asarray(mnist["challenger"]), np.asarray(mnist["champion"])
+    new_users, old_users = np.asarray(users["challenger"]), np.asarray(users["champion"])
+    y_mnist, y_users = np.asarray(y_mnist), np.asarray(y_users)
     return Comparison(
         _scores(new_mnist, y_mnist, new_users, y_users),
         _scores(old_mnist, y_mnist, old_users, y_users),
@@ -97,6 +126,8 @@ def compare(challenger, champion, data) -> Comparison:
         len(y_users),
         int(((old_mnist == y_mnist) & (new_mnist != y_mnist)).sum()),
         int(((old_mnist != y_mnist) & (new_mnist == y_mnist)).sum()),
+        int(((old_users == y_users) & (new_users != y_users)).sum()),
+        int(((old_users != y_users) & (new_users == y_users)).sum()),
     )
 
 
@@ -151,10 +182,29 @@ def promotion_rule(
     gain = challenger.users_heldout - champion.users_heldout
     users_ok = gain > 0
     reasons.append(
-        f"users' held-out slice ({comparison.n_users_heldout} drawings) {challenger.users_heldout:.4f} vs "
-        f"{champion.users_heldout:.4f} ({gain * 100:+.2f} points): " + ("better" if users_ok else "not better")
+        f"users' judged drawings ({comparison.n_users_heldout}, never trained on by the model that read them) "
+        f"{challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} ({gain * 100:+.2f} points): "
+        + ("better" if users_ok else "not better")
+        + f"; {users_uncertainty(comparison)}"
     )
     return Verdict(users_ok and holdout_ok, reasons)
+
+
+def users_uncertainty(comparison: Comparison) -> str:
+    """How sure the users' verdict is: the drawings the models disagree on, a McNemar p-value, a 95% interval."""
+    only_new, only_old, n = (
+        comparison.users_only_challenger_right,
+        comparison.users_only_champion_right,
+        comparison.n_users_heldout,
+    )
+    p_value = holdout_drop_p_value(only_new, only_old)  # the same test, the other way round
+    # the paired difference's standard error (discordant pairs), as a normal 95% interval in points
+    spread = 1.96 * math.sqrt(max(only_new + only_old - (only_new - only_old) ** 2 / n, 0)) / n * 100 if n else 0.0
+    gain = (only_new - only_old) / n * 100 if n else 0.0
+    return (
+        f"{only_new} read right only by the challenger, {only_old} only by the champion "
+        f"(one-sided McNemar p={p_value:.2f}; gain {gain:+.1f} ± {spread:.1f} points at 95%)"
+    )
 
 
 def _missing(value: float | None) -> bool:

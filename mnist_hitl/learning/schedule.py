@@ -9,21 +9,27 @@ cycle stage by stage; the logic itself lives in :mod:`mnist_hitl.learning.cycle`
     mnist-hitl cycle                      one cycle without Prefect at all (scripts, tests)
 
 The schedule is a cron every ``MNIST_HITL_CYCLE_MINUTES`` (60: ``0 * * * *``) or,
-when cron cannot say it, an interval. Only one cycle runs at a time: the cycle's
-file lock makes a second one return ``busy`` at once, and the deployment also
-asks Prefect not to start a run while one is active. The deployment's entrypoint
-is this module's import path, so the served flow runs from an installed wheel too.
+when cron cannot say it, an interval. Between those, a thread of the serving process
+(:mod:`mnist_hitl.learning.trigger`) creates a retraining run of the same deployment
+once ``MNIST_HITL_RETRAIN_EVERY_LABELS`` labels have arrived since the last retraining.
+Only one cycle runs at a time: the cycle's file lock makes a second one return
+``busy`` at once, and the deployment also asks Prefect not to start a run while one
+is active. The deployment's entrypoint is this module's import path, so the served
+flow runs from an installed wheel too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.learning import trigger
 from mnist_hitl.learning.cycle import run_cycle
 from mnist_hitl.learning.outcomes import CycleOutcome
 from mnist_hitl.stack import wait_for
@@ -78,14 +84,42 @@ def serve(settings: Settings) -> None:
     cron = cron_for(minutes)
     schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=minutes)}
     print(f"serving {FLOW_NAME} every {minutes} min ({cron or 'interval'}) to {settings.prefect_api}", flush=True)
-    hitl_cycle.serve(
-        name=DEPLOYMENT_NAME,
-        limit=1,
-        print_starting_message=False,
-        description="monitor the users' labels, retrain and promote when the monitor says so",
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        **schedule,
+    print(
+        f"and a retraining cycle whenever {settings.retrain_every_labels} new labels have arrived"
+        " since the last retraining (checked every minute)",
+        flush=True,
     )
+    stop = threading.Event()
+    # A copy of this thread's context: the Prefect settings (the API URL) the caller set for it.
+    watcher = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(trigger.watch, settings, request_cycle, 60, stop),
+        name="label-count-trigger",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        hitl_cycle.serve(
+            name=DEPLOYMENT_NAME,
+            limit=1,
+            print_starting_message=False,
+            description="monitor the users' labels, retrain and promote when the monitor says so",
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            **schedule,
+        )
+    finally:
+        stop.set()
+
+
+def request_cycle(reason: str) -> object:
+    """Create a run of the served deployment, retraining whatever the monitor says (the label-count trigger)."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        f"{FLOW_NAME}/{DEPLOYMENT_NAME}", parameters={"force_retrain": True}, timeout=0, tags=["labels"]
+    )
+    print(f"{reason}: asked for flow run {run.name}", flush=True)
+    return run
 
 
 def serve_schedule(settings: Settings | None = None) -> None:

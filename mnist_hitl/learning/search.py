@@ -1,9 +1,18 @@
-"""The Optuna search over learning rate, dropout and batch size.
+"""The Optuna search over learning rate, dropout and batch size, in one study that lasts.
 
 By default the challenger starts from the deployed model's weights and is
 fine-tuned on MNIST plus the users' drawings (``warm_start``). Keeping MNIST in
 the mixture is what keeps the old skill; fine-tuning on the users' drawings
 alone loses it.
+
+The study (``STUDY_NAME`` in ``$MNIST_HITL_HOME/optuna.sqlite``) outlives the
+cycles: a search continues it, so the sampler starts from what earlier searches
+learned. A search runs only when it is worth it (:func:`search_due`): the first
+time, and when ``MNIST_HITL_SEARCH_EVERY_LABELS`` labels came in since the last
+one; in between, a cycle trains with the study's best parameters at once. The
+trials' values of different searches were measured on different data: the
+sampler treats them as one objective, a fair approximation while the data grow
+a little at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import numpy as np
 from mnist_hitl.learning.labels import RetrainData
 from mnist_hitl.learning.model import TrainParams, evaluate, keras_module, train_model
 
+STUDY_NAME = "mnist-hitl-retrain"
+SEARCHED_THROUGH = "searched_through_label_id"  # the study's note of the newest label its last search used
 LEARNING_RATES = (1e-4, 1e-3)
 DROPOUTS = (0.1, 0.5)
 BATCH_SIZES = (32, 64, 128)
@@ -64,6 +75,7 @@ def run_search(
     seed: int = 0,
     initial_weights: list | None = None,
     on_trial: Callable[[dict], None] | None = None,
+    through_label_id: int = 0,
 ) -> SearchResult:
     """An Optuna study maximising validation accuracy over learning rate, dropout and batch size.
 
@@ -77,6 +89,7 @@ def run_search(
         storage: Optuna storage URL (``sqlite:///...``).
         study_name: a new name per retraining (an existing study is continued).
         on_trial: called with each finished trial's record (number, value, params, seconds).
+        through_label_id: the newest label of the data, noted in the study (see :func:`search_due`).
     """
     import optuna
 
@@ -125,6 +138,7 @@ def run_search(
         load_if_exists=True,
     )
     study.optimize(objective, n_trials=n_trials)
+    study.set_user_attr(SEARCHED_THROUGH, int(through_label_id))
     return SearchResult(
         study_name,
         storage,
@@ -133,6 +147,46 @@ def run_search(
         records,
         round(time.perf_counter() - start, 2),
     )
+
+
+def search_due(storage: str, study_name: str, through_label_id: int, every_labels: int) -> tuple[bool, str]:
+    """Whether a retraining should search now, and why: the study has no trial yet, or enough new labels came."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return True, "no search has run yet: a full search"
+    if not [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]:
+        return True, "the study has no finished trial yet: a full search"
+    new = int(through_label_id) - int(study.user_attrs.get(SEARCHED_THROUGH, 0))
+    if new >= every_labels:
+        return True, f"{new} labels since the last search (MNIST_HITL_SEARCH_EVERY_LABELS={every_labels}): a search"
+    return False, (
+        f"{new} labels since the last search (fewer than MNIST_HITL_SEARCH_EVERY_LABELS={every_labels}): "
+        "training with the study's best parameters, no search"
+    )
+
+
+def should_search(
+    storage: str, study_name: str, through_label_id: int, every_labels: int, asked: bool | None = None
+) -> tuple[bool, str]:
+    """:func:`search_due`, unless ``asked`` says yes or no (the notebook's ``search_now``)."""
+    due, why = search_due(storage, study_name, through_label_id, every_labels)
+    if asked is None:
+        return due, why
+    if not asked and why.endswith("a full search"):
+        return True, f"{why} (search_now=False, but there is nothing to reuse yet)"
+    return bool(asked), f"search_now={asked}: " + ("a search" if asked else "no search, the study's best parameters")
+
+
+def reuse_best(storage: str, study_name: str) -> SearchResult:
+    """The study's best so far, as a search that ran no trial."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return SearchResult(study_name, storage, dict(study.best_params), float(study.best_value), [], 0.0)
 
 
 def best_train_params(search: SearchResult, epochs: int, seed: int = 0) -> TrainParams:

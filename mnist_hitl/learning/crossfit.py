@@ -1,0 +1,89 @@
+"""Every label trains, the gate stays honest: the cross-fit over the fresh labels, and pseudo-labels.
+
+The champion was trained with the labels up to its ``through_label_id``; the labels given since
+(``fresh``) are drawings it never saw. They are split into judging folds by a hash of the
+prediction id. For each fold, a model of the challenger's recipe (same parameters, same start,
+same data) is trained on everything except that fold and reads it: the out-of-fold answers are
+the challenger's score on the fresh drawings, set against the champion's on the same drawings.
+Neither side is judged on a drawing it trained on. The model deployed is then fitted on every
+label (the final fit), so no label is kept from training for ever: the cross-fit judges the
+recipe, and the final fit is that recipe with more data.
+
+Pseudo-labels are unlabelled drawings the champion reads with at least a given confidence,
+labelled with its answer. They join every training set once (people's labels are repeated
+``oversample`` times), and never a judging fold: the folds are made of people's labels only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_hitl.learning.labels import RetrainData, UserLabels, unlabelled_pictures
+from mnist_hitl.store import Store
+
+
+@dataclass
+class CrossFit:
+    """The recipe's out-of-fold answers on the fresh drawings (-1 where none was made)."""
+
+    predicted: np.ndarray
+    folds: np.ndarray
+    seconds: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"folds": sorted({int(f) for f in self.folds}), "seconds": self.seconds}
+
+
+def cross_fit(
+    data: RetrainData, fit: Callable[[np.ndarray, np.ndarray], object], predict: Callable[[object, np.ndarray], object]
+) -> CrossFit:
+    """Train the recipe once per judging fold without it, and read that fold.
+
+    Args:
+        data: the split data (its fresh drawings are judged).
+        fit: ``fit(x, y)`` trains a model of the challenger's recipe.
+        predict: ``predict(model, x)`` gives the digits it reads.
+    """
+    fresh, folds = data.users_fresh, data.folds
+    predicted = np.full(len(fresh), -1, dtype=np.int64)
+    seconds = []
+    for fold in sorted(set(folds.tolist())):
+        start = time.perf_counter()
+        model = fit(*data.training_set(leave_out_fold=fold))
+        judged = folds == fold
+        predicted[judged] = np.asarray(predict(model, fresh.x[judged]), dtype=np.int64)
+        seconds.append(round(time.perf_counter() - start, 2))
+    return CrossFit(predicted, folds, seconds)
+
+
+def pseudo_labels(
+    store: Store, read: Callable[[np.ndarray], np.ndarray], confidence: float, limit: int = 2000
+) -> UserLabels | None:
+    """Unlabelled drawings the champion reads with at least ``confidence``, labelled with its answer.
+
+    Args:
+        store: the store (only predictions nobody labelled are taken, the newest ``limit``).
+        read: the champion's probabilities for pictures (n, 28, 28) -> (n, 10).
+        confidence: 0 (or less) turns pseudo-labels off: None.
+    """
+    if confidence <= 0:
+        return None
+    pictures, ids = unlabelled_pictures(store, limit)
+    if not len(ids):
+        return None
+    probabilities = np.asarray(read(pictures))
+    sure = probabilities.max(axis=1) >= confidence
+    digits = probabilities.argmax(axis=1)[sure].astype(np.int64)
+    return UserLabels(pictures[sure], digits, ids[sure], np.zeros(len(digits), dtype=np.int64), digits)
+
+
+def champion_pseudo_labels(settings, champion, confidence: float) -> UserLabels | None:
+    """:func:`pseudo_labels` from the home's store, read by the champion (a Keras model)."""
+    from mnist_hitl.learning.model import predict_proba
+
+    with Store(settings.db_path) as store:
+        return pseudo_labels(store, lambda pictures: predict_proba(champion, pictures), confidence)
