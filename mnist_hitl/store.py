@@ -274,6 +274,12 @@ class Store:
         return [Label(**dict(row)) for row in rows]
 
     @_sqlite_errors
+    def count_labels_after(self, label_id: int) -> int:
+        """How many labels (confirmations and corrections, not undos) are newer than ``label_id``."""
+        query = "SELECT COUNT(*) FROM labels WHERE id > ? AND kind != 'undo'"
+        return self._conn.execute(query, (bounded(label_id),)).fetchone()[0]
+
+    @_sqlite_errors
     def labelled_predictions(self, since_label_id: int = 0) -> list[tuple[Prediction, Label]]:
         """Each labelled prediction with its latest label (the latest label wins; an undone one is unlabelled).
 

@@ -27,7 +27,7 @@ def data_with(seen: UserLabels, fresh: UserLabels, pseudo: UserLabels | None = N
 
 
 class Memoriser:
-    """A 'challenger recipe' that learns nothing but the drawings it trained on: elsewhere it answers as the champion."""
+    """A 'challenger recipe' that learns only the drawings it trained on; elsewhere it answers as the champion."""
 
     def __init__(self, champion: dict[bytes, int]) -> None:
         self.champion = champion

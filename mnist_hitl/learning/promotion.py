@@ -82,7 +82,6 @@ def read_digits(network, x: np.ndarray) -> np.ndarray:
     return predict_proba(network, x).argmax(axis=1) if len(x) else np.zeros(0, dtype=int)
 
 
-
 def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
     return Scores(
         float((mnist_pred == y_mnist).mean()) if len(y_mnist) else float("nan"),

@@ -20,7 +20,7 @@ from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.lock import cycle_running
 from mnist_hitl.learning.watermarks import newest_label_id, watermarks
-from mnist_hitl.store import UNDO, Store
+from mnist_hitl.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ RETRY_AFTER = timedelta(minutes=30)
 def labels_since_retraining(settings: Settings) -> int:
     """How many labels (confirmations and corrections, not undos) are newer than the last retraining."""
     with Store(settings.db_path) as store:
-        since = watermarks(store).retrained_through
-        return sum(1 for label in store.labels() if label.id > since and label.kind != UNDO)
+        return store.count_labels_after(watermarks(store).retrained_through)
 
 
 def _pending(store: Store) -> bool:
