@@ -33,6 +33,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 
 from mnist_hitl import views
 from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.learning import trigger
 from mnist_hitl.learning.lock import start_cycle
 from mnist_hitl.predictor import ModelFileError
 from mnist_hitl.store import StoreError
@@ -306,8 +307,12 @@ class ReviewView:
         """Start a learning cycle in the background, unless one is running; True if one was started."""
         log = self.settings.home / "train-now.log"
         if self.cycle is None or self.cycle.poll() is not None:  # one started here takes a moment to lock
-            self.cycle = start_cycle(self.settings, self.train_command, log)
-            if self.cycle is not None:
+
+            def start(_: str) -> None:
+                self.cycle = start_cycle(self.settings, self.train_command, log)
+
+            asked = trigger.request(self.settings, start, "Train now", wait_for_pending=False)
+            if asked and self.cycle is not None:
                 self._set_status(
                     f"a learning cycle was started (its output: {html.escape(str(log))}); a better"
                     " model is used here as soon as it is deployed",

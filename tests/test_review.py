@@ -11,6 +11,7 @@ import pytest
 from helpers import import_digits
 
 from mnist_hitl.config import Settings
+from mnist_hitl.learning import trigger
 from mnist_hitl.learning.lock import cycle_lock
 from mnist_hitl.page import REVIEW, AppPage
 from mnist_hitl.review import BATCH, ReviewView
@@ -193,11 +194,18 @@ def test_a_newly_deployed_model_is_shown_and_scores_the_queue(
 
 
 def test_train_now_starts_one_cycle_at_a_time(home_with_model: Settings) -> None:
+    with Store(home_with_model.db_path) as store:
+        for prediction_id in import_digits(home_with_model, 5):
+            store.add_label(prediction_id, 1, "correct")
     view = ReviewView(home_with_model, train_command=[sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         assert view.train_now() is True
         assert view.status_text.startswith("a learning cycle was started")
         started = view.cycle
+        # asked the way the label-count trigger asks: the trigger now waits for that cycle instead of asking again
+        asked = []
+        assert trigger.check_and_request(home_with_model.replace(retrain_every_labels=1), asked.append) is None
+        assert asked == []
         assert view.train_now() is False  # the one started here is still running (it has not locked yet)
         assert view.status_text.startswith("no new cycle: one is already running") and view.cycle is started
         started.kill()

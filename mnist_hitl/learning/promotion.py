@@ -218,7 +218,7 @@ def plot_per_class(comparison: Comparison):
     axes = figure.subplots(1, 2, sharey=True)
     panels = (
         ("MNIST holdout", "mnist_per_class", comparison.n_mnist_holdout),
-        ("users' held-out slice", "users_per_class", comparison.n_users_heldout),
+        ("users' judged drawings", "users_per_class", comparison.n_users_heldout),
     )
     for ax, (title, attribute, n) in zip(axes, panels):
         digits = np.arange(10)

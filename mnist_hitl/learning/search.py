@@ -57,7 +57,11 @@ class SearchResult:
 def validation_split(
     data: RetrainData, seed: int = 0, mnist_fraction: float = 0.1, users_fraction: float = 0.2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (mnist_fit, mnist_val, users_fit, users_val) for the trials (the held-out slice is untouched)."""
+    """Indices (mnist_fit, mnist_val, users_fit, users_val) for the trials, over every user's label.
+
+    The search may validate on fresh labels too: it only picks three hyper-parameters, and most cycles
+    run none (see :func:`search_due`); the judged models never train on what they judge.
+    """
     rng = np.random.default_rng(seed)
     mnist = rng.permutation(len(data.y_mnist))
     n_val = max(1, int(len(mnist) * mnist_fraction))

@@ -44,8 +44,37 @@ def _pending(store: Store) -> bool:
     return datetime.now(UTC) - datetime.fromisoformat(asked_at) < RETRY_AFTER
 
 
+def request(settings: Settings, start: Callable[[str], object], reason: str, wait_for_pending: bool = True) -> bool:
+    """Ask for one cycle by calling ``start(reason)``, unless a cycle is running; remember the request.
+
+    The label-count trigger and the app's **Train now** both ask this way, so the trigger does not
+    ask again for labels a cycle started by either is about to use.
+
+    Args:
+        settings: the home.
+        start: creates the cycle; an exception from it leaves nothing remembered.
+        reason: why, for the log and the run.
+        wait_for_pending: also refuse while an earlier request waits for its cycle (the trigger);
+            a person pressing **Train now** is not kept waiting by it.
+
+    Returns:
+        Whether it asked.
+    """
+    if cycle_running(settings):
+        return False
+    with Store(settings.db_path) as store:
+        if wait_for_pending and _pending(store):
+            return False
+        through = newest_label_id(store)
+        start(reason)
+        store.set_meta(REQUESTED_AT, utc_now())
+        store.set_meta(REQUESTED_THROUGH, str(through))
+    log.info("asked for a learning cycle: %s", reason)
+    return True
+
+
 def check_and_request(settings: Settings, start: Callable[[str], object]) -> str | None:
-    """Ask for one cycle, by calling ``start(reason)``, when enough labels have arrived.
+    """Ask for one cycle (:func:`request`) when ``MNIST_HITL_RETRAIN_EVERY_LABELS`` labels have arrived.
 
     Args:
         settings: the home, and ``MNIST_HITL_RETRAIN_EVERY_LABELS``.
@@ -56,21 +85,11 @@ def check_and_request(settings: Settings, start: Callable[[str], object]) -> str
         The reason it asked, or None: too few labels, a cycle running, or a request pending.
     """
     count = labels_since_retraining(settings)
-    if count < settings.retrain_every_labels or cycle_running(settings):
+    if count < settings.retrain_every_labels:
         return None
-    with Store(settings.db_path) as store:
-        if _pending(store):
-            return None
-        through = newest_label_id(store)
-        reason = (
-            f"{count} new labels since the last retraining"
-            f" (MNIST_HITL_RETRAIN_EVERY_LABELS={settings.retrain_every_labels})"
-        )
-        start(reason)
-        store.set_meta(REQUESTED_AT, utc_now())
-        store.set_meta(REQUESTED_THROUGH, str(through))
-    log.info("asked for a learning cycle: %s", reason)
-    return reason
+    threshold = settings.retrain_every_labels
+    reason = f"{count} new labels since the last retraining (MNIST_HITL_RETRAIN_EVERY_LABELS={threshold})"
+    return reason if request(settings, start, reason) else None
 
 
 def watch(
