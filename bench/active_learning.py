@@ -83,6 +83,10 @@ def main() -> None:
     with Workbench(settings, source="import") as bench:
         true_digit = {bench.predict_picture(p).prediction_id: int(y) for p, y in zip(pictures[: args.pool], truth)}
     rng = np.random.default_rng(args.seed)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    settings_used = {k: v for k, v in os.environ.items() if k.startswith("MNIST_HITL_") and k != "MNIST_HITL_HOME"}
+    result_path = out / f"active_learning-{args.name or f'{args.strategy}-{args.seed}'}.json"
     rounds = [{"labels": 0, "heldout": accuracy(*heldout), "mnist": accuracy(*mnist)}]
     print(f"start: held-out {rounds[0]['heldout']:.3f}, MNIST {rounds[0]['mnist']:.3f}", flush=True)
     labelled: set[int] = set()
@@ -111,17 +115,13 @@ def main() -> None:
             "verdict": summary.get("verdict_reasons"),
         }
         rounds.append(figures)
+        result = {"strategy": args.strategy, "seed": args.seed, "settings": settings_used, "rounds": rounds}
+        result_path.write_text(json.dumps(result, indent=2))  # after every round: a long run can be read as it goes
         print(
             f"round {number}: {figures['labels']} labels, held-out {figures['heldout']:.3f}, "
             f"MNIST {figures['mnist']:.3f}, {figures['outcome']} {serving:.0f} s after the last label",
             flush=True,
         )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    name = args.name or f"{args.strategy}-{args.seed}"
-    settings_used = {k: v for k, v in os.environ.items() if k.startswith("MNIST_HITL_") and k != "MNIST_HITL_HOME"}
-    result = {"strategy": args.strategy, "seed": args.seed, "settings": settings_used, "rounds": rounds}
-    (out / f"active_learning-{name}.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

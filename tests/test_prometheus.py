@@ -151,7 +151,7 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(
         try:
             wait_until(targets_up, 120, "Prometheus to scrape the exporter, the app and itself")
             expected = 0
-            for count in (8, 6):  # two rounds, so every counter is seen before it grows
+            for rounds, count in enumerate((8, 6), 1):  # two rounds, so every counter is seen before it grows
                 worker = subprocess.run(
                     [sys.executable, USER_SESSION, str(expected), str(count)],
                     env=env,
@@ -176,6 +176,15 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(
                     ],
                     30,
                     f"{expected} predictions in Prometheus",
+                )
+                wait_until(  # the API client's two requests a round
+                    lambda total=2 * rounds: [
+                        r
+                        for r in query("sum(mnist_hitl_http_request_duration_seconds_count)")
+                        if float(r["value"][1]) == total
+                    ],
+                    30,
+                    f"{2 * rounds} API requests in Prometheus",
                 )
 
             empty = []
