@@ -25,11 +25,11 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from app_kernel import prepare_home
 
 
 def main() -> None:
@@ -40,35 +40,22 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--heldout", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="the random choice's seed (the population is fixed)")
-    parser.add_argument("--home", type=Path, help="a home whose deployed model to start from (default: train one)")
+    parser.add_argument(
+        "--home", type=Path, help="a home whose deployed model to start from (default: MNIST_HITL_HOME)"
+    )
     parser.add_argument("--name", help="the results file's name (default: <strategy>-<seed>)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mnist-hitl-active-"))
-    home = work / "home"
-    if args.home:
-        shutil.copytree(Path(args.home) / "models", home / "models")
-    os.environ["MNIST_HITL_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    home = prepare_home(args.home)  # a temporary home with that model (or one trained now), as bench/api.py
 
     from mnist_hitl.config import get_settings
     from mnist_hitl.data import load_mnist
     from mnist_hitl.learning import synthetic
     from mnist_hitl.learning.cycle import run_cycle
-    from mnist_hitl.learning.training import train_first_model
     from mnist_hitl.predictor import Predictor
     from mnist_hitl.preprocess import to_mnist
-    from mnist_hitl.store import Store
     from mnist_hitl.workbench import Workbench
 
     settings = get_settings()
-    if not args.home:
-        train_first_model(settings, progress=False)
-    if args.home:  # the store must know the first model (as `mnist-hitl init` records it)
-        pointer = json.loads((settings.models_dir / "latest.json").read_text())
-        with Store(settings.db_path) as store:
-            store.record_model_version(
-                pointer["version"], pointer["keras"], pointer["holdout_accuracy"], "deployed", {"reason": "first model"}
-            )
     data = load_mnist(settings)
     chosen = np.random.default_rng(0).choice(len(data.y_train), args.pool + args.heldout, replace=False)
     pictures = synthetic.shifted_style(data.x_train[chosen], seed=0)
@@ -122,7 +109,7 @@ def main() -> None:
             f"MNIST {figures['mnist']:.3f}, {figures['outcome']} {serving:.0f} s after the last label",
             flush=True,
         )
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
