@@ -47,3 +47,6 @@ bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the le
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/big_picture.py
 	$(BIN)/python bench/review_queue.py
+	$(BIN)/python bench/api.py
+	$(BIN)/python bench/active_learning.py --strategy queue
+	$(BIN)/python bench/active_learning.py --strategy random

@@ -118,3 +118,36 @@ def test_pseudo_labels_are_unlabelled_sure_drawings_and_never_judge(home):
         trained = {p.tobytes() for p in data.training_set(leave_out_fold=fold)[0]}
         assert {p.tobytes() for p in pseudo.x} <= trained
     assert data.sizes()["pseudo_labels"] == 2
+
+
+def test_the_quick_way_trains_once_without_the_fold_that_judges_it():
+    seen, fresh = drawings(10, seed=7), drawings(60, seed=8, first_id=300)
+    data = data_with(seen, fresh)
+    champion_fresh = np.where(np.arange(len(fresh)) % 2 == 0, fresh.y, (fresh.y + 1) % 10)
+    champion = {p.tobytes(): int(d) for p, d in zip(fresh.x, champion_fresh)}
+    recipe = Memoriser(champion)
+    trainings = []
+
+    def fit(x, y):
+        trainings.append(len(y))
+        return recipe.fit(x, y)
+
+    challenger, answers, done = crossfit.judge(data, fit, recipe.read, final_fit=False)
+    judged = data.users_heldout
+    assert len(trainings) == 1 and answers is None and done["folds"] == [0]
+    assert 0 < len(judged) < len(fresh) and set(judged.prediction_ids) <= set(fresh.prediction_ids)
+    assert not {p.tobytes() for p in judged.x} & set(challenger)  # it never trained on what judges it
+    assert {p.tobytes() for p in fresh.x} - {p.tobytes() for p in judged.x} <= set(challenger)
+    reads = recipe.read(challenger, judged.x)
+    in_fold = np.isin(fresh.prediction_ids, judged.prediction_ids)
+    honest = promotion.judge(
+        {"challenger": data.y_mnist_holdout, "champion": data.y_mnist_holdout},
+        {"challenger": reads, "champion": champion_fresh[in_fold]},
+        data.y_mnist_holdout,
+        judged.y,
+    )
+    assert not promotion.promotion_rule(honest).promote  # the memoriser is no better on the fold it never saw
+
+    data.judged_fold = None
+    _, answers, done = crossfit.judge(data, fit, recipe.read, final_fit=True)
+    assert len(trainings) == 1 + 2 + 1 and len(answers) == len(fresh)  # two folds, then the final fit

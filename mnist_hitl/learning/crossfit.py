@@ -1,4 +1,4 @@
-"""Every label trains, the gate stays honest: the cross-fit over the fresh labels, and pseudo-labels.
+"""Every label trains, the gate stays honest: judging on the fresh labels, and pseudo-labels.
 
 The champion was trained with the labels up to its ``through_label_id``; the labels given since
 (``fresh``) are drawings it never saw. They are split into judging folds by a hash of the
@@ -7,7 +7,12 @@ same data) is trained on everything except that fold and reads it: the out-of-fo
 the challenger's score on the fresh drawings, set against the champion's on the same drawings.
 Neither side is judged on a drawing it trained on. The model deployed is then fitted on every
 label (the final fit), so no label is kept from training for ever: the cross-fit judges the
-recipe, and the final fit is that recipe with more data.
+recipe, and the final fit is that recipe with more data. That is one training per fold more.
+
+The quick way (``final_fit=False``, :func:`judge`) trains once: the challenger leaves out one
+fold of the fresh labels, is judged on it against the champion, and is what gets deployed. The
+fold it left out is not lost: those labels are older than the new champion's
+``through_label_id``, so the next retraining trains on them.
 
 Pseudo-labels are unlabelled drawings the champion reads with at least a given confidence,
 labelled with its answer. They join every training set once (people's labels are repeated
@@ -58,6 +63,32 @@ def cross_fit(
         predicted[judged] = np.asarray(predict(model, fresh.x[judged]), dtype=np.int64)
         seconds.append(round(time.perf_counter() - start, 2))
     return CrossFit(predicted, folds, seconds)
+
+
+def judge(
+    data: RetrainData,
+    fit: Callable[[np.ndarray, np.ndarray], object],
+    read: Callable[[object, np.ndarray], object],
+    final_fit: bool,
+) -> tuple[object, np.ndarray | None, dict]:
+    """Train the challenger and the answers it is judged by: ``(challenger, its answers or None, what was done)``.
+
+    Args:
+        final_fit: True: the cross-fit over every fold, then the challenger fitted on every label
+            (its answers on the fresh drawings are the out-of-fold ones). False: one training
+            without the first fold of the fresh labels; the challenger reads that fold itself
+            (``None``: :func:`~mnist_hitl.learning.promotion.compare` asks it), the others train it.
+    """
+    start = time.perf_counter()
+    if final_fit:
+        judged = cross_fit(data, fit, read)
+        challenger = fit(*data.training_set())
+        done = {"judging": "cross-fit, then a final fit on every label", **judged.as_json()}
+        return challenger, judged.predicted, {**done, "seconds": round(time.perf_counter() - start, 2)}
+    data.judged_fold = 0
+    challenger = fit(*data.training_set(leave_out_fold=0))
+    done = {"judging": "one fold of the fresh labels left out, the challenger trained once", "folds": [0]}
+    return challenger, None, {**done, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def pseudo_labels(

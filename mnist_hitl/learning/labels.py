@@ -88,6 +88,7 @@ class RetrainData:
     champion_through: int = 0
     fold_count: int = 2
     pseudo: UserLabels | None = None
+    judged_fold: int | None = None  # one fold judges (the quick way, see crossfit.judge); None: every fold does
 
     @property
     def users_train(self) -> UserLabels:
@@ -96,8 +97,11 @@ class RetrainData:
 
     @property
     def users_heldout(self) -> UserLabels:
-        """The drawings the gate judges on: the fresh ones (each judged by a model that never trained on it)."""
-        return self.users_fresh
+        """The drawings the gate judges on: the fresh ones, or one fold of them (each read by a model that never
+        trained on it)."""
+        if self.judged_fold is None:
+            return self.users_fresh
+        return self.users_fresh.subset(self.folds == self.judged_fold)
 
     @property
     def folds(self) -> np.ndarray:
@@ -139,6 +143,7 @@ class RetrainData:
             "users_seen_by_champion": len(self.users_seen),
             "users_fresh": len(self.users_fresh),
             "judging_folds": self.fold_count,
+            "users_judged": len(self.users_heldout),
             "pseudo_labels": 0 if self.pseudo is None else len(self.pseudo),
             "oversample": self.oversample,
             "through_label_id": self.through_label_id,
