@@ -168,7 +168,7 @@ def test_a_worse_challenger_is_kept_on_file_but_not_promoted(home_quick):
     assert summary["outcome"] == "rejected", summary["verdict_reasons"]
     holdout, users = summary["verdict_reasons"]
     assert "points lower (McNemar" in holdout, holdout  # much worse on MNIST...
-    assert users.endswith("better"), users  # ...though "better" on the (mislabelled) users' slice
+    assert "): better; " in users, users  # ...though "better" on the (mislabelled) users' judged drawings
     rejected = summary["model_version"]
     assert deployed_model(settings.models_dir).version == first
     assert (settings.models_dir / f"model_{rejected}.keras").is_file()  # kept on file
