@@ -21,162 +21,38 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 
 from mnist_hitl import metrics
+from mnist_hitl.api_schema import (
+    IMPORT_BODY,
+    MAX_IMPORT_FILES,
+    MAX_TENSOR_ROWS,
+    MODEL_NAME,
+    PICTURE_BODY,
+    WRITE_ERRORS,
+    CorrectIn,
+    ImportedPicture,
+    ImportOut,
+    InferIn,
+    InferOut,
+    LabelIn,
+    LabelOut,
+    PredictionDetail,
+    PredictionId,
+    PredictionOut,
+    QueueEntry,
+    ReloadOut,
+    TensorOut,
+    errors,
+)
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.predictor import ModelFileError
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, PictureTooLargeError
-from mnist_hitl.store import MAX_ID, StoreError
+from mnist_hitl.store import StoreError
 from mnist_hitl.workbench import Workbench
-
-MODEL_NAME = "mnist"
-MAX_TENSOR_ROWS = 1024
-PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="a prediction's id")]
-
-
-class Problem(BaseModel):
-    detail: str | list
-
-
-class PredictionOut(BaseModel):
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float] = Field(min_length=10, max_length=10)
-    model_version: str
-    latency_ms: float
-
-
-class LabelIn(BaseModel):
-    label: int = Field(ge=0, le=9, description="the true digit")
-    kind: Literal["correct", "confirm"] = "correct"
-
-
-class CorrectIn(BaseModel):
-    prediction_id: int = Field(ge=1, le=MAX_ID)
-    label: int = Field(ge=0, le=9)
-
-
-class LabelOut(BaseModel):
-    label_id: int
-    prediction_id: int
-    label: int
-    kind: str
-
-
-class HistoryEntry(BaseModel):
-    id: int
-    label: int | None
-    kind: str
-    created_at: str
-
-
-class PredictionDetail(PredictionOut):
-    created_at: str
-    source: str
-    labels: list[HistoryEntry]
-
-
-class QueueEntry(BaseModel):
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float]
-    uncertainty: float
-    model_version: str
-    source: str
-    random: bool
-
-
-class ImportedPicture(BaseModel):
-    name: str = Field(description="the upload's file name; name/member inside a zip")
-    prediction_id: int | None = Field(None, description="stored now, unlabelled")
-    predicted_label: int | None = None
-    model_version: str | None = None
-    duplicate_of: int | None = Field(None, description="the same picture was stored already, as this prediction")
-    error: str | None = Field(None, description="why the picture was refused")
-
-
-class ImportOut(BaseModel):
-    imported: int
-    duplicates: int
-    refused: int
-    pictures: list[ImportedPicture]
-
-
-class ReloadOut(BaseModel):
-    old_version: str | None
-    new_version: str
-    reloaded: bool
-
-
-class TensorIn(BaseModel):
-    name: str = "input"
-    shape: list[int] = Field(min_length=3, max_length=3, description="[N, 28, 28]")
-    datatype: Literal["FP32"]
-    data: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(description="row-major, flattened")
-
-
-class InferIn(BaseModel):
-    id: str | None = None
-    inputs: list[TensorIn] = Field(min_length=1, max_length=1)
-
-
-class TensorOut(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[float]
-
-
-class InferOut(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[TensorOut]
-
-
-def _errors(*codes: int) -> dict:
-    return {code: {"model": Problem} for code in (*codes, 422)}
-
-
-WRITE_ERRORS = (401, 503)
-PICTURE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
-
-MAX_IMPORT_FILES = 1000
-IMPORT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                }
-            },
-            "application/zip": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -200,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _measure(app)
     guard = _token_guard(settings.api_token)
     _picture_routes(app, workbench, guard)
+    _import_route(app, workbench, guard)
     _label_routes(app, workbench, guard)
     _service_routes(app, workbench, settings, guard)
     _inference_routes(app, workbench)
@@ -325,7 +202,7 @@ def _picture_routes(app: FastAPI, workbench: Workbench, guard) -> None:
         response_model=PredictionOut,
         dependencies=[guard],
         openapi_extra=PICTURE_BODY,
-        responses=_errors(*WRITE_ERRORS, 413, 415),
+        responses=errors(*WRITE_ERRORS, 413, 415),
         tags=["predictions"],
     )
     async def predict(request: Request) -> PredictionOut:
@@ -342,34 +219,10 @@ def _picture_routes(app: FastAPI, workbench: Workbench, guard) -> None:
             latency_ms=result.latency_ms,
         )
 
-    @app.post(
-        "/import",
-        response_model=ImportOut,
-        dependencies=[guard],
-        openapi_extra=IMPORT_BODY,
-        responses=_errors(*WRITE_ERRORS, 413, 415),
-        tags=["predictions"],
-    )
-    async def import_pictures(request: Request) -> ImportOut:
-        """Store a batch of unlabelled pictures (multipart ``files``: PNG, JPEG or zips of them; or a zip body).
-
-        Each picture is predicted and stored whole or not at all, with source ``import``; one
-        already stored is not stored again; one that cannot be read is refused with its reason.
-        """
-        uploads = await _uploads(request, workbench.settings.max_picture_bytes)
-        workbench.predictor.refresh()  # no model: 503 before anything is stored
-        pictures = [ImportedPicture(name=result.pop("path"), **result) for result in workbench.import_uploads(uploads)]
-        return ImportOut(
-            imported=sum(picture.prediction_id is not None for picture in pictures),
-            duplicates=sum(picture.duplicate_of is not None for picture in pictures),
-            refused=sum(picture.error is not None for picture in pictures),
-            pictures=pictures,
-        )
-
     @app.get(
         "/predictions/{prediction_id}",
         response_model=PredictionDetail,
-        responses=_errors(404, 503),
+        responses=errors(404, 503),
         tags=["predictions"],
     )
     async def prediction(prediction_id: PredictionId) -> PredictionDetail:
@@ -390,11 +243,37 @@ def _picture_routes(app: FastAPI, workbench: Workbench, guard) -> None:
         "/predictions/{prediction_id}/image",
         response_class=Response,
         tags=["predictions"],
-        responses={200: {"content": {"image/png": {}}}, **_errors(404, 503)},
+        responses={200: {"content": {"image/png": {}}}, **errors(404, 503)},
     )
     async def image(prediction_id: PredictionId) -> Response:
         """The 28x28 picture the model saw, as a PNG."""
         return Response(workbench.store.get_prediction(prediction_id).png, media_type="image/png")
+
+
+def _import_route(app: FastAPI, workbench: Workbench, guard) -> None:
+    @app.post(
+        "/import",
+        response_model=ImportOut,
+        dependencies=[guard],
+        openapi_extra=IMPORT_BODY,
+        responses=errors(*WRITE_ERRORS, 413, 415),
+        tags=["predictions"],
+    )
+    async def import_pictures(request: Request) -> ImportOut:
+        """Store a batch of unlabelled pictures (multipart ``files``: PNG, JPEG or zips of them; or a zip body).
+
+        Each picture is predicted and stored whole or not at all, with source ``import``; one
+        already stored is not stored again; one that cannot be read is refused with its reason.
+        """
+        uploads = await _uploads(request, workbench.settings.max_picture_bytes)
+        workbench.predictor.refresh()  # no model: 503 before anything is stored
+        pictures = [ImportedPicture(name=result.pop("path"), **result) for result in workbench.import_uploads(uploads)]
+        return ImportOut(
+            imported=sum(picture.prediction_id is not None for picture in pictures),
+            duplicates=sum(picture.duplicate_of is not None for picture in pictures),
+            refused=sum(picture.error is not None for picture in pictures),
+            pictures=pictures,
+        )
 
 
 def _label_routes(app: FastAPI, workbench: Workbench, guard) -> None:
@@ -407,7 +286,7 @@ def _label_routes(app: FastAPI, workbench: Workbench, guard) -> None:
         response_model=LabelOut,
         status_code=201,
         dependencies=[guard],
-        responses=_errors(*WRITE_ERRORS, 404),
+        responses=errors(*WRITE_ERRORS, 404),
         tags=["labels"],
     )
     async def add_label(prediction_id: PredictionId, body: LabelIn) -> LabelOut:
@@ -419,14 +298,14 @@ def _label_routes(app: FastAPI, workbench: Workbench, guard) -> None:
         response_model=LabelOut,
         status_code=201,
         dependencies=[guard],
-        responses=_errors(*WRITE_ERRORS, 404),
+        responses=errors(*WRITE_ERRORS, 404),
         tags=["labels"],
     )
     async def correct(body: CorrectIn) -> LabelOut:
         """The older spelling of ``POST /predictions/{id}/labels`` with kind ``correct``."""
         return label(body.prediction_id, body.label, "correct")
 
-    @app.get("/queue", response_model=list[QueueEntry], responses=_errors(503), tags=["labels"])
+    @app.get("/queue", response_model=list[QueueEntry], responses=errors(503), tags=["labels"])
     async def queue(
         limit: Annotated[int, Query(ge=0, le=500)] = 20, strategy: Literal["margin", "entropy", "doubtful"] = "margin"
     ) -> list[QueueEntry]:
@@ -448,7 +327,7 @@ def _label_routes(app: FastAPI, workbench: Workbench, guard) -> None:
 
 def _service_routes(app: FastAPI, workbench: Workbench, settings: Settings, guard) -> None:
     @app.post(
-        "/reload", response_model=ReloadOut, dependencies=[guard], responses=_errors(*WRITE_ERRORS), tags=["service"]
+        "/reload", response_model=ReloadOut, dependencies=[guard], responses=errors(*WRITE_ERRORS), tags=["service"]
     )
     async def reload() -> ReloadOut:
         """Read the deployed model again; answers the version served before and the one served now."""
@@ -461,7 +340,7 @@ def _service_routes(app: FastAPI, workbench: Workbench, settings: Settings, guar
         """The process answers."""
         return {"status": "live"}
 
-    @app.get("/health/ready", tags=["service"], responses=_errors(503))
+    @app.get("/health/ready", tags=["service"], responses=errors(503))
     async def ready() -> dict:
         """Ready when a deployed model is loaded (503 while none can be)."""
         return {"status": "ready", "model_version": workbench.predictor.version}
@@ -475,13 +354,13 @@ def _service_routes(app: FastAPI, workbench: Workbench, settings: Settings, guar
 
 
 def _inference_routes(app: FastAPI, workbench: Workbench) -> None:
-    @app.get("/v2/health/ready", tags=["open inference protocol"], responses=_errors(503))
+    @app.get("/v2/health/ready", tags=["open inference protocol"], responses=errors(503))
     async def v2_ready() -> dict:
         """Open Inference Protocol v2: ready when the model is."""
         workbench.predictor.refresh()
         return {"ready": True}
 
-    @app.get(f"/v2/models/{MODEL_NAME}", tags=["open inference protocol"], responses=_errors(503))
+    @app.get(f"/v2/models/{MODEL_NAME}", tags=["open inference protocol"], responses=errors(503))
     async def v2_metadata() -> dict:
         """Open Inference Protocol v2 model metadata."""
         return {
@@ -496,7 +375,7 @@ def _inference_routes(app: FastAPI, workbench: Workbench) -> None:
         f"/v2/models/{MODEL_NAME}/infer",
         response_model=InferOut,
         tags=["open inference protocol"],
-        responses=_errors(503),
+        responses=errors(503),
     )
     async def v2_infer(body: InferIn) -> InferOut:
         """Probabilities for MNIST-style digits (FP32 ``[N, 28, 28]``, values 0-1); nothing is stored."""
