@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
     api_port: int = _env("MNIST_HITL_API_PORT", ge=1, le=65535, default=8000)
     api_token: str | None = _env("MNIST_HITL_API_TOKEN", min_length=1, repr=False)
+    # Beyond one machine (README, "Scaling out"): every default keeps it on one machine.
+    database_url: str = _env("MNIST_HITL_DATABASE_URL", default="", repr=False)
+    search_workers: int = _env("MNIST_HITL_SEARCH_WORKERS", ge=0, default=0)
+    work_pool: str = _env("MNIST_HITL_WORK_POOL", default="")
+    model_source: Literal["local", "registry"] = _env("MNIST_HITL_MODEL_SOURCE", default="local")
+    registry_poll_seconds: float = _env("MNIST_HITL_REGISTRY_POLL_SECONDS", ge=0.1, default=10.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError("expected sqlite:///<file> or postgresql+psycopg://user@host:port/database")
+        return value
 
     @field_validator("home", "mnist_path", "notebooks_override")
     @classmethod
@@ -96,7 +109,18 @@ class Settings(BaseSettings):
 
     @property
     def db_path(self) -> Path:
+        """The embedded store's SQLite file (used when ``MNIST_HITL_DATABASE_URL`` is not set)."""
         return self.home / "store.sqlite"
+
+    @property
+    def store_location(self) -> str | Path:
+        """Where the store is: ``MNIST_HITL_DATABASE_URL``, else the SQLite file under the home."""
+        return self.database_url or self.db_path
+
+    @property
+    def shared_database(self) -> bool:
+        """Whether the store is a PostgreSQL server that several machines share."""
+        return self.database_url.startswith("postgresql")
 
     @property
     def models_dir(self) -> Path:
@@ -121,7 +145,8 @@ class Settings(BaseSettings):
 
     @property
     def optuna_storage(self) -> str:
-        return f"sqlite:///{self.home / 'optuna.sqlite'}"
+        """The Optuna study's storage: the shared database when there is one, else a SQLite file under the home."""
+        return self.database_url if self.shared_database else f"sqlite:///{self.home / 'optuna.sqlite'}"
 
     @property
     def metrics_dir(self) -> Path:
@@ -265,6 +290,7 @@ def child_environment(settings: Settings, extra: dict[str, str] | None = None) -
             "MNIST_HITL_PROMETHEUS_PORT": str(settings.prometheus_port),
             "MNIST_HITL_LAB_PORT": str(settings.lab_port),
             "MNIST_HITL_API_PORT": str(settings.api_port),
+            **({"MNIST_HITL_DATABASE_URL": settings.database_url} if settings.database_url else {}),
             "MLFLOW_TRACKING_URI": settings.tracking_uri,
             "PREFECT_API_URL": f"http://{settings.app_host}:{settings.prefect_port}/api",
             "PYTHONUNBUFFERED": "1",

@@ -43,11 +43,30 @@ def require_binary() -> Callable[[str, str], str]:
     return find
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (Debian's package, started here); fails if it is not installed."""
+    from tests.postgres import Postgres
+
+    try:
+        server = Postgres().start()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """The URL of an empty PostgreSQL database of this test's own."""
+    return postgres.new_database()
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """An empty MNIST_HITL_HOME for one test."""
     monkeypatch.setenv("MNIST_HITL_HOME", str(tmp_path / "home"))
-    for name in ("MNIST_HITL_MNIST_SOURCE", "MNIST_HITL_MNIST_PATH", "MLFLOW_TRACKING_URI"):
+    for name in ("MNIST_HITL_MNIST_SOURCE", "MNIST_HITL_MNIST_PATH", "MLFLOW_TRACKING_URI", "MNIST_HITL_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return get_settings()
 
