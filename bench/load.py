@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import text
 
 DRAWINGS = [
     [[(140, 40), (140, 240)]],
@@ -95,18 +96,21 @@ def run_load(home: Path, processes: int, rounds: int) -> dict:
     reports = [results.get(timeout=3600) for _ in workers]
     for process in workers:
         process.join(60)
-    with Store(home / "store.sqlite") as store:
+    with Store(home / "store.sqlite") as store, store.engine.connect() as connection:
+        pattern = {"pattern": f"load-{run}-%"}
         rows = dict(
-            store._conn.execute(
-                "SELECT p.source, COUNT(DISTINCT p.id) FROM predictions p JOIN labels l ON l.prediction_id = p.id"
-                " WHERE p.source LIKE ? GROUP BY p.source",
-                (f"load-{run}-%",),
-            ).fetchall()
+            connection.execute(
+                text(
+                    "SELECT p.source, COUNT(DISTINCT p.id) FROM predictions p JOIN labels l"
+                    " ON l.prediction_id = p.id WHERE p.source LIKE :pattern GROUP BY p.source"
+                ),
+                pattern,
+            ).all()
         )
         predictions = dict(
-            store._conn.execute(
-                "SELECT source, COUNT(*) FROM predictions WHERE source LIKE ? GROUP BY source", (f"load-{run}-%",)
-            )
+            connection.execute(
+                text("SELECT source, COUNT(*) FROM predictions WHERE source LIKE :pattern GROUP BY source"), pattern
+            ).all()
         )
     wall = max(r["ended"] for r in reports) - min(r["began"] for r in reports)
     figures: dict[str, object] = {

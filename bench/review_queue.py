@@ -44,7 +44,7 @@ def fill_store(settings, count: int, first: int = 0) -> float:
     rng = np.random.default_rng(first)
     probabilities = rng.dirichlet(np.full(10, 0.3), size=count)
     start = time.perf_counter()
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         store.record_predictions(
             (pngs[(first + i) % len(pngs)], int(np.argmax(p)), p.tolist(), "older-model", 1.0, "bench")
             for i, p in enumerate(probabilities)

@@ -116,12 +116,12 @@ class ScoreCache:
     those of another thread on the caller's store.
 
     Args:
-        db_path: the store.
+        location: the store (a SQLite file or a database URL).
         predictor: the deployed model.
     """
 
-    def __init__(self, db_path: Path, predictor: Predictor) -> None:
-        self.db_path, self.predictor = Path(db_path), predictor
+    def __init__(self, location: str | Path, predictor: Predictor) -> None:
+        self.location, self.predictor = location, predictor
         self.store: Store | None = None
         self._lock = threading.Lock()
         self._version: str | None = None
@@ -132,7 +132,7 @@ class ScoreCache:
         """(the deployed version, prediction ids ascending, their probabilities (n, 10); NaN: unreadable)."""
         with self._lock:
             if self.store is None:
-                self.store = Store(self.db_path)
+                self.store = Store(self.location)
             for _ in range(3):  # a deployment in the middle of scoring: start again with the new model
                 version = self.predictor.version
                 if version != self._version:

@@ -1,14 +1,16 @@
-"""The shared SQLite store: predictions, labels and model versions.
+"""The shared store: predictions, labels and model versions, on SQLite or PostgreSQL.
 
-SQLite in WAL mode with a busy timeout, so every app kernel, the CLI and the
-learning loop can write at once without losing rows. Labels are append-only: a
+By default a SQLite file under the home, in WAL mode with a busy timeout, so every app
+kernel, the CLI and the learning loop can write at once without losing rows; with
+``MNIST_HITL_DATABASE_URL`` a PostgreSQL database that several machines share, with the
+same rules (:mod:`mnist_hitl.store_engine` makes the engines, SQLAlchemy runs the SQL). Labels are append-only: a
 later correction never erases an earlier one, and the latest label of a
 prediction is the one that counts. Predictions are immutable. Triggers hold
 these rules for every connection, whatever its pragmas (see
 :mod:`mnist_hitl.store_schema`); an older store is migrated in place when opened.
 
-Every SQLite failure reaches the caller as a :class:`StoreError` saying what to do. A
-read-only store is refused before SQLite opens it, which would leave read-only ``-wal``
+Every database failure reaches the caller as a :class:`StoreError` saying what to do. A
+read-only SQLite store is refused before SQLite opens it, which would leave read-only ``-wal``
 and ``-shm`` files behind that keep failing once the store is writable again.
 """
 
@@ -22,7 +24,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from mnist_hitl.store_errors import DuplicateError, StoreError, explain, read_only, unwritable
+import sqlalchemy.exc
+from sqlalchemy import Connection, bindparam, text
+
+from mnist_hitl.store_engine import WRITE, is_url, postgres_engine, shown, sqlite_engine
+from mnist_hitl.store_errors import DuplicateError, StoreError, explain, explain_postgres, read_only, unwritable
 from mnist_hitl.store_rows import (
     IMPORT,
     INSERT_PREDICTION,
@@ -40,7 +46,7 @@ from mnist_hitl.store_rows import (
     prediction_row,
     utc_now,
 )
-from mnist_hitl.store_schema import HASH_FUNCTION, SCHEMA_VERSION, migration
+from mnist_hitl.store_schema import SCHEMA_VERSION, migration
 
 __all__ = [
     "IMPORT",
@@ -58,32 +64,49 @@ __all__ = [
 ]
 
 
-def _sqlite_errors(method: Callable) -> Callable:
-    """Raise the method's SQLite errors as StoreErrors that say what to do."""
+def _database_errors(method: Callable) -> Callable:
+    """Raise the method's database errors as StoreErrors that say what to do."""
 
     @functools.wraps(method)
     def translated(self: Store, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.Error as error:
-            raise StoreError(explain(self.path, error)) from error
+        except sqlalchemy.exc.DBAPIError as error:
+            raise StoreError(self._explain(error.orig)) from error
 
     return translated
 
 
 class Store:
-    """Access to the SQLite store; cheap to create, one connection per instance.
+    """Access to the store; cheap to create.
 
     Args:
-        path: the SQLite file; its folder is created if needed.
+        location: the SQLite file (its folder is created if needed), or a
+            ``postgresql+psycopg://`` URL (``MNIST_HITL_DATABASE_URL``).
         timeout: seconds a writer waits for another writer's lock.
 
     Raises:
         StoreError: the store cannot be created, written or read; nothing was touched.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
-        self.path = Path(path)
+    def __init__(self, location: str | Path, timeout: float = 30.0) -> None:
+        self.url = str(location) if is_url(location) else None
+        self.path = None if self.url else Path(location)
+        self.dialect = "postgresql" if self.url else "sqlite"
+        if self.url:
+            self.engine = postgres_engine(self.url)
+        else:
+            self._check_folder()
+            self.engine = sqlite_engine(self.path, timeout)
+        try:
+            self._migrate()
+        except BaseException as error:
+            self.close()
+            if isinstance(error, sqlalchemy.exc.DBAPIError):
+                raise StoreError(self._explain(error.orig)) from error
+            raise
+
+    def _check_folder(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -93,29 +116,17 @@ class Store:
             ) from None
         if blocked := unwritable(self.path):
             raise StoreError(read_only(blocked))
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as error:  # a folder in its place, say
-            raise StoreError(explain(self.path, error)) from error
-        try:
-            self._conn.row_factory = sqlite3.Row
-            for pragma in (
-                f"busy_timeout = {int(timeout * 1000)}",
-                "journal_mode = WAL",
-                "synchronous = NORMAL",
-                "foreign_keys = ON",
-                "recursive_triggers = ON",
-            ):
-                self._conn.execute(f"PRAGMA {pragma}")
-            self._migrate()
-        except BaseException as error:
-            self._conn.close()
-            if isinstance(error, sqlite3.Error):
-                raise StoreError(explain(self.path, error)) from error
-            raise
+
+    def _explain(self, error: BaseException) -> str:
+        if self.url:
+            return explain_postgres(shown(self.url), error)
+        if isinstance(error, sqlite3.Error):
+            return explain(self.path, error)
+        return f"the store {self.path} failed: {error}"
 
     def close(self) -> None:
-        self._conn.close()
+        if self.path is not None:  # a PostgreSQL engine is the process's, shared by its stores
+            self.engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -124,39 +135,53 @@ class Store:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            if self._conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One write transaction: all or nothing (SQLite: ``BEGIN IMMEDIATE``, the write lock first)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
 
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
             return  # the usual case: no write lock needed
-        self._conn.create_function(HASH_FUNCTION, 1, content_hash, deterministic=True)
         with self._transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if self.dialect == "postgresql":  # one migrating process at a time; the others wait, then find it done
+                conn.execute(text("SELECT pg_advisory_xact_lock(3, 0)"))
+            version = _schema_version(conn, self.dialect)
             if version > SCHEMA_VERSION:
+                where = self.path or shown(self.url)
                 raise StoreError(
-                    f"{self.path} has schema {version}, newer than this code ({SCHEMA_VERSION}): update mnist-hitl"
+                    f"{where} has schema {version}, newer than this code ({SCHEMA_VERSION}): update mnist-hitl"
                 )
             for number in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in migration(number):
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                for statement in migration(number, self.dialect):
+                    conn.exec_driver_sql(statement)
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:
+                conn.execute(text("UPDATE store_schema SET version = :v"), {"v": SCHEMA_VERSION})
 
     @property
-    @_sqlite_errors
+    @_database_errors
     def schema_version(self) -> int:
-        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+        with self._read() as conn:
+            return _schema_version(conn, self.dialect)
+
+    def _lock_prediction(self, conn: Connection, prediction_id: int) -> bool:
+        """Whether the prediction exists; on PostgreSQL its labels are then this transaction's to change."""
+        lock = " FOR NO KEY UPDATE" if self.dialect == "postgresql" else ""
+        found = conn.execute(text(f"SELECT 1 FROM predictions WHERE id = :id{lock}"), {"id": prediction_id}).first()
+        return found is not None
 
     # predictions -----------------------------------------------------------------
 
-    @_sqlite_errors
+    @_database_errors
     def record_prediction(
         self,
         png: bytes,
@@ -173,11 +198,16 @@ class Store:
         """
         row = prediction_row(png, predicted_label, probabilities, model_version, latency_ms, source)
         with self._transaction() as conn:
-            if source == IMPORT and (existing := find_import(conn, row[-1])) is not None:
-                raise DuplicateError(f"the picture is stored already, as prediction {existing}", existing)
-            return int(conn.execute(INSERT_PREDICTION, row).lastrowid)
+            if source == IMPORT:
+                if self.dialect == "postgresql":  # two imports of one picture: the second waits, then finds it
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(2, hashtext(:hash))"), {"hash": row["content_hash"]}
+                    )
+                if (existing := find_import(conn, row["content_hash"])) is not None:
+                    raise DuplicateError(f"the picture is stored already, as prediction {existing}", existing)
+            return int(conn.execute(_INSERT_ONE, row).scalar_one())
 
-    @_sqlite_errors
+    @_database_errors
     def record_predictions(self, predictions: Iterable[Sequence]) -> int:
         """Store many predictions (each :meth:`record_prediction`'s arguments) in one transaction: all or none.
 
@@ -185,31 +215,33 @@ class Store:
             How many were stored.
         """
         rows = [prediction_row(*arguments) for arguments in predictions]
-        with self._transaction() as conn:
-            conn.executemany(INSERT_PREDICTION, rows)
+        if rows:
+            with self._transaction() as conn:
+                conn.execute(_INSERT_MANY, rows)
         return len(rows)
 
-    @_sqlite_errors
+    @_database_errors
     def find_import(self, picture_hash: str) -> int | None:
         """The id of the imported prediction holding the picture with this :func:`content_hash`, if any."""
-        return find_import(self._conn, picture_hash)
+        with self._read() as conn:
+            return find_import(conn, picture_hash)
 
-    @_sqlite_errors
+    @_database_errors
     def get_prediction(self, prediction_id: int) -> Prediction:
         prediction_id = checked_prediction_id(prediction_id)
-        row = self._conn.execute("SELECT * FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
+        row = self._one("SELECT * FROM predictions WHERE id = :id", id=prediction_id)
         if row is None:
             raise StoreError(f"no prediction with id {prediction_id}")
         return prediction_from_row(row)
 
-    @_sqlite_errors
+    @_database_errors
     def predictions(self, since_id: int = 0) -> list[Prediction]:
-        rows = self._conn.execute("SELECT * FROM predictions WHERE id > ? ORDER BY id", (bounded(since_id),))
+        rows = self._all("SELECT * FROM predictions WHERE id > :since ORDER BY id", since=bounded(since_id))
         return [prediction_from_row(row) for row in rows]
 
     # labels ----------------------------------------------------------------------
 
-    @_sqlite_errors
+    @_database_errors
     def add_label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
         """Append a label to a prediction; refuses bad input without writing anything.
 
@@ -221,15 +253,11 @@ class Store:
         label = checked_label(label, kind)
         prediction_id = checked_prediction_id(prediction_id)
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
+            if not self._lock_prediction(conn, prediction_id):
                 raise StoreError(f"no prediction with id {prediction_id}")
-            cursor = conn.execute(
-                "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, ?, ?, ?)",
-                (prediction_id, label, kind, utc_now()),
-            )
-            return int(cursor.lastrowid)
+            return int(conn.execute(_INSERT_LABEL, _label_row(prediction_id, label, kind)).scalar_one())
 
-    @_sqlite_errors
+    @_database_errors
     def undo_label(self, prediction_id: int) -> tuple[int, Label]:
         """Append an ``undo``: the prediction is unlabelled again, its history kept.
 
@@ -241,57 +269,57 @@ class Store:
         """
         prediction_id = checked_prediction_id(prediction_id)
         with self._transaction() as conn:
-            latest = conn.execute(
-                "SELECT * FROM labels WHERE prediction_id = ? ORDER BY id DESC LIMIT 1", (prediction_id,)
-            ).fetchone()
-            if latest is None or latest["kind"] == UNDO:
-                if conn.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone() is None:
-                    raise StoreError(f"no prediction with id {prediction_id}")
-                raise StoreError(f"prediction {prediction_id} has no label to undo")
-            cursor = conn.execute(
-                "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (?, NULL, ?, ?)",
-                (prediction_id, UNDO, utc_now()),
+            if not self._lock_prediction(conn, prediction_id):
+                raise StoreError(f"no prediction with id {prediction_id}")
+            latest = (
+                conn.execute(
+                    text("SELECT * FROM labels WHERE prediction_id = :id ORDER BY id DESC LIMIT 1"),
+                    {"id": prediction_id},
+                )
+                .mappings()
+                .first()
             )
-            return int(cursor.lastrowid), Label(**dict(latest))
+            if latest is None or latest["kind"] == UNDO:
+                raise StoreError(f"prediction {prediction_id} has no label to undo")
+            undo_id = conn.execute(_INSERT_LABEL, _label_row(prediction_id, None, UNDO)).scalar_one()
+            return int(undo_id), Label(**latest)
 
-    @_sqlite_errors
+    @_database_errors
     def current_labels(self) -> dict[int, Label]:
         """The latest label of every labelled prediction, by prediction id (undone ones are unlabelled)."""
-        rows = self._conn.execute(
+        rows = self._all(
             "SELECT l.* FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
             " ON l.id = latest.id WHERE l.kind != 'undo'"
         )
-        return {row["prediction_id"]: Label(**dict(row)) for row in rows}
+        return {row["prediction_id"]: Label(**row) for row in rows}
 
-    @_sqlite_errors
+    @_database_errors
     def labels(self, prediction_id: int | None = None) -> list[Label]:
         if prediction_id is None:
-            rows = self._conn.execute("SELECT * FROM labels ORDER BY id")
+            rows = self._all("SELECT * FROM labels ORDER BY id")
         else:
-            rows = self._conn.execute(
-                "SELECT * FROM labels WHERE prediction_id = ? ORDER BY id", (bounded(prediction_id),)
-            )
-        return [Label(**dict(row)) for row in rows]
+            rows = self._all("SELECT * FROM labels WHERE prediction_id = :id ORDER BY id", id=bounded(prediction_id))
+        return [Label(**row) for row in rows]
 
-    @_sqlite_errors
+    @_database_errors
     def count_labels_after(self, label_id: int) -> int:
         """How many labels (confirmations and corrections, not undos) are newer than ``label_id``."""
-        query = "SELECT COUNT(*) FROM labels WHERE id > ? AND kind != 'undo'"
-        return self._conn.execute(query, (bounded(label_id),)).fetchone()[0]
+        query = "SELECT COUNT(*) AS n FROM labels WHERE id > :after AND kind != 'undo'"
+        return int(self._one(query, after=bounded(label_id))["n"])
 
-    @_sqlite_errors
+    @_database_errors
     def labelled_predictions(self, since_label_id: int = 0) -> list[tuple[Prediction, Label]]:
         """Each labelled prediction with its latest label (the latest label wins; an undone one is unlabelled).
 
         Args:
             since_label_id: only predictions whose latest label is newer than this label id.
         """
-        rows = self._conn.execute(
+        rows = self._all(
             "SELECT p.*, l.id AS l_id, l.label AS l_label, l.kind AS l_kind, l.created_at AS l_created_at"
             " FROM predictions p JOIN labels l ON l.prediction_id = p.id"
-            " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > ? AND l.kind != 'undo'"
-            " ORDER BY l.id",
-            (bounded(since_label_id),),
+            " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > :since"
+            " AND l.kind != 'undo' ORDER BY l.id",
+            since=bounded(since_label_id),
         )
         return [
             (
@@ -301,10 +329,11 @@ class Store:
             for row in rows
         ]
 
-    @_sqlite_errors
+    @_database_errors
     def counts(self) -> dict[str, int]:
         """Numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
-        return _counts(self._conn)
+        with self._read() as conn:
+            return _counts(conn)
 
     def backup(self, target: str | Path) -> dict[str, int]:
         """Copy the store to ``target`` with SQLite's online backup, while others keep writing.
@@ -312,18 +341,24 @@ class Store:
         The copy is one consistent snapshot (writers carry on meanwhile, in WAL mode) in a
         single file (no ``-wal``), written beside ``target``, checked with ``PRAGMA
         integrity_check``, then renamed over it: a failed backup leaves ``target`` as it was.
+        A PostgreSQL store is backed up with PostgreSQL's own tools (``pg_dump``).
 
         Returns:
             The copy's :meth:`counts`.
         """
+        if self.path is None:
+            raise StoreError(f"the store is on PostgreSQL ({shown(self.url)}): back it up with pg_dump")
         target = Path(target)
         if target.exists() and target.resolve() == self.path.resolve():
             raise StoreError("a backup must go to another file than the store itself")
         partial = target.with_name(f".{target.name}.partial")
         partial.unlink(missing_ok=True)
         try:
-            with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
-                self._conn.backup(copy)  # every page in one step: one read transaction, one snapshot
+            with (
+                closing(sqlite3.connect(partial, isolation_level=None)) as copy,
+                closing(sqlite3.connect(self.path, isolation_level=None)) as source,
+            ):
+                source.backup(copy)  # every page in one step: one read transaction, one snapshot
                 copy.execute("PRAGMA journal_mode = DELETE")
                 verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
                 if verdict != "ok":
@@ -341,41 +376,53 @@ class Store:
 
     # the review queue's cache of the deployed model's scores ------------------------
 
-    @_sqlite_errors
+    @_database_errors
     def cached_scores(self, model_version: str, after_id: int = 0) -> list[tuple[int, bytes | None, str | None]]:
         """Every prediction after ``after_id``, by id: its scores by ``model_version`` (float32 bytes) if
         cached, else its own probabilities (JSON) if that version made it, else None twice."""
-        return self._conn.execute(
-            "SELECT p.id, s.probabilities, CASE WHEN s.probabilities IS NULL AND p.model_version = ?1"
-            " THEN p.probabilities END FROM predictions p LEFT JOIN scores s"
-            " ON s.model_version = ?1 AND s.prediction_id = p.id WHERE p.id > ?2 ORDER BY p.id",
-            (model_version, bounded(after_id)),
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT p.id, s.probabilities, CASE WHEN s.probabilities IS NULL AND p.model_version = :version"
+                    " THEN p.probabilities END FROM predictions p LEFT JOIN scores s"
+                    " ON s.model_version = :version AND s.prediction_id = p.id WHERE p.id > :after ORDER BY p.id"
+                ),
+                {"version": model_version, "after": bounded(after_id)},
+            )
+            return [(row[0], None if row[1] is None else bytes(row[1]), row[2]) for row in rows]
 
-    @_sqlite_errors
+    @_database_errors
     def save_scores(self, model_version: str, scores: Iterable[tuple[int, bytes]]) -> None:
         """Cache scores by ``model_version``; those of every other version are dropped."""
+        rows = [{"version": model_version, "id": int(i), "blob": blob} for i, blob in scores]
         with self._transaction() as conn:
-            conn.execute("DELETE FROM scores WHERE model_version != ?", (model_version,))
-            conn.executemany(
-                "INSERT OR IGNORE INTO scores (model_version, prediction_id, probabilities) VALUES (?, ?, ?)",
-                ((model_version, int(i), blob) for i, blob in scores),
-            )
+            conn.execute(text("DELETE FROM scores WHERE model_version != :version"), {"version": model_version})
+            if rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO scores (model_version, prediction_id, probabilities) VALUES (:version, :id, :blob)"
+                        " ON CONFLICT DO NOTHING"
+                    ),
+                    rows,
+                )
 
-    @_sqlite_errors
+    @_database_errors
     def pictures(self, prediction_ids: Sequence[int]) -> dict[int, tuple[bytes, str]]:
         """The stored picture and the source of each prediction, by id (unknown ids left out)."""
+        query = text("SELECT id, png, source FROM predictions WHERE id IN :ids").bindparams(
+            bindparam("ids", expanding=True)
+        )
         found = {}
-        for start in range(0, len(prediction_ids), 500):
-            chunk = [int(i) for i in prediction_ids[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(f"SELECT id, png, source FROM predictions WHERE id IN ({marks})", chunk)
-            found.update((row["id"], (bytes(row["png"]), row["source"])) for row in rows)
+        with self._read() as conn:
+            for start in range(0, len(prediction_ids), 500):
+                chunk = [bounded(i) for i in prediction_ids[start : start + 500]]
+                rows = conn.execute(query, {"ids": chunk}).mappings()
+                found.update((row["id"], (bytes(row["png"]), row["source"])) for row in rows)
         return found
 
     # model versions -----------------------------------------------------------------
 
-    @_sqlite_errors
+    @_database_errors
     def record_model_version(
         self,
         version: str,
@@ -388,48 +435,99 @@ class Store:
         deployed_at = utc_now() if status == "deployed" else None
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO model_versions (version, file, holdout_accuracy, created_at, status, deployed_at, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(version) DO UPDATE SET status = excluded.status,"
-                " deployed_at = COALESCE(excluded.deployed_at, model_versions.deployed_at),"
-                " holdout_accuracy = COALESCE(excluded.holdout_accuracy, model_versions.holdout_accuracy),"
-                " details = excluded.details",
-                (version, file, holdout_accuracy, utc_now(), status, deployed_at, json.dumps(details or {})),
+                text(
+                    "INSERT INTO model_versions (version, file, holdout_accuracy, created_at, status, deployed_at,"
+                    " details) VALUES (:version, :file, :accuracy, :created, :status, :deployed, :details)"
+                    " ON CONFLICT(version) DO UPDATE SET status = excluded.status,"
+                    " deployed_at = COALESCE(excluded.deployed_at, model_versions.deployed_at),"
+                    " holdout_accuracy = COALESCE(excluded.holdout_accuracy, model_versions.holdout_accuracy),"
+                    " details = excluded.details"
+                ),
+                {
+                    "version": version,
+                    "file": file,
+                    "accuracy": holdout_accuracy,
+                    "created": utc_now(),
+                    "status": status,
+                    "deployed": deployed_at,
+                    "details": json.dumps(details or {}),
+                },
             )
 
-    @_sqlite_errors
+    @_database_errors
     def model_versions(self) -> list[dict]:
-        rows = self._conn.execute("SELECT * FROM model_versions ORDER BY created_at, version")
-        return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
+        rows = self._all("SELECT * FROM model_versions ORDER BY created_at, version")
+        return [{**row, "details": json.loads(row["details"])} for row in rows]
 
     # small key-value facts (e.g. the learning loop's watermark) ---------------------
 
-    @_sqlite_errors
+    @_database_errors
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._one("SELECT value FROM meta WHERE key = :key", key=key)
         return default if row is None else row["value"]
 
-    @_sqlite_errors
+    @_database_errors
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
+                text(
+                    "INSERT INTO meta (key, value) VALUES (:key, :value)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+                ),
+                {"key": key, "value": value},
             )
 
+    # reading ------------------------------------------------------------------------
 
-def _counts(connection: sqlite3.Connection) -> dict[str, int]:
+    def _all(self, query: str, **params) -> list[dict]:
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(text(query), params).mappings()]
+
+    def _one(self, query: str, **params) -> dict | None:
+        with self._read() as conn:
+            row = conn.execute(text(query), params).mappings().first()
+            return None if row is None else dict(row)
+
+
+_INSERT_ONE = text(INSERT_PREDICTION + " RETURNING id")
+_INSERT_MANY = text(INSERT_PREDICTION)
+_INSERT_LABEL = text(
+    "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (:prediction, :label, :kind, :created)"
+    " RETURNING id"
+)
+
+
+def _label_row(prediction_id: int, label: int | None, kind: str) -> dict:
+    return {"prediction": prediction_id, "label": label, "kind": kind, "created": utc_now()}
+
+
+def _schema_version(conn: Connection, dialect: str) -> int:
+    if dialect == "sqlite":
+        return conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+    if conn.execute(text("SELECT to_regclass('store_schema')")).scalar_one() is None:
+        return 0  # an empty database
+    return conn.execute(text("SELECT version FROM store_schema")).scalar_one()
+
+
+_COUNTS = (
+    "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
+    " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
+    " (SELECT COUNT(*) FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
+    " ON l.id = latest.id WHERE l.kind != 'undo')"
+)
+
+
+def _counts(connection: Connection | sqlite3.Connection) -> dict[str, int]:
     # one statement, so one snapshot while others write
-    row = connection.execute(
-        "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
-        " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
-        " (SELECT COUNT(*) FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
-        " ON l.id = latest.id WHERE l.kind != 'undo')"
-    ).fetchone()
+    if isinstance(connection, sqlite3.Connection):
+        row = connection.execute(_COUNTS).fetchone()
+    else:
+        row = connection.execute(text(_COUNTS)).one()
     return dict(zip(("predictions", "labels", "confirmations", "corrections", "labelled_predictions"), row))
 
 
 def open_store(settings=None) -> Store:
-    """The store of the configured home (``MNIST_HITL_HOME``)."""
+    """The store of the configured home (``MNIST_HITL_HOME``), or ``MNIST_HITL_DATABASE_URL``'s."""
     from mnist_hitl.config import get_settings
 
-    return Store((settings or get_settings()).db_path)
+    return Store((settings or get_settings()).store_location)

@@ -40,6 +40,19 @@ def read_only(blocked: list[Path]) -> str:
     )
 
 
+def explain_postgres(database: str, error: BaseException) -> str:
+    """One line saying what went wrong with the PostgreSQL store ``database`` (shown without password)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    if sqlstate.startswith("23"):  # integrity: a rule of the schema, or a trigger's refusal
+        return f"refused by the store: {text}"
+    if sqlstate.startswith(("08", "57P")) or not sqlstate:
+        return f"cannot reach the store's database {database} ({text}): check MNIST_HITL_DATABASE_URL and the server"
+    if sqlstate in ("55P03", "40P01", "40001"):
+        return f"the store {database} stayed locked by another writer ({text}): try again"
+    return f"the store {database} failed: {text}"
+
+
 def explain(path: Path, error: sqlite3.Error) -> str:
     """One line saying what went wrong with the store at ``path``, and what to do."""
     text = str(error)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from sqlalchemy import Connection, RowMapping, text
 
 from mnist_hitl.store_errors import StoreError
 
 UNDO = "undo"  # a label meaning "no label": the prediction is unlabelled again
 LABEL_KINDS = ("confirm", "correct", UNDO)
 IMPORT = "import"  # the source of imported pictures, stored once each (by content hash)
-MAX_ID = 2**63 - 1  # SQLite integers are signed 64-bit
+MAX_ID = 2**63 - 1  # SQLite integers and PostgreSQL's BIGINT are signed 64-bit
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,19 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+PREDICTION_COLUMNS = (
+    "created_at",
+    "png",
+    "predicted_label",
+    "probabilities",
+    "model_version",
+    "latency_ms",
+    "source",
+    "content_hash",
+)
 INSERT_PREDICTION = (
-    "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version,"
-    " latency_ms, source, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)})"
+    f" VALUES ({', '.join(':' + column for column in PREDICTION_COLUMNS)})"
 )
 
 
@@ -66,8 +77,8 @@ def prediction_row(
     model_version: str,
     latency_ms: float,
     source: str = "app",
-) -> tuple:
-    """A prediction's row for :data:`INSERT_PREDICTION`, checked; its last value is the picture's hash."""
+) -> dict:
+    """A prediction's row for :data:`INSERT_PREDICTION` (by column), checked; ``content_hash`` is the picture's."""
     probabilities = [float(p) for p in probabilities]
     if len(probabilities) != 10:
         raise StoreError(f"expected 10 probabilities, got {len(probabilities)}")
@@ -75,7 +86,7 @@ def prediction_row(
         raise StoreError(f"predicted label {predicted_label} is outside 0-9")
     if not png:
         raise StoreError("a prediction needs its image")
-    return (
+    values = (
         utc_now(),
         png,
         int(predicted_label),
@@ -85,6 +96,7 @@ def prediction_row(
         source,
         content_hash(png),
     )
+    return dict(zip(PREDICTION_COLUMNS, values, strict=True))
 
 
 def checked_label(label: object, kind: str) -> int:
@@ -101,10 +113,10 @@ def checked_label(label: object, kind: str) -> int:
     return label
 
 
-def find_import(connection: sqlite3.Connection, picture_hash: str) -> int | None:
+def find_import(connection: Connection, picture_hash: str) -> int | None:
     row = connection.execute(
-        "SELECT id FROM predictions WHERE content_hash = ? AND source = 'import'", (picture_hash,)
-    ).fetchone()
+        text("SELECT id FROM predictions WHERE content_hash = :hash AND source = 'import'"), {"hash": picture_hash}
+    ).first()
     return None if row is None else int(row[0])
 
 
@@ -124,7 +136,7 @@ def bounded(value: object) -> int:
     return min(max(int(value), -MAX_ID - 1), MAX_ID)
 
 
-def prediction_from_row(row: sqlite3.Row) -> Prediction:
+def prediction_from_row(row: RowMapping) -> Prediction:
     return Prediction(
         id=row["id"],
         created_at=row["created_at"],

@@ -1,4 +1,4 @@
-"""The SQLite store's schema, version by version; :mod:`mnist_hitl.store` applies what a store lacks.
+"""The store's schema, version by version; :mod:`mnist_hitl.store` applies what a store lacks.
 
 Version 1: the tables, labels append-only against UPDATE and DELETE. Version 2 makes the
 rules hold for every connection, whatever its pragmas: ``INSERT OR REPLACE`` deletes the old
@@ -10,6 +10,14 @@ carries no digit (the labels table is rebuilt for its CHECK, which SQLite cannot
 triggers come back with it), and ``scores``, a cache of the deployed model's probabilities per
 prediction and model version. A migration only adds: a version's SQL is never edited once
 released, since stores in use were made with it.
+
+PostgreSQL stores start at version 3, in one step (:data:`POSTGRES_MIGRATIONS`): the same
+tables and the same rules. Ids are ``GENERATED ALWAYS`` (an explicit id, the REPLACE of
+SQLite, is refused), and row and ``TRUNCATE`` triggers refuse every change to a label or a
+prediction. Foreign keys always hold there. The version is a row of ``store_schema`` (SQLite
+keeps it in ``PRAGMA user_version``). A later version adds its statements to both
+dictionaries under one number: one history, two spellings. Alembic would version the same
+few statements with more machinery, and could not express SQLite's table rebuilds any better.
 """
 
 from __future__ import annotations
@@ -120,6 +128,69 @@ CREATE TABLE scores (
 _MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
-def migration(version: int) -> list[str]:
-    """The statements that bring a store of ``version - 1`` (0: a new, empty file) to ``version``."""
-    return [statement for statement in _MIGRATIONS[version].split(";\n") if statement.strip()]
+_POSTGRES_V3 = """
+CREATE TABLE store_schema (version INTEGER NOT NULL);
+INSERT INTO store_schema (version) VALUES (0);
+CREATE TABLE predictions (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    png BYTEA NOT NULL,
+    predicted_label INTEGER NOT NULL CHECK (predicted_label BETWEEN 0 AND 9),
+    probabilities TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    source TEXT NOT NULL DEFAULT 'app',
+    content_hash TEXT
+);
+CREATE UNIQUE INDEX predictions_import_hash ON predictions(content_hash) WHERE source = 'import';
+CREATE TABLE labels (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    prediction_id BIGINT NOT NULL REFERENCES predictions(id),
+    label INTEGER CHECK (label BETWEEN 0 AND 9),
+    kind TEXT NOT NULL CHECK (kind IN ('confirm', 'correct', 'undo')),
+    created_at TEXT NOT NULL,
+    CHECK ((kind = 'undo') = (label IS NULL))
+);
+CREATE INDEX labels_by_prediction ON labels(prediction_id, id);
+CREATE FUNCTION mnist_hitl_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION USING MESSAGE = TG_ARGV[0], ERRCODE = 'integrity_constraint_violation'; END $$;
+CREATE TRIGGER labels_append_only BEFORE UPDATE OR DELETE ON labels
+FOR EACH ROW EXECUTE FUNCTION mnist_hitl_refuse('labels are append-only');
+CREATE TRIGGER labels_no_truncate BEFORE TRUNCATE ON labels
+FOR EACH STATEMENT EXECUTE FUNCTION mnist_hitl_refuse('labels are append-only');
+CREATE TRIGGER predictions_immutable BEFORE UPDATE OR DELETE ON predictions
+FOR EACH ROW EXECUTE FUNCTION mnist_hitl_refuse('predictions are immutable');
+CREATE TRIGGER predictions_no_truncate BEFORE TRUNCATE ON predictions
+FOR EACH STATEMENT EXECUTE FUNCTION mnist_hitl_refuse('predictions are immutable');
+CREATE TABLE model_versions (
+    version TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    holdout_accuracy DOUBLE PRECISION,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'candidate' CHECK (status IN ('candidate', 'deployed', 'rejected')),
+    deployed_at TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE scores (
+    model_version TEXT NOT NULL,
+    prediction_id BIGINT NOT NULL,
+    probabilities BYTEA NOT NULL,
+    PRIMARY KEY (model_version, prediction_id)
+);
+"""
+POSTGRES_MIGRATIONS = {3: _POSTGRES_V3}
+
+
+def migration(version: int, dialect: str = "sqlite") -> list[str]:
+    """The statements that bring a store of ``version - 1`` (0: a new, empty one) to ``version``.
+
+    On PostgreSQL, version 3 is the first: it creates everything from nothing.
+    """
+    source = _MIGRATIONS if dialect == "sqlite" else POSTGRES_MIGRATIONS
+    if version not in source:
+        return []
+    return [statement for statement in source[version].split(";\n") if statement.strip()]

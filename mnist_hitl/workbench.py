@@ -65,9 +65,9 @@ class Workbench:
     def __init__(self, settings: Settings | None = None, source: str = "app") -> None:
         self.settings = settings or get_settings()
         self.source = source
-        self.store = Store(self.settings.db_path)
+        self.store = Store(self.settings.store_location)
         self.predictor = Predictor(self.settings.models_dir)
-        self.scores = ScoreCache(self.settings.db_path, self.predictor)
+        self.scores = ScoreCache(self.settings.store_location, self.predictor)
 
     def close(self) -> None:
         self.scores.close()

@@ -1,11 +1,16 @@
-"""The SQLite store: round trips, append-only labels, refusals, concurrent writers."""
+"""The store, on SQLite and on PostgreSQL: round trips, append-only labels, refusals, concurrent writers.
+
+Every test runs against both: the embedded SQLite file and a real PostgreSQL 15 server
+(``postgres`` in conftest.py).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 
 import pytest
+import sqlalchemy
+from sqlalchemy import text
 
 from mnist_hitl.store import SCHEMA_VERSION, Store, StoreError
 
@@ -13,10 +18,25 @@ PNG = b"\x89PNG fake but non-empty"
 PROBS = [0.01] * 9 + [0.91]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path) -> str:
+    """Where a new, empty store is: a SQLite file, or a PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "store.sqlite") as opened:
+def store(location):
+    with Store(location) as opened:
         yield opened
+
+
+def sql(store: Store, statement: str) -> list[tuple]:
+    """Run SQL on a connection of the store's own, past its methods (as any other client could)."""
+    with store.engine.begin() as connection:
+        result = connection.execute(text(statement))
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def test_prediction_round_trip(store):
@@ -27,9 +47,25 @@ def test_prediction_round_trip(store):
     assert stored.latency_ms == 1.5 and stored.created_at.endswith("+00:00")
 
 
-def test_store_is_wal_with_a_schema_version(store):
-    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_store_has_the_schema_version_and_sqlite_is_wal(store):
     assert store.schema_version == SCHEMA_VERSION
+    if store.dialect == "sqlite":
+        assert sql(store, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_opening_a_store_again_keeps_its_rows(location):
+    with Store(location) as first:
+        prediction_id = first.record_prediction(PNG, 3, PROBS, "v1", 1.0)
+        first.add_label(prediction_id, 3, "confirm")
+    with Store(location) as again:
+        assert again.schema_version == SCHEMA_VERSION
+        assert again.counts() == {
+            "predictions": 1,
+            "labels": 1,
+            "confirmations": 1,
+            "corrections": 0,
+            "labelled_predictions": 1,
+        }
 
 
 def test_a_later_correction_never_erases_an_earlier_label(store):
@@ -40,10 +76,52 @@ def test_a_later_correction_never_erases_an_earlier_label(store):
     assert [(label.label, label.kind) for label in history] == [(9, "confirm"), (4, "correct")]
     (latest,) = store.labelled_predictions()
     assert latest[1].label == 4
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store._conn.execute("UPDATE labels SET label = 1")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store._conn.execute("DELETE FROM labels")
+    for statement in ("UPDATE labels SET label = 1", "DELETE FROM labels"):
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="append-only"):
+            sql(store, statement)
+    assert len(store.labels(prediction_id)) == 2
+
+
+def test_predictions_are_immutable_for_every_client(store):
+    prediction_id = store.record_prediction(PNG, 9, PROBS, "v1", 1.0)
+    for statement in ("UPDATE predictions SET predicted_label = 1", "DELETE FROM predictions"):
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="immutable"):
+            sql(store, statement)
+    assert store.get_prediction(prediction_id).predicted_label == 9
+
+
+def test_undo_makes_a_prediction_unlabelled_and_keeps_its_history(store):
+    prediction_id = store.record_prediction(PNG, 9, PROBS, "v1", 1.0)
+    store.add_label(prediction_id, 4, "correct")
+    undo_id, undone = store.undo_label(prediction_id)
+    assert undone.label == 4 and undo_id > undone.id
+    assert store.labelled_predictions() == [] and store.current_labels() == {}
+    with pytest.raises(StoreError, match="no label to undo"):
+        store.undo_label(prediction_id)
+    assert [label.kind for label in store.labels(prediction_id)] == ["correct", "undo"]
+
+
+def test_an_imported_picture_is_stored_once(store):
+    from mnist_hitl.store import IMPORT, DuplicateError
+
+    first = store.record_prediction(PNG, 1, PROBS, "v1", 1.0, source=IMPORT)
+    with pytest.raises(DuplicateError) as refused:
+        store.record_prediction(PNG, 1, PROBS, "v1", 1.0, source=IMPORT)
+    assert refused.value.prediction_id == first and store.counts()["predictions"] == 1
+    store.record_prediction(PNG, 1, PROBS, "v1", 1.0)  # a drawing that looks the same is a new prediction
+
+
+def test_score_cache_and_pictures(store):
+    ids = [store.record_prediction(PNG + bytes([i]), 1, PROBS, "v1", 1.0, source=f"s{i}") for i in range(3)]
+    store.save_scores("v2", [(ids[0], b"\x00\x01")])
+    store.save_scores("v2", [(ids[0], b"\x09"), (ids[1], b"\x02")])  # a cached score is kept
+    cached = {row[0]: row[1:] for row in store.cached_scores("v2")}
+    assert cached == {ids[0]: (b"\x00\x01", None), ids[1]: (b"\x02", None), ids[2]: (None, None)}
+    assert store.cached_scores("v1")[0][2] is not None  # v1 made it: its own probabilities
+    store.save_scores("v3", [])
+    assert all(row[1] is None for row in store.cached_scores("v2"))  # other versions' scores dropped
+    pictures = store.pictures([ids[2], ids[0], 10**30])
+    assert pictures == {ids[2]: (PNG + b"\x02", "s2"), ids[0]: (PNG + b"\x00", "s0")}
 
 
 @pytest.mark.parametrize(
@@ -103,45 +181,48 @@ def _writer(path: str, worker: int, rounds: int) -> None:
             store.add_label(prediction_id, (worker + i) % 10, "correct" if i % 2 else "confirm")
 
 
-def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
-    path = str(tmp_path / "store.sqlite")
-    Store(path).close()
+def test_concurrent_writers_from_several_processes_lose_nothing(location):
+    Store(location).close()
     workers, rounds = 6, 60
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_writer, args=(path, w, rounds)) for w in range(workers)]
+    processes = [context.Process(target=_writer, args=(location, w, rounds)) for w in range(workers)]
     for process in processes:
         process.start()
     for process in processes:
         process.join(120)
         assert process.exitcode == 0
-    with Store(path) as store:
+    with Store(location) as store:
         counts = store.counts()
         assert counts["predictions"] == counts["labels"] == workers * rounds
-        per_worker = store._conn.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY 1").fetchall()
+        per_worker = sql(store, "SELECT model_version, COUNT(*) FROM predictions GROUP BY 1")
         assert sorted(n for _, n in per_worker) == [rounds] * workers
 
 
-def test_a_writer_killed_mid_transaction_leaves_the_store_whole(tmp_path):
-    path = tmp_path / "store.sqlite"
-    with Store(path) as store:
+def test_a_writer_killed_mid_transaction_leaves_the_store_whole(location):
+    with Store(location) as store:
         store.record_prediction(PNG, 1, PROBS, "v1", 1.0)
-    killed = multiprocessing.get_context("spawn").Process(target=_hold_transaction_and_die, args=(str(path),))
+    killed = multiprocessing.get_context("spawn").Process(target=_hold_transaction_and_die, args=(location,))
     killed.start()
     killed.join(60)
-    assert killed.exitcode != 0
-    with Store(path) as store:
+    assert killed.exitcode == 3
+    with Store(location, timeout=10) as store:
         assert store.counts()["predictions"] == 1
-        assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if store.dialect == "sqlite":
+            assert sql(store, "PRAGMA integrity_check") == [("ok",)]
         store.record_prediction(PNG, 2, PROBS, "v1", 1.0)  # and the lock is gone
+        assert store.counts()["predictions"] == 2
 
 
-def _hold_transaction_and_die(path: str) -> None:
+def _hold_transaction_and_die(location: str) -> None:
     import os
 
-    store = Store(path)
-    store._conn.execute("BEGIN IMMEDIATE")
-    store._conn.execute(
-        "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version, latency_ms)"
-        " VALUES ('x', x'00', 1, '[]', 'v', 1)"
-    )
-    os._exit(3)
+    store = Store(location)
+    with store._transaction() as connection:  # the write lock, and a row not yet committed
+        connection.execute(
+            text(
+                "INSERT INTO predictions (created_at, png, predicted_label, probabilities, model_version, latency_ms)"
+                " VALUES ('x', :png, 1, '[]', 'v', 1)"
+            ),
+            {"png": b"\x00"},
+        )
+        os._exit(3)

@@ -142,9 +142,9 @@ def test_ids_start_at_one(path, row_id):
 
 
 def test_the_stores_own_connections_keep_foreign_keys_and_recursive_triggers_on(path):
-    with Store(path) as store:
-        assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert store._conn.execute("PRAGMA recursive_triggers").fetchone()[0] == 1
+    with Store(path) as store, store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert connection.exec_driver_sql("PRAGMA recursive_triggers").scalar_one() == 1
 
 
 @pytest.mark.parametrize("prediction_id", [10**20, MAX_ID + 1, -(2**63) - 1, -1, 0])

@@ -116,5 +116,5 @@ def champion_pseudo_labels(settings, champion, confidence: float) -> UserLabels 
     """:func:`pseudo_labels` from the home's store, read by the champion (a Keras model)."""
     from mnist_hitl.learning.model import predict_proba
 
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         return pseudo_labels(store, lambda pictures: predict_proba(champion, pictures), confidence)

@@ -82,7 +82,7 @@ def prepare_cycle(settings: Settings, cycle_id: str, force_retrain: bool) -> Cyc
     from mnist_hitl.learning import deployment
 
     changes = deployment.reconcile(settings)
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         interrupted = store.get_meta(RUNNING_CYCLE)
         if interrupted:
             changes.append(f"cycle {interrupted} was interrupted")
@@ -310,7 +310,7 @@ class _Cycle:
         from mnist_hitl.learning import tracking
 
         settings = self.settings
-        with Store(settings.db_path) as store:
+        with Store(settings.store_location) as store:
             store.set_meta(RUNNING_CYCLE, self.cycle_id)  # first: a cycle killed from here on is settled by the next
         parent_run = tracking.start_run(
             settings, f"cycle {self.cycle_id}", "cycle", self.cycle_id, tags={"force_retrain": str(plan.force_retrain)}
@@ -388,7 +388,7 @@ class _Cycle:
                 }
             )
             tracking.end_run(self.settings, parent.run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
-        with contextlib.suppress(Exception), Store(self.settings.db_path) as store:
+        with contextlib.suppress(Exception), Store(self.settings.store_location) as store:
             store.set_meta(RUNNING_CYCLE, "")
         with contextlib.suppress(Exception):
             self.close()
@@ -409,7 +409,7 @@ def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_re
     """Advance the watermarks and close the parent run: the cycle is complete."""
     from mnist_hitl.learning import tracking
 
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         retrained = retrain_result["through_label_id"] if retrain_result else None
         marks = advance_watermarks(store, plan.through_label_id, retrained)
         store.set_meta(RUNNING_CYCLE, "")
@@ -471,13 +471,13 @@ def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> N
 
 
 def _remember(settings: Settings, summary: dict) -> None:
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         store.set_meta(LAST_CYCLE, json.dumps(summary, default=json_default))
 
 
 def last_cycle(settings: Settings | None = None) -> dict | None:
     """The summary of the last cycle that ran to an end (or failed), from the store."""
     settings = settings or get_settings()
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         text = store.get_meta(LAST_CYCLE)
     return json.loads(text) if text else None

@@ -90,7 +90,9 @@ def save_version(
     if run_id:
         from mnist_hitl.learning import tracking
 
-        mlflow_version = tracking.log_keras_model(settings, run_id, network, saved.version)
+        mlflow_version = tracking.log_keras_model(
+            settings, run_id, network, saved.version, saved.tflite_path, accuracy
+        )
         record["mlflow_model_version"] = mlflow_version
     return saved, mlflow_version
 
@@ -146,7 +148,7 @@ def reject(
 
 
 def _record(settings: Settings, saved: SavedModel, accuracy: float | None, status: str, record: dict) -> None:
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         store.record_model_version(saved.version, saved.keras_path.name, accuracy, status, record)
 
 
@@ -218,7 +220,7 @@ def reconcile(settings: Settings) -> list[str]:
         deployed = deployed_model(models_dir).version
     except ModelFileError:
         deployed = None
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         for row in store.model_versions():
             if row["version"] == deployed and row["status"] != "deployed":
                 store.record_model_version(

@@ -88,7 +88,7 @@ def load_history(settings: Settings) -> History:
     """Read the store and the registry, and score every version on every labelled drawing."""
     versions = _versions(settings)
     drawings, pictures = _drawings(settings)
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         events = pd.DataFrame(
             [vars(label) for label in store.labels()], columns=["id", "prediction_id", "label", "kind", "created_at"]
         )
@@ -108,7 +108,7 @@ def load_history(settings: Settings) -> History:
 
 def _versions(settings: Settings) -> pd.DataFrame:
     """The store's versions, oldest first, each with the champion it was judged against and its registry facts."""
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         rows = store.model_versions()
     frame = pd.DataFrame(
         [
@@ -192,7 +192,7 @@ def _registry(settings: Settings) -> list[dict]:
 
 def _drawings(settings: Settings) -> tuple[pd.DataFrame, np.ndarray]:
     """Every labelled drawing (its latest label, and that label's id) and its 28x28 picture scaled to [0, 1]."""
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         pairs = store.labelled_predictions(0)
     drawings = pd.DataFrame(
         [

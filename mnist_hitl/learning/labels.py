@@ -196,7 +196,7 @@ def retrain_data(
         except ModelFileError:
             deployed_version = None
     dataset = load_mnist(settings)
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         labels = user_labels(store, 0, through_label_id)
         seen_through = champion_through(store, deployed_version)
     fresh = labels.label_ids > seen_through

@@ -153,7 +153,7 @@ def monitor(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         labels = user_labels(store, since_label_id, through_label_id)
         versions: dict[str, int] = {}
         for prediction, label in store.labelled_predictions(since_label_id):

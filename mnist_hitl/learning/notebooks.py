@@ -51,7 +51,7 @@ def notebook_settings(home: str | None = None, tracking_uri: str | None = None) 
 
 def resolve_window(settings: Settings, since_label_id: int | None, through_label_id: int | None) -> tuple[int, int]:
     """(since, through) label ids: the given ones, or the store's watermark and newest label."""
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         since = watermarks(store).retrained_through if since_label_id is None else int(since_label_id)
         through = newest_label_id(store) if through_label_id is None else int(through_label_id)
     return since, through

@@ -31,7 +31,7 @@ RETRY_AFTER = timedelta(minutes=30)
 
 def labels_since_retraining(settings: Settings) -> int:
     """How many labels (confirmations and corrections, not undos) are newer than the last retraining."""
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         return store.count_labels_after(watermarks(store).retrained_through)
 
 
@@ -62,7 +62,7 @@ def request(settings: Settings, start: Callable[[str], object], reason: str, wai
     """
     if cycle_running(settings):
         return False
-    with Store(settings.db_path) as store:
+    with Store(settings.store_location) as store:
         if wait_for_pending and _pending(store):
             return False
         through = newest_label_id(store)
