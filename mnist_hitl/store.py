@@ -16,6 +16,7 @@ and ``-shm`` files behind that keep failing once the store is writable again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -150,9 +151,27 @@ class Store:
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
             return  # the usual case: no write lock needed
-        with self._transaction() as conn:
-            if self.dialect == "postgresql":  # one migrating process at a time; the others wait, then find it done
-                conn.execute(text("SELECT pg_advisory_xact_lock(3, 0)"))
+        if self.dialect == "sqlite":
+            self._apply_migrations()
+            return
+        # One migrating process at a time. The lock is taken in a transaction of its own, so the one that
+        # migrates starts after the previous holder's commit, and sees its tables.
+        with self.engine.connect() as conn:
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_lock(3, 0)"))
+            try:
+                self._apply_migrations(conn)
+            finally:
+                with conn.begin():
+                    conn.execute(text("SELECT pg_advisory_unlock(3, 0)"))
+
+    def _apply_migrations(self, connection: Connection | None = None) -> None:
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                conn = stack.enter_context(self._transaction())
+            else:
+                conn = connection
+                stack.enter_context(conn.begin())
             version = _schema_version(conn, self.dialect)
             if version > SCHEMA_VERSION:
                 where = self.path or shown(self.url)

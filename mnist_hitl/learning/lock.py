@@ -1,8 +1,14 @@
-"""One learning cycle at a time: an ``flock`` on ``$MNIST_HITL_HOME/cycle.lock``.
+"""One learning cycle at a time: an ``flock`` on ``$MNIST_HITL_HOME/cycle.lock``, or across machines
+a PostgreSQL advisory lock.
 
 The kernel releases the lock when the holder exits, however it exits, so a
 killed cycle never leaves a stale lock behind. The file names the holder, so a
 second cycle can say which one is running.
+
+With a shared database (``MNIST_HITL_DATABASE_URL`` on PostgreSQL) the cycles of every
+machine take one session-level advisory lock instead. The server releases it when the
+holder's connection ends, however the holder ends; the holder's connection carries its
+name (``application_name``), so a second cycle can say which one is running, and where.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +44,10 @@ def cycle_lock(settings: Settings) -> Iterator[str]:
     Raises:
         CycleBusy: another cycle holds it; the message says which and since when.
     """
+    if settings.shared_database:
+        with _advisory_lock(settings) as cycle_id:
+            yield cycle_id
+        return
     path = lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -71,6 +82,8 @@ def cycle_running(settings: Settings) -> bool:
     Probes with a shared lock, released at once: it never writes the file, and a cycle
     starting in that instant is the only one that could find the lock taken.
     """
+    if settings.shared_database:
+        return _advisory_holder(settings) is not None
     try:
         fd = os.open(lock_path(settings), os.O_RDONLY)
     except FileNotFoundError:
@@ -82,6 +95,48 @@ def cycle_running(settings: Settings) -> bool:
     finally:
         os.close(fd)  # closing the descriptor releases the probe's lock
     return False
+
+
+# across machines: a PostgreSQL advisory lock ------------------------------------------------
+
+_CYCLE_KEY = (1, 0)  # the (class, object) key pair of the cycle's lock; the store uses classes 2 and 3
+_HOLDER = (
+    "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.classid = :class AND l.objid = :object AND l.objsubid = 2 AND l.granted"
+)
+
+
+def _advisory_holder(settings: Settings) -> str | None:
+    """Who holds the cycle's advisory lock, or None."""
+    from sqlalchemy import text
+
+    from mnist_hitl.store_engine import postgres_engine
+
+    with postgres_engine(settings.database_url).connect() as connection:
+        row = connection.execute(text(_HOLDER), {"class": _CYCLE_KEY[0], "object": _CYCLE_KEY[1]}).first()
+    return None if row is None else f"{row[0] or 'a cycle'} (connected {row[1]:%Y-%m-%d %H:%M:%S%z})"
+
+
+@contextlib.contextmanager
+def _advisory_lock(settings: Settings) -> Iterator[str]:
+    from sqlalchemy import text
+
+    from mnist_hitl.store_engine import postgres_engine
+
+    cycle_id = timestamp_id()
+    name = f"mnist-hitl cycle {cycle_id} pid {os.getpid()} on {socket.gethostname()}"[:63]
+    with postgres_engine(settings.database_url).connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")  # the lock outlives any transaction
+        keys = {"class": _CYCLE_KEY[0], "object": _CYCLE_KEY[1]}
+        if not connection.execute(text("SELECT pg_try_advisory_lock(:class, :object)"), keys).scalar_one():
+            who = _advisory_holder(settings) or "another cycle"
+            raise CycleBusy(f"another learning cycle is running: {who}; this one exits without doing anything")
+        try:
+            connection.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
+            yield cycle_id
+        finally:
+            connection.execute(text("SELECT set_config('application_name', '', false)"))
+            connection.execute(text("SELECT pg_advisory_unlock(:class, :object)"), keys)
 
 
 def start_cycle(settings: Settings, command: list[str], log: Path) -> subprocess.Popen | None:

@@ -10,10 +10,14 @@ points anywhere else.
 Every challenger is logged with the Keras flavour and registered as
 ``mnist-hitl-cnn``; a promotion moves the ``champion`` alias and stamps the
 version (``promoted_at``), so :func:`promotion_history` reads them back in order.
+Its LiteRT export goes into the same run (``litert/``), and the version is tagged
+with the export's file name and SHA-256: a serving node with no shared disk
+(:mod:`mnist_hitl.follow`) fetches and checks the champion's export from them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -33,6 +37,11 @@ KIND_TAG = "mnist_hitl.kind"  # cycle | monitor | retrain
 CYCLE_TAG = "mnist_hitl.cycle_id"
 VERSION_TAG = "mnist_hitl.version"
 NOTE_TAG = "mlflow.note.content"  # the run's description, shown by the MLflow UI
+# The LiteRT export of a registered version: run artifact ``litert/<file>``, its SHA-256, its holdout accuracy.
+LITERT_ARTIFACTS = "litert"
+LITERT_FILE_TAG = "mnist_hitl.litert_file"
+LITERT_SHA256_TAG = "mnist_hitl.litert_sha256"
+ACCURACY_TAG = "mnist_hitl.holdout_accuracy"
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +205,20 @@ def _text(value: object) -> str:
 # the model ---------------------------------------------------------------------------
 
 
-def log_keras_model(settings: Settings, run_id: str, network, version: str) -> str:
+def log_keras_model(
+    settings: Settings,
+    run_id: str,
+    network,
+    version: str,
+    tflite_path: Path | None = None,
+    accuracy: float | None = None,
+) -> str:
     """Log a Keras model into a run (with signature and pinned requirements) and register it.
+
+    Args:
+        tflite_path: its LiteRT export, logged under ``litert/`` and named, with its SHA-256, in
+            the registered version's tags (what a serving node fetches).
+        accuracy: its holdout accuracy, tagged on the registered version too.
 
     Returns:
         The registered model version (as text).
@@ -219,6 +240,8 @@ def log_keras_model(settings: Settings, run_id: str, network, version: str) -> s
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow_client = client(settings)
     status = mlflow_client.get_run(run_id).info.status
+    if tflite_path is not None:  # before the version exists: no tag ever names a missing export
+        mlflow_client.log_artifact(run_id, str(tflite_path), LITERT_ARTIFACTS)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.keras.log_model(
             network,
@@ -233,6 +256,12 @@ def log_keras_model(settings: Settings, run_id: str, network, version: str) -> s
     registered = str(info.registered_model_version)
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, VERSION_TAG, version)
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, "run_id", run_id)
+    if tflite_path is not None:
+        sha256 = hashlib.sha256(Path(tflite_path).read_bytes()).hexdigest()
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, LITERT_FILE_TAG, Path(tflite_path).name)
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, LITERT_SHA256_TAG, sha256)
+    if accuracy is not None:
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, ACCURACY_TAG, repr(float(accuracy)))
     return registered
 
 

@@ -108,7 +108,8 @@ def _record_first_model(settings: Settings, network, version: str, accuracy: flo
         run = tracking.RunLog(settings, run_id)
         run.params({**record["params"], "data": record["data"], **{f"data.{k}": v for k, v in record["sizes"].items()}})
         run.metrics({"holdout_accuracy": accuracy, "train_seconds": record["train_seconds"]})
-        mlflow_version = tracking.log_keras_model(settings, run_id, network, version)
+        export = settings.models_dir / f"model_{version}.tflite"  # saved by save_version, served by followers
+        mlflow_version = tracking.log_keras_model(settings, run_id, network, version, export, accuracy)
         tracking.end_run(settings, run_id)
     except Exception as error:  # the model stands without its record
         log.warning("could not record %s in MLflow: %s", version, error)

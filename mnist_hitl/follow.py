@@ -1,0 +1,267 @@
+"""A serving node with no shared disk serves the registry's ``champion``, fetched by a follower.
+
+On one machine, deployment writes ``models/latest.json`` and every predictor follows it.
+On several machines only the MLflow server is shared, so each serving node runs a
+follower: it asks which registered version the ``champion`` alias points to, fetches that
+version's LiteRT export (logged beside it by the cycle, see
+:mod:`mnist_hitl.learning.tracking`), checks it against the SHA-256 the version is tagged
+with and that LiteRT loads it, then writes the export and ``latest.json`` as deployment
+does: the file first, the pointer last, atomically. The node's predictors switch by
+themselves. A serving node has no Keras file (``"keras": null``): nothing trains there.
+
+Whatever fails (the registry down, an export whose checksum does not match, one LiteRT
+cannot load) changes nothing on disk: the node keeps serving what it has and says so
+once. A refused export counts in ``mnist_hitl_model_load_failures_total``, like a
+deployment a predictor cannot load, and is not fetched again until the champion moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_hitl import metrics
+from mnist_hitl.clock import utc_now
+from mnist_hitl.config import Settings
+from mnist_hitl.files import atomic_write
+from mnist_hitl.predictor import DEPLOYED_POINTER, Deployed, ModelFileError, deployed_model, load_export, read_export
+
+log = logging.getLogger(__name__)
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot be asked, or names no champion a serving node can fetch."""
+
+
+@dataclass(frozen=True)
+class ChampionExport:
+    """The LiteRT export of the registered version the ``champion`` alias points to."""
+
+    mlflow_version: str
+    version: str  # the model version (``latest.json``'s), e.g. 20261127-101500-123
+    run_id: str
+    file: str  # model_<version>.tflite: the run's artifact litert/<file> and the file under models/
+    sha256: str
+    holdout_accuracy: float | None
+
+
+def registry_location(settings: Settings) -> str:
+    """The tracking URI, without any password, for messages."""
+    return re.sub(r"//[^/@]*@", "//", settings.tracking_uri)
+
+
+def champion_export(settings: Settings) -> ChampionExport:
+    """Ask the registry which version is the champion, and where its export is.
+
+    Raises:
+        RegistryError: the registry does not answer, has no champion yet, or its champion has no export.
+    """
+    from mnist_hitl.learning import tracking
+
+    where = registry_location(settings)
+    if not tracking.reachable(settings):
+        raise RegistryError(f"the model registry at {where} does not answer")
+    try:
+        found = tracking.client(settings).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION)
+    except Exception as error:  # MLflow, SQLAlchemy and requests all raise their own kinds
+        if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"the model registry at {where} has no {tracking.CHAMPION} yet") from None
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        raise RegistryError(f"the model registry at {where} cannot be asked: {first_line}") from error
+    tags = found.tags or {}
+    version, file, sha256 = (
+        tags.get(tracking.VERSION_TAG),
+        tags.get(tracking.LITERT_FILE_TAG),
+        tags.get(tracking.LITERT_SHA256_TAG),
+    )
+    if not (version and file and sha256):
+        raise RegistryError(
+            f"{tracking.CHAMPION} {tracking.REGISTERED_MODEL} version {found.version} has no LiteRT export in the "
+            "registry (registered by an older mnist-hitl): promote a newer version"
+        )
+    if Path(file).name != file or not file.endswith(".tflite"):
+        raise RegistryError(
+            f"{tracking.CHAMPION} version {found.version} names an export {file!r} that is no file name"
+        )
+    try:
+        accuracy = float(tags[tracking.ACCURACY_TAG])
+    except (KeyError, ValueError):
+        accuracy = None
+    return ChampionExport(str(found.version), version, found.run_id, file, sha256, accuracy)
+
+
+def install(settings: Settings, wanted: ChampionExport) -> str | None:
+    """Serve ``wanted`` here: the export (from the cache or the registry), checked, then ``latest.json``.
+
+    Returns:
+        The version now deployed, or None when it was deployed already (and intact).
+
+    Raises:
+        ModelFileError: the export does not match its checksum, or LiteRT cannot load it (counted
+            in the load-failure metric); nothing is changed.
+        RegistryError: the export could not be fetched; nothing is changed.
+    """
+    models = Path(settings.models_dir)
+    if _serving(models, wanted):
+        return None
+    target = models / wanted.file
+    content = _cached(target, wanted.sha256)
+    fetched = content is None
+    if fetched:
+        content = _download(settings, wanted)
+    try:
+        _check(models, wanted, content)
+    except ModelFileError as error:
+        metrics.record_model_load_failure(error.reason)
+        raise
+    if fetched:
+        atomic_write(target, content)
+    pointer = {
+        "version": wanted.version,
+        "keras": None,  # a serving node does not train: no Keras file
+        "tflite": wanted.file,
+        "tflite_sha256": wanted.sha256,
+        "holdout_accuracy": wanted.holdout_accuracy,
+        "deployed_at": utc_now(),
+    }
+    atomic_write(models / DEPLOYED_POINTER, json.dumps(pointer, indent=2).encode())
+    metrics.set_deployed_model(wanted.version)
+    return wanted.version
+
+
+def _check(models: Path, wanted: ChampionExport, content: bytes) -> None:
+    """Refuse an export that does not match its registered checksum, or that LiteRT cannot load."""
+    refused = f"refused {wanted.version} (registered version {wanted.mlflow_version}) from the registry"
+    if hashlib.sha256(content).hexdigest() != wanted.sha256:
+        raise ModelFileError(
+            f"{refused}: its export {wanted.file} does not match the SHA-256 the version is tagged with",
+            "checksum_mismatch",
+        )
+    deployed = Deployed(wanted.version, models / wanted.file, wanted.holdout_accuracy, None, wanted.sha256)
+    try:
+        load_export(deployed, content)
+    except ModelFileError as error:
+        raise ModelFileError(f"{refused}: {error}", error.reason) from error
+
+
+def _serving(models: Path, wanted: ChampionExport) -> bool:
+    """Whether ``latest.json`` names ``wanted`` already, and its export is intact (a damaged one is fetched again)."""
+    try:
+        deployed = deployed_model(models)
+    except ModelFileError:
+        return False
+    if (deployed.version, deployed.tflite_path.name, deployed.tflite_sha256) != (
+        wanted.version,
+        wanted.file,
+        wanted.sha256,
+    ):
+        return False
+    try:
+        read_export(deployed)
+    except ModelFileError:
+        return False
+    return True
+
+
+def _cached(path: Path, sha256: str) -> bytes | None:
+    """The bytes of an export already here, if they match the checksum."""
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return None
+    return content if hashlib.sha256(content).hexdigest() == sha256 else None
+
+
+def _download(settings: Settings, wanted: ChampionExport) -> bytes:
+    """The export's bytes, fetched from the run's artifacts (through the tracking server when it serves them)."""
+    from mnist_hitl.learning import tracking
+
+    models = Path(settings.models_dir)
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=models) as folder:
+        try:
+            local = tracking.client(settings).download_artifacts(
+                wanted.run_id, f"{tracking.LITERT_ARTIFACTS}/{wanted.file}", folder
+            )
+            return Path(local).read_bytes()
+        except Exception as error:  # the server gone, the artifact missing: MLflow and requests raise many kinds
+            first_line = (str(error).splitlines() or [""])[0][:300]
+            raise RegistryError(
+                f"could not fetch {wanted.version}'s export from {registry_location(settings)}: {first_line}"
+            ) from error
+
+
+def sync_from_registry(settings: Settings) -> str | None:
+    """One step of the follower: serve the registry's champion here if it is not served already.
+
+    Returns:
+        The version newly deployed, or None when ``latest.json`` already named the champion.
+
+    Raises:
+        RegistryError: the registry does not answer, has no champion, or the export could not be fetched.
+        ModelFileError: the champion's export was refused (checksum, or LiteRT cannot load it).
+    """
+    return install(settings, champion_export(settings))
+
+
+class Follower:
+    """The follower's memory between steps: the problem it last reported, the export it refused.
+
+    Args:
+        settings: the home (its ``models/``) and the tracking URI.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.refused: ChampionExport | None = None  # not fetched again until the champion (or its tags) change
+        self.problem: str | None = None  # said once, until it changes or goes
+
+    def step(self) -> str | None:
+        """Sync once; a problem is logged (once) rather than raised. Returns the version newly deployed, if any."""
+        try:
+            wanted = champion_export(self.settings)
+            if wanted == self.refused:
+                return None
+            try:
+                version = install(self.settings, wanted)
+            except ModelFileError:
+                self.refused = wanted
+                raise
+        except (RegistryError, ModelFileError) as error:
+            message = f"{error}; still serving {self._serving_version()}"
+            if message != self.problem:
+                log.error("%s", message)
+            self.problem = message
+            return None
+        if self.problem is not None:
+            log.info("following the registry at %s again", registry_location(self.settings))
+        self.problem = self.refused = None
+        if version is not None:
+            log.info("now serving %s (registered version %s) from the registry", version, wanted.mlflow_version)
+        return version
+
+    def _serving_version(self) -> str:
+        try:
+            return deployed_model(self.settings.models_dir).version
+        except ModelFileError:
+            return "no model"
+
+
+def follow(settings: Settings, stop_event: threading.Event | None = None) -> None:
+    """Follow the registry's champion every ``registry_poll_seconds`` until ``stop_event`` is set.
+
+    A registry that is down, or a champion that is refused, is said once in the log and tried again.
+    """
+    stop_event = stop_event or threading.Event()
+    follower = Follower(settings)
+    log.info("following the champion of %s every %g s", registry_location(settings), settings.registry_poll_seconds)
+    while True:
+        follower.step()
+        if stop_event.wait(settings.registry_poll_seconds):
+            return
