@@ -35,7 +35,7 @@ DRAWINGS = [
 ]
 
 
-def worker(home: str, source: str, rounds: int, start, results) -> None:
+def worker(home: str, source: str, rounds: int, start, results, database_url: str = "") -> None:
     """Predict and label ``rounds`` times on the store of ``home``; put timings and errors on ``results``."""
     report = {
         "source": source,
@@ -45,7 +45,7 @@ def worker(home: str, source: str, rounds: int, start, results) -> None:
         "errors": [],
     }
     try:
-        _work(home, source, rounds, start, report)
+        _work(home, source, rounds, start, report, database_url)
     except Exception as error:  # reported, never hidden: a lost row must be explained
         report["errors"].append(f"{type(error).__name__}: {error}")
     finally:
@@ -53,7 +53,7 @@ def worker(home: str, source: str, rounds: int, start, results) -> None:
         results.put(report)
 
 
-def _work(home: str, source: str, rounds: int, start, report: dict) -> None:
+def _work(home: str, source: str, rounds: int, start, report: dict, database_url: str) -> None:
     from mnist_hitl.config import get_settings
     from mnist_hitl.preprocess import render_strokes, to_mnist
     from mnist_hitl.workbench import Workbench
@@ -61,7 +61,8 @@ def _work(home: str, source: str, rounds: int, start, report: dict) -> None:
     pictures = [render_strokes(strokes) for strokes in DRAWINGS]
     rng = np.random.default_rng(zlib.crc32(source.encode()))
     timings = report["timings"]
-    with Workbench(get_settings(home=Path(home)), source=source) as bench:
+    settings = get_settings(home=Path(home)).replace(database_url=database_url)
+    with Workbench(settings, source=source) as bench:
         bench.predictor.predict(to_mnist(pictures[0]))  # load the model before the clock starts; stores nothing
         start.wait()
         report["began"] = time.time()
@@ -80,15 +81,22 @@ def _work(home: str, source: str, rounds: int, start, report: dict) -> None:
                 report["errors"].append(f"{type(error).__name__}: {error}")
 
 
-def run_load(home: Path, processes: int, rounds: int) -> dict:
-    """Run the load on ``home`` (which has a deployed model) and check the store; returns the figures."""
+def run_load(home: Path, processes: int, rounds: int, database_url: str = "") -> dict:
+    """Run the load on ``home`` (which has a deployed model) and check the store; returns the figures.
+
+    Args:
+        database_url: a PostgreSQL store instead of the home's SQLite file.
+    """
     from mnist_hitl.store import Store
 
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     run = uuid.uuid4().hex[:8]
     sources = [f"load-{run}-{n}" for n in range(processes)]
-    workers = [context.Process(target=worker, args=(str(home), source, rounds, start, results)) for source in sources]
+    workers = [
+        context.Process(target=worker, args=(str(home), source, rounds, start, results, database_url))
+        for source in sources
+    ]
     for process in workers:
         process.start()
     time.sleep(0.5)  # let them import before the start: the figures are of the store, not of Python's imports
@@ -96,7 +104,7 @@ def run_load(home: Path, processes: int, rounds: int) -> dict:
     reports = [results.get(timeout=3600) for _ in workers]
     for process in workers:
         process.join(60)
-    with Store(home / "store.sqlite") as store, store.engine.connect() as connection:
+    with Store(database_url or home / "store.sqlite") as store, store.engine.connect() as connection:
         pattern = {"pattern": f"load-{run}-%"}
         rows = dict(
             connection.execute(

@@ -1,0 +1,60 @@
+"""Benchmark: the store's throughput with 8 writers, SQLite (the embedded default) against PostgreSQL.
+
+The same load as ``bench/load.py`` (each process predicts a drawing with LiteRT and labels it, as
+an app kernel does) on the home's SQLite file, then on a PostgreSQL 15 server started here
+(Debian's package, as the tests start it). Every row must be there once on both; prints the
+figures side by side and writes ``bench/results/scale_store.json``.
+
+    .venv/bin/python bench/scale_store.py [--processes 8] [--rounds 300] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.py: the server the tests use
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import _home_with_model, run_load
+
+from tests.postgres import Postgres
+
+SHOWN = ("wall_seconds", "predict_and_label_per_second", "predict_ms_p50", "predict_ms_p99", "label_ms_p50")
+SHOWN += ("label_ms_p99", "lost", "errors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--home", type=Path, help="a home with a deployed model (default: train one)")
+    args = parser.parse_args()
+    home = _home_with_model(args.home.resolve() if args.home else None)
+    os.environ["MNIST_HITL_HOME"] = str(home)
+    figures = {"processes": args.processes, "rounds": args.rounds}
+    figures["sqlite"] = run_load(home, args.processes, args.rounds)
+    server = Postgres().start()
+    try:
+        figures["postgresql"] = run_load(home, args.processes, args.rounds, server.new_database("bench"))
+    finally:
+        server.stop()
+    print(f"{args.processes} writers x {args.rounds} predict+label")
+    print(f"{'':<30}{'SQLite':>14}{'PostgreSQL':>14}")
+    for name in SHOWN:
+        sqlite, postgres = figures["sqlite"].get(name), figures["postgresql"].get(name)
+        if isinstance(sqlite, list):
+            sqlite, postgres = len(sqlite), len(postgres)
+        print(f"{name:<30}{sqlite!s:>14}{postgres!s:>14}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "scale_store.json").write_text(json.dumps(figures, indent=2))
+    if any(figures[db]["lost"] or figures[db]["errors"] for db in ("sqlite", "postgresql")):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
