@@ -294,12 +294,45 @@ def cycle(force_retrain: Annotated[bool, typer.Option(help="retrain whatever the
         _fail(summary["message"], code=75)  # EX_TEMPFAIL: try again later
 
 
+@app.command(name="search-worker")
+def search_worker(
+    once: Annotated[bool, typer.Option(help="run the trials of one search, then exit")] = False,
+    poll_seconds: Annotated[float, typer.Option(min=0.1, help="seconds between looks for a search")] = 10.0,
+) -> None:
+    """Run Optuna trials of the retraining's searches beside it (the study in MNIST_HITL_DATABASE_URL)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.learning.search_worker import SearchWorkerError, serve_searches
+
+    try:
+        ran = serve_searches(
+            get_settings(), once=once, poll_seconds=poll_seconds, say=lambda m: typer.echo(m, err=True)
+        )
+    except SearchWorkerError as error:
+        _fail(str(error))
+    typer.echo(json.dumps({"trials": ran}))
+
+
 @app.command()
 def schedule() -> None:
     """Serve the learning cycle on its schedule (every MNIST_HITL_CYCLE_MINUTES) to the Prefect server."""
     from mnist_hitl.learning.schedule import serve_schedule
 
     serve_schedule()
+
+
+@app.command()
+def worker() -> None:
+    """Run the learning cycles of the Prefect work pool MNIST_HITL_WORK_POOL (a Prefect process worker)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.prefect_server import worker_command
+
+    settings = get_settings()
+    try:
+        command, env = worker_command(settings)
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(f"prefect worker: work pool {settings.work_pool!r} at {settings.prefect_api}", err=True)
+    os.execvpe(command[0], command, env)
 
 
 @app.command()
@@ -310,6 +343,36 @@ def metrics(
     from mnist_hitl.metrics import serve_exporter
 
     serve_exporter(port=port)
+
+
+@app.command()
+def follow(once: Annotated[bool, typer.Option(help="sync once, print the outcome as JSON and exit")] = False) -> None:
+    """Serve the MLflow registry's champion on this node (MNIST_HITL_MODEL_SOURCE=registry), checked every
+    MNIST_HITL_REGISTRY_POLL_SECONDS; running predictors switch by themselves."""
+    import logging
+    import signal
+    import threading
+
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.follow import RegistryError, follow, sync_from_registry
+    from mnist_hitl.predictor import ModelFileError, deployed_model
+
+    settings = get_settings()
+    if settings.model_source != "registry":
+        _fail("MNIST_HITL_MODEL_SOURCE is local: set it to registry to serve the registry's champion here")
+    if once:
+        try:
+            changed = sync_from_registry(settings)
+        except (RegistryError, ModelFileError) as error:
+            _fail(str(error))
+        typer.echo(json.dumps({"model_version": deployed_model(settings.models_dir).version, "changed": bool(changed)}))
+        return
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("mnist_hitl").setLevel(logging.INFO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    follow(settings, stop)
 
 
 @app.command()

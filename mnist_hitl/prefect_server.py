@@ -12,11 +12,19 @@ CSRF protection and the CORS origins are Prefect's own settings, set from ours i
 :func:`mnist_hitl.config.tool_environment`.
 
     python -m mnist_hitl.prefect_server [--host 127.0.0.1] [--port 4200]
+
+Its database is Prefect's own setting: SQLite under ``$PREFECT_HOME`` unless
+``PREFECT_API_DATABASE_CONNECTION_URL`` names another, as when one server serves the
+schedulers and workers of several machines (``postgresql+asyncpg://...``, a database of
+its own: Prefect and MLflow both keep an ``alembic_version`` table). :func:`worker_command`
+is the other end: a Prefect worker on ``MNIST_HITL_WORK_POOL`` (``mnist-hitl worker``).
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
@@ -29,6 +37,24 @@ def create_app(settings: Settings):
 
     # Lifespan events pass through the middleware, so the services start and stop with the server.
     return TrustedHostMiddleware(prefect_app(final=True), allowed_hosts=settings.allowed_hosts)
+
+
+def worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Prefect process worker on ``MNIST_HITL_WORK_POOL``.
+
+    It polls the pool and runs each flow run in a process of its own, one at a time (a cycle
+    trains, and TensorFlow costs hundreds of megabytes); the worker itself imports only Prefect.
+    It creates the pool if the scheduler has not yet. Named after the host, so the Prefect UI
+    says which machine ran a cycle.
+
+    Raises:
+        ValueError: no work pool is set.
+    """
+    if not settings.work_pool:
+        raise ValueError("no work pool: set MNIST_HITL_WORK_POOL (the pool `mnist-hitl schedule` deploys the cycle to)")
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", settings.work_pool, "--type", "process"]
+    command += ["--name", f"mnist-hitl {socket.gethostname()}", "--limit", "1", "--install-policy", "never"]
+    return command, config.child_environment(settings, {"PREFECT_API_URL": settings.prefect_api})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,12 +73,15 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
     from prefect.settings import get_current_settings
+    from sqlalchemy.engine import make_url
 
     server = get_current_settings().server
+    url = server.database.connection_url  # may be None when PREFECT_SERVER_DATABASE_HOST & co. describe it
+    database = make_url(url.get_secret_value()).render_as_string(hide_password=True) if url else server.database.driver
     print(
         f"Prefect server: http://{host}:{port}/ (hosts: {', '.join(settings.allowed_hosts)}; "
         f"CSRF protection {'on' if server.api.csrf_protection_enabled else 'OFF'}; "
-        f"CORS origins {server.api.cors_allowed_origins})",
+        f"CORS origins {server.api.cors_allowed_origins}; database {database})",
         flush=True,
     )
     uvicorn.run(

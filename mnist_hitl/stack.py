@@ -3,7 +3,9 @@
 The services are the lines of the repository's ``Procfile``, run by honcho: the
 drawing app (Voila), the HTTP API, the Prefect server and the hourly learning cycle served to it,
 the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the ``prometheus`` binary is installed,
-Prometheus. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1) on its configured port.
+Prometheus; with ``MNIST_HITL_MODEL_SOURCE=registry``, also the follower of the registry's champion
+(:mod:`mnist_hitl.follow`), which listens on no port. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1)
+on its configured port.
 Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
 deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
 """
@@ -33,7 +35,7 @@ class Service:
     """One line of the Procfile, as the user sees it."""
 
     name: str
-    port: int
+    port: int | None  # None: it listens on no port (the follower)
     url: str
     what: str
 
@@ -66,14 +68,21 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
     ]
     if with_prometheus:
         found.append(Service("prometheus", settings.prometheus_port, url(settings.prometheus_port), "Prometheus"))
+    if settings.model_source == "registry":
+        from mnist_hitl.follow import registry_location
+
+        what = f"serves the registry's champion, checked every {settings.registry_poll_seconds:g} s"
+        found.append(Service("follow", None, registry_location(settings), what))
     return found
 
 
 def prometheus_config(settings: Settings, scrape_interval: str | None = None) -> str:
     """``dashboards/prometheus/prometheus.yml`` with the local addresses as targets.
 
-    The file in the repository names the docker-compose services; jobs keep their
-    names, so the dashboards' queries work against both.
+    The file in the repository names the docker-compose services and finds the nodes'
+    exporters in its targets files; here the one node is this machine (its exporter
+    labelled ``node`` with the host name, as each node is there). Jobs keep their names,
+    so the dashboards' queries work against both.
     """
     import yaml
 
@@ -89,7 +98,9 @@ def prometheus_config(settings: Settings, scrape_interval: str | None = None) ->
         config["global"]["evaluation_interval"] = scrape_interval
     for job in config["scrape_configs"]:
         if job["job_name"] in targets:
-            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+            job.pop("file_sd_configs", None)
+            labels = {"node": socket.gethostname()} if job["job_name"] == "mnist-hitl" else {}
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]], **({"labels": labels} if labels else {})}]
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -102,6 +113,8 @@ def stack_environment(settings: Settings) -> dict[str, str]:
             "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
             "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
             **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
+            "MNIST_HITL_MODEL_SOURCE": settings.model_source,
+            "MNIST_HITL_REGISTRY_POLL_SECONDS": str(settings.registry_poll_seconds),
         },
     )
 
@@ -122,7 +135,7 @@ def prepare_home(settings: Settings) -> list[Path]:
 def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
     """The services whose port is taken already."""
     busy = []
-    for service in {s.port: s for s in reversed(stack)}.values():
+    for service in {s.port: s for s in reversed(stack) if s.port is not None}.values():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -133,7 +146,8 @@ def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
 
 
 def first_model(settings: Settings) -> tuple[str, bool]:
-    """The deployed model's version, and whether it was trained now: when none is deployed, by ``mnist-hitl init``.
+    """The deployed model's version, and whether it was trained now: when none is deployed, by ``mnist-hitl init``
+    (with ``MNIST_HITL_MODEL_SOURCE=registry``, fetched from the registry instead: a serving node does not train).
 
     Training runs in a child process, so TensorFlow (its import alone costs seconds and
     hundreds of MB) leaves with it instead of staying in the supervisor for the stack's
@@ -150,6 +164,8 @@ def first_model(settings: Settings) -> tuple[str, bool]:
         return deployed.version, False
     except ModelFileError:
         pass
+    if settings.model_source == "registry":
+        return _champion_from_registry(settings), False
     done = subprocess.run(
         [sys.executable, "-m", "mnist_hitl.cli", "init"],
         env=config.child_environment(settings),
@@ -163,6 +179,19 @@ def first_model(settings: Settings) -> tuple[str, bool]:
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     trained = bool(results and results[-1].get("trained"))
     return deployed_model(settings.models_dir).version, trained
+
+
+def _champion_from_registry(settings: Settings) -> str:
+    """Serve the registry's champion here before the stack starts; SystemExit when it cannot be fetched."""
+    from mnist_hitl.follow import RegistryError, sync_from_registry
+    from mnist_hitl.predictor import ModelFileError, deployed_model
+
+    try:
+        sync_from_registry(settings)
+    except (RegistryError, ModelFileError) as error:
+        print(f"error: no model is deployed here and {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return deployed_model(settings.models_dir).version
 
 
 def run_stack(settings: Settings | None = None, procfile: Path | None = None) -> int:

@@ -42,12 +42,13 @@ from mnist_hitl.store_rows import (
     checked_label,
     checked_prediction_id,
     content_hash,
+    count_rows,
     find_import,
     prediction_from_row,
     prediction_row,
     utc_now,
 )
-from mnist_hitl.store_schema import SCHEMA_VERSION, migration
+from mnist_hitl.store_schema import SCHEMA_VERSION, migration, read_schema_version
 
 __all__ = [
     "IMPORT",
@@ -172,7 +173,7 @@ class Store:
             else:
                 conn = connection
                 stack.enter_context(conn.begin())
-            version = _schema_version(conn, self.dialect)
+            version = read_schema_version(conn, self.dialect)
             if version > SCHEMA_VERSION:
                 where = self.path or shown(self.url)
                 raise StoreError(
@@ -190,7 +191,7 @@ class Store:
     @_database_errors
     def schema_version(self) -> int:
         with self._read() as conn:
-            return _schema_version(conn, self.dialect)
+            return read_schema_version(conn, self.dialect)
 
     def _lock_prediction(self, conn: Connection, prediction_id: int) -> bool:
         """Whether the prediction exists; on PostgreSQL its labels are then this transaction's to change."""
@@ -352,7 +353,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
         with self._read() as conn:
-            return _counts(conn)
+            return count_rows(conn)
 
     def backup(self, target: str | Path) -> dict[str, int]:
         """Copy the store to ``target`` with SQLite's online backup, while others keep writing.
@@ -382,7 +383,7 @@ class Store:
                 verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
                 if verdict != "ok":
                     raise StoreError(f"the backup failed its integrity check ({verdict}); nothing was replaced")
-                counts = _counts(copy)
+                counts = count_rows(copy)
             os.replace(partial, target)
         except BaseException as error:
             partial.unlink(missing_ok=True)
@@ -518,31 +519,6 @@ _INSERT_LABEL = text(
 
 def _label_row(prediction_id: int, label: int | None, kind: str) -> dict:
     return {"prediction": prediction_id, "label": label, "kind": kind, "created": utc_now()}
-
-
-def _schema_version(conn: Connection, dialect: str) -> int:
-    if dialect == "sqlite":
-        return conn.exec_driver_sql("PRAGMA user_version").scalar_one()
-    if conn.execute(text("SELECT to_regclass('store_schema')")).scalar_one() is None:
-        return 0  # an empty database
-    return conn.execute(text("SELECT version FROM store_schema")).scalar_one()
-
-
-_COUNTS = (
-    "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
-    " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
-    " (SELECT COUNT(*) FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
-    " ON l.id = latest.id WHERE l.kind != 'undo')"
-)
-
-
-def _counts(connection: Connection | sqlite3.Connection) -> dict[str, int]:
-    # one statement, so one snapshot while others write
-    if isinstance(connection, sqlite3.Connection):
-        row = connection.execute(_COUNTS).fetchone()
-    else:
-        row = connection.execute(text(_COUNTS)).one()
-    return dict(zip(("predictions", "labels", "confirmations", "corrections", "labelled_predictions"), row))
 
 
 def open_store(settings=None) -> Store:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,3 +148,20 @@ def prediction_from_row(row: RowMapping) -> Prediction:
         latency_ms=row["latency_ms"],
         source=row["source"],
     )
+
+
+COUNTS = (
+    "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM labels),"
+    " (SELECT COUNT(*) FROM labels WHERE kind = 'confirm'), (SELECT COUNT(*) FROM labels WHERE kind = 'correct'),"
+    " (SELECT COUNT(*) FROM labels l JOIN (SELECT MAX(id) AS id FROM labels GROUP BY prediction_id) latest"
+    " ON l.id = latest.id WHERE l.kind != 'undo')"
+)
+
+
+def count_rows(connection: Connection | sqlite3.Connection) -> dict[str, int]:
+    # one statement, so one snapshot while others write
+    if isinstance(connection, sqlite3.Connection):
+        row = connection.execute(COUNTS).fetchone()
+    else:
+        row = connection.execute(text(COUNTS)).one()
+    return dict(zip(("predictions", "labels", "confirmations", "corrections", "labelled_predictions"), row))

@@ -22,6 +22,8 @@ few statements with more machinery, and could not express SQLite's table rebuild
 
 from __future__ import annotations
 
+from sqlalchemy import Connection, text
+
 SCHEMA_VERSION = 3
 HASH_FUNCTION = "mnist_hitl_sha256"  # registered on the connection that migrates to v3
 
@@ -194,3 +196,12 @@ def migration(version: int, dialect: str = "sqlite") -> list[str]:
     if version not in source:
         return []
     return [statement for statement in source[version].split(";\n") if statement.strip()]
+
+
+def read_schema_version(conn: Connection, dialect: str) -> int:
+    """The schema version of the store ``conn`` is on (0: a new, empty one)."""
+    if dialect == "sqlite":
+        return conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+    if conn.execute(text("SELECT to_regclass('store_schema')")).scalar_one() is None:
+        return 0  # an empty database
+    return conn.execute(text("SELECT version FROM store_schema")).scalar_one()

@@ -90,7 +90,7 @@ def test_the_procfile_has_a_line_per_service():
     from honcho.environ import parse_procfile
 
     commands = parse_procfile(resource("Procfile").read_text()).processes
-    assert list(commands) == ["app", "api", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus"]
+    assert list(commands) == ["app", "api", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus", "follow"]
     assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
 
 

@@ -5,6 +5,8 @@ Each stage of :func:`mnist_hitl.learning.cycle.run_cycle` runs as a Prefect task
 cycle stage by stage; the logic itself lives in :mod:`mnist_hitl.learning.cycle`.
 
     mnist-hitl schedule                   serve the flow on its schedule (starts a local Prefect server if none)
+    MNIST_HITL_WORK_POOL=cycles mnist-hitl schedule
+                                          deploy it to a work pool instead; `mnist-hitl worker`s run it
     python flows/hitl_cycle.py --once     run one cycle now as a flow run (ephemeral API if no server)
     mnist-hitl cycle                      one cycle without Prefect at all (scripts, tests)
 
@@ -16,12 +18,22 @@ Only one cycle runs at a time: the cycle's file lock makes a second one return
 ``busy`` at once, and the deployment also asks Prefect not to start a run while one
 is active. The deployment's entrypoint is this module's import path, so the served
 flow runs from an installed wheel too.
+
+With ``MNIST_HITL_WORK_POOL`` set, the same deployment (name, schedule, parameters, one run
+at a time) goes to a Prefect *process* work pool instead of being served: any machine
+running ``mnist-hitl worker`` on that pool runs the cycles, each in a process of its own
+(TensorFlow is imported there, never in the worker). The entrypoint stays the module path,
+not a file: a worker's machine needs mnist-hitl installed, not this repository at the same
+path. ``mnist-hitl schedule`` then keeps running for the label-count trigger, and, if it
+started one, for the local Prefect server; stopping it leaves the deployment's schedule
+active, since the server's scheduler and the workers run it without this process.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +56,7 @@ log = logging.getLogger(__name__)
 
 FLOW_NAME = "hitl-cycle"
 DEPLOYMENT_NAME = "scheduled"
+DESCRIPTION = "monitor the users' labels, retrain and promote when the monitor says so"
 
 
 def cron_for(minutes: int) -> str | None:
@@ -76,19 +89,27 @@ def hitl_cycle(force_retrain: bool = False, retrain_params: dict | None = None) 
     return summary
 
 
-def serve(settings: Settings) -> None:
-    """Serve the flow to the Prefect server on the cycle's schedule, until interrupted."""
-    from prefect.types.entrypoint import EntrypointType
+def schedule_of(settings: Settings) -> dict:
+    """The deployment's schedule: ``{"cron": ...}``, or ``{"interval": ...}`` when cron cannot say it."""
+    cron = cron_for(settings.cycle_minutes)
+    return {"cron": cron} if cron else {"interval": timedelta(minutes=settings.cycle_minutes)}
 
-    minutes = settings.cycle_minutes
-    cron = cron_for(minutes)
-    schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=minutes)}
-    print(f"serving {FLOW_NAME} every {minutes} min ({cron or 'interval'}) to {settings.prefect_api}", flush=True)
+
+def _announce(settings: Settings, how: str) -> None:
+    when = schedule_of(settings).get("cron", "interval")
+    print(f"{how} {FLOW_NAME} every {settings.cycle_minutes} min ({when}) to {settings.prefect_api}", flush=True)
     print(
         f"and a retraining cycle whenever {settings.retrain_every_labels} new labels have arrived"
         " since the last retraining (checked every minute)",
         flush=True,
     )
+
+
+def serve(settings: Settings) -> None:
+    """Serve the flow to the Prefect server on the cycle's schedule, until interrupted."""
+    from prefect.types.entrypoint import EntrypointType
+
+    _announce(settings, "serving")
     stop = threading.Event()
     # A copy of this thread's context: the Prefect settings (the API URL) the caller set for it.
     watcher = threading.Thread(
@@ -103,16 +124,64 @@ def serve(settings: Settings) -> None:
             name=DEPLOYMENT_NAME,
             limit=1,
             print_starting_message=False,
-            description="monitor the users' labels, retrain and promote when the monitor says so",
+            description=DESCRIPTION,
             entrypoint_type=EntrypointType.MODULE_PATH,
-            **schedule,
+            **schedule_of(settings),
         )
     finally:
         stop.set()
 
 
+def deploy_to_work_pool(settings: Settings) -> object:
+    """Create or update the cycle's deployment on the process work pool ``MNIST_HITL_WORK_POOL``.
+
+    Creates the pool (type ``process``, Prefect's default job template) if it does not exist.
+
+    Returns:
+        The deployment's id.
+
+    Raises:
+        RuntimeError: a pool of that name exists and is not a process pool.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.types.entrypoint import EntrypointType
+    from prefect.workers.process import ProcessWorker
+
+    pool = settings.work_pool
+    with get_client(sync_client=True) as client:
+        try:
+            kind = client.read_work_pool(pool).type
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            kind = client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template)).type
+    if kind != "process":
+        raise RuntimeError(f"work pool {pool!r} is a {kind} pool: MNIST_HITL_WORK_POOL must name a process pool")
+    deployment = hitl_cycle.to_deployment(
+        name=DEPLOYMENT_NAME,
+        concurrency_limit=1,  # one cycle at a time, whichever worker runs it (the served flow: limit=1)
+        paused=False,  # a deployment served before was paused when its server process stopped
+        description=DESCRIPTION,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        **schedule_of(settings),
+    )
+    return deployment.apply(work_pool_name=pool)
+
+
+def watch_labels(settings: Settings) -> None:
+    """Run the label-count trigger in this thread until SIGINT or SIGTERM (the work-pool scheduler's job)."""
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trigger.watch(settings, request_cycle, 60, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def request_cycle(reason: str) -> object:
-    """Create a run of the served deployment, retraining whatever the monitor says (the label-count trigger)."""
+    """Create a run of the cycle's deployment (served, or on the work pool), retraining whatever the monitor says."""
     from prefect.deployments import run_deployment
 
     run = run_deployment(
@@ -128,7 +197,9 @@ def serve_schedule(settings: Settings | None = None) -> None:
     Uses the Prefect server at ``PREFECT_API_URL`` (default: the local one on
     ``MNIST_HITL_PREFECT_PORT``). When that is the default and nothing answers,
     starts one (:mod:`mnist_hitl.prefect_server`, SQLite under ``$MNIST_HITL_HOME/prefect``)
-    and stops it on exit, Ctrl-C included.
+    and stops it on exit, Ctrl-C included. With ``MNIST_HITL_WORK_POOL`` set, deploys the
+    flow to that pool (:func:`deploy_to_work_pool`) and keeps only the label-count trigger
+    running here; the pool's workers run the cycles.
     """
     settings = settings or get_settings()
     config.use_tool_environment(settings, prefect_server=True)
@@ -146,7 +217,12 @@ def serve_schedule(settings: Settings | None = None) -> None:
         # temporary server of its own, in this process group (sharing the database file, so it seemed to
         # work), which Ctrl-C stopped before the flow had paused its deployment: then it waited for ever.
         with temporary_settings(updates={PREFECT_API_URL: api}):
-            serve(settings)  # returns on Ctrl-C or SIGTERM, once the deployment is paused
+            if settings.work_pool:
+                deployment_id = deploy_to_work_pool(settings)
+                _announce(settings, f"deployed (id {deployment_id}) to work pool {settings.work_pool!r}:")
+                watch_labels(settings)  # returns on Ctrl-C or SIGTERM; the deployment stays scheduled
+            else:
+                serve(settings)  # returns on Ctrl-C or SIGTERM, once the deployment is paused
     finally:
         if server is not None:
             _stop_server(server)
