@@ -48,5 +48,7 @@ bench: $(STAMP) ## print the measured figures (accuracy, latency, memory, the le
 	$(BIN)/python bench/big_picture.py
 	$(BIN)/python bench/review_queue.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/scale_store.py
+	$(BIN)/python bench/scale_search.py
 	$(BIN)/python bench/active_learning.py --strategy queue
 	$(BIN)/python bench/active_learning.py --strategy random

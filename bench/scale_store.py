@@ -1,9 +1,10 @@
 """Benchmark: the store's throughput with 8 writers, SQLite (the embedded default) against PostgreSQL.
 
-The same load as ``bench/load.py`` (each process predicts a drawing with LiteRT and labels it, as
-an app kernel does) on the home's SQLite file, then on a PostgreSQL 15 server started here
-(Debian's package, as the tests start it). Every row must be there once on both; prints the
-figures side by side and writes ``bench/results/scale_store.json``.
+The same load as ``bench/load.py`` (each process predicts a drawing with LiteRT and labels it,
+as an app kernel does) on the home's SQLite file, then on a PostgreSQL 15 server started here
+(Debian's package, as the tests start it, but flushing every commit to disk as in production).
+Every row must be there once on both; prints the figures side by side and the bytes each
+prediction takes, and writes ``bench/results/scale_store.json``.
 
     .venv/bin/python bench/scale_store.py [--processes 8] [--rounds 300] [--home DIR]
 """
@@ -24,7 +25,30 @@ from load import _home_with_model, run_load
 from tests.postgres import Postgres
 
 SHOWN = ("wall_seconds", "predict_and_label_per_second", "predict_ms_p50", "predict_ms_p99", "label_ms_p50")
-SHOWN += ("label_ms_p99", "lost", "errors")
+SHOWN += ("label_ms_p99", "lost", "errors", "bytes_per_prediction")
+
+
+def _sqlite_bytes(path: Path) -> int:
+    """The store's size on disk per prediction (with its label): what 10 million drawings would take."""
+    from mnist_hitl.store import Store
+
+    with Store(path) as store:
+        predictions = store.counts()["predictions"]
+    size = sum(file.stat().st_size for file in path.parent.glob(path.name + "*"))
+    return round(size / max(predictions, 1))
+
+
+def _postgres_bytes(url: str) -> int:
+    """The database's size (tables, indexes, TOAST) per prediction (with its label)."""
+    from sqlalchemy import text
+
+    from mnist_hitl.store import Store
+
+    with Store(url) as store, store.engine.connect() as connection:
+        size = connection.execute(
+            text("SELECT pg_total_relation_size('predictions') + pg_total_relation_size('labels')")
+        ).scalar_one()
+        return round(size / max(store.counts()["predictions"], 1))
 
 
 def main() -> None:
@@ -37,9 +61,12 @@ def main() -> None:
     os.environ["MNIST_HITL_HOME"] = str(home)
     figures = {"processes": args.processes, "rounds": args.rounds}
     figures["sqlite"] = run_load(home, args.processes, args.rounds)
-    server = Postgres().start()
+    figures["sqlite"]["bytes_per_prediction"] = _sqlite_bytes(home / "store.sqlite")
+    server = Postgres(durable=True).start()  # every commit flushed, as in production
     try:
-        figures["postgresql"] = run_load(home, args.processes, args.rounds, server.new_database("bench"))
+        url = server.new_database("bench")
+        figures["postgresql"] = run_load(home, args.processes, args.rounds, url)
+        figures["postgresql"]["bytes_per_prediction"] = _postgres_bytes(url)
     finally:
         server.stop()
     print(f"{args.processes} writers x {args.rounds} predict+label")

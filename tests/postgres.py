@@ -35,7 +35,8 @@ def _free_port() -> int:
 class Postgres:
     """One PostgreSQL cluster: ``start``, ``new_database``, ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable  # flush every commit to disk, as a production server does (the tests need not)
         # Not under pytest's temporary folders: those are private to root, and the server runs as postgres.
         self.folder = Path(tempfile.mkdtemp(prefix="mnist-hitl-postgres-"))
         self.data = self.folder / "data"
@@ -54,7 +55,9 @@ class Postgres:
             shutil.chown(self.folder, "postgres", "postgres")
             self.folder.chmod(0o700)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         log = str(self.folder / "log")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
         return self
