@@ -60,7 +60,11 @@ _postgres_engines: dict[str, Engine] = {}
 def postgres_engine(url: str) -> Engine:
     """The process's pooled engine on a PostgreSQL database."""
     if url not in _postgres_engines:
-        _postgres_engines[url] = sqlalchemy.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        # Two connections kept per process (an app kernel uses one at a time), up to ten under load:
+        # a hundred kernels stay within a server's few hundred connections.
+        _postgres_engines[url] = sqlalchemy.create_engine(
+            url, pool_size=2, max_overflow=8, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+        )
     return _postgres_engines[url]
 
 
