@@ -5,18 +5,25 @@ fine-tuned on MNIST plus the users' drawings (``warm_start``). Keeping MNIST in
 the mixture is what keeps the old skill; fine-tuning on the users' drawings
 alone loses it.
 
-The study (``STUDY_NAME`` in ``$MNIST_HITL_HOME/optuna.sqlite``) outlives the
-cycles: a search continues it, so the sampler starts from what earlier searches
-learned. A search runs only when it is worth it (:func:`search_due`): the first
-time, and when ``MNIST_HITL_SEARCH_EVERY_LABELS`` labels came in since the last
-one; in between, a cycle trains with the study's best parameters at once. The
-trials' values of different searches were measured on different data: the
-sampler treats them as one objective, a fair approximation while the data grow
+The study (``STUDY_NAME``, in the shared database when there is one, else in
+``$MNIST_HITL_HOME/optuna.sqlite``) outlives the cycles: a search continues it,
+so the sampler starts from what earlier searches learned. A search runs only
+when it is worth it (:func:`search_due`): the first time, and when
+``MNIST_HITL_SEARCH_EVERY_LABELS`` labels came in since the last one; in
+between, a cycle trains with the study's best parameters at once. The trials'
+values of different searches were measured on different data: the sampler
+treats them as one objective, a fair approximation while the data grow
 a little at a time.
+
+With ``MNIST_HITL_SEARCH_WORKERS`` > 0, ``mnist-hitl search-worker`` processes,
+on this machine or others, run trials of the same search beside the retraining
+(:mod:`~mnist_hitl.learning.search_request`, :mod:`~mnist_hitl.learning.search_worker`).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_hitl.config import get_settings
+from mnist_hitl.learning import search_request
 from mnist_hitl.learning.labels import RetrainData
 from mnist_hitl.learning.model import TrainParams, evaluate, keras_module, train_model
 
@@ -70,41 +79,30 @@ def validation_split(
     return mnist[n_val:], mnist[:n_val], users[n_users_val:], users[:n_users_val]
 
 
-def run_search(
+def trial_arrays(data: RetrainData, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """What every trial trains and scores on: (x_fit, y_fit, x_mnist_val, y_mnist_val, x_users_val, y_users_val)."""
+    mnist_fit, mnist_val, users_fit, users_val = validation_split(data, seed)
+    x_fit, y_fit = data.training_set(mnist_fit, users_fit)
+    users = data.users_train
+    return x_fit, y_fit, data.x_mnist[mnist_val], data.y_mnist[mnist_val], users.x[users_val], users.y[users_val]
+
+
+def make_objective(
     data: RetrainData,
-    storage: str,
-    study_name: str,
-    n_trials: int = 8,
-    epochs_per_trial: int = 1,
+    epochs_per_trial: int,
     seed: int = 0,
     initial_weights: list | None = None,
     on_trial: Callable[[dict], None] | None = None,
-    through_label_id: int = 0,
-) -> SearchResult:
-    """An Optuna study maximising validation accuracy over learning rate, dropout and batch size.
+) -> Callable:
+    """The Optuna objective of a search: one training, its validation accuracy (see :func:`run_search`).
 
-    Each trial trains ``epochs_per_trial`` epochs (from ``initial_weights`` when
-    given) on MNIST and the users' training drawings less a validation part,
-    and scores the mean of the accuracies on the MNIST and users' validation
-    parts (MNIST alone when there are too few users' drawings).
-
-    Args:
-        data: the split data.
-        storage: Optuna storage URL (``sqlite:///...``).
-        study_name: a new name per retraining (an existing study is continued).
-        on_trial: called with each finished trial's record (number, value, params, seconds).
-        through_label_id: the newest label of the data, noted in the study (see :func:`search_due`).
+    Each trial notes the process that ran it (user attr ``worker``, ``host:pid``).
     """
-    import optuna
+    x_fit, y_fit, x_mval, y_mval, x_uval, y_uval = trial_arrays(data, seed)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    mnist_fit, mnist_val, users_fit, users_val = validation_split(data, seed)
-    x_fit, y_fit = data.training_set(mnist_fit, users_fit)
-    x_mval, y_mval = data.x_mnist[mnist_val], data.y_mnist[mnist_val]
-    x_uval, y_uval = data.users_train.x[users_val], data.users_train.y[users_val]
-    records: list[dict] = []
-
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial) -> float:
+        trial.set_user_attr("worker", worker)
         params = TrainParams(
             epochs=epochs_per_trial,
             batch_size=trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
@@ -119,29 +117,101 @@ def run_search(
         value = mnist_acc if np.isnan(users_acc) else (mnist_acc + users_acc) / 2
         trial.set_user_attr("mnist_val_accuracy", mnist_acc)
         trial.set_user_attr("users_val_accuracy", None if np.isnan(users_acc) else users_acc)
-        record = {
-            "number": trial.number,
-            "value": value,
-            "params": dict(trial.params),
-            "mnist_val_accuracy": mnist_acc,
-            "users_val_accuracy": users_acc,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-        records.append(record)
         if on_trial is not None:
-            on_trial(record)
+            on_trial(
+                {
+                    "number": trial.number,
+                    "value": value,
+                    "params": dict(trial.params),
+                    "mnist_val_accuracy": mnist_acc,
+                    "users_val_accuracy": users_acc,
+                    "seconds": round(time.perf_counter() - start, 2),
+                    "worker": worker,
+                }
+            )
         keras_module().backend.clear_session()
         return value
 
+    return objective
+
+
+def run_search(
+    data: RetrainData,
+    storage: str,
+    study_name: str,
+    n_trials: int = 8,
+    epochs_per_trial: int = 1,
+    seed: int = 0,
+    initial_weights: list | None = None,
+    on_trial: Callable[[dict], None] | None = None,
+    through_label_id: int = 0,
+    workers: int | None = None,
+    wait_seconds: float = search_request.WAIT_SECONDS,
+) -> SearchResult:
+    """An Optuna study maximising validation accuracy over learning rate, dropout and batch size.
+
+    Each trial trains ``epochs_per_trial`` epochs (from ``initial_weights`` when
+    given) on MNIST and the users' training drawings less a validation part,
+    and scores the mean of the accuracies on the MNIST and users' validation
+    parts (MNIST alone when there are too few users' drawings).
+
+    With search workers (``MNIST_HITL_SEARCH_WORKERS`` > 0), the search is asked for in the study
+    and ``mnist-hitl search-worker`` processes run trials beside this one; this process runs trials
+    too, then waits until exactly ``n_trials`` new trials are complete (:mod:`search_request`).
+
+    Args:
+        data: the split data.
+        storage: Optuna storage URL (``sqlite:///...`` or the shared database's).
+        study_name: a new name per retraining (an existing study is continued).
+        on_trial: called with each finished trial's record (number, value, params, seconds, worker).
+        through_label_id: the newest label of the data, noted in the study (see :func:`search_due`).
+        workers: search workers beside this process (default ``MNIST_HITL_SEARCH_WORKERS``); 0: alone.
+        wait_seconds: how long to wait for trials running on workers before failing.
+
+    Raises:
+        search_request.SearchTimeout: workers' trials did not finish within ``wait_seconds``.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    records: list[dict] = []
+
+    def note(record: dict) -> None:
+        records.append(record)
+        if on_trial is not None:
+            on_trial(record)
+
+    objective = make_objective(data, epochs_per_trial, seed, initial_weights, note)
     start = time.perf_counter()
+    shared = (get_settings().search_workers if workers is None else workers) > 0
+    storage_with_heartbeats = search_request.open_storage(storage) if shared else None
     study = optuna.create_study(
-        storage=storage,
+        storage=storage_with_heartbeats or storage,
         study_name=study_name,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
-    study.optimize(objective, n_trials=n_trials)
+    if not shared:
+        study.optimize(objective, n_trials=n_trials)
+    else:
+        request = search_request.SearchRequest(
+            len(study.trials),
+            n_trials,
+            epochs_per_trial,
+            seed,
+            data.through_label_id,
+            data.champion_through,
+            data.oversample,
+            search_request.fingerprint(trial_arrays(data, seed)),
+        )
+        search_request.publish(storage_with_heartbeats, study, request, initial_weights, data.pseudo)
+        search_request.finish(study, objective, request, wait_seconds)
+        search_request.clear_inputs(storage_with_heartbeats, study)
+        mine, records = {r["number"] for r in records}, search_request.search_records(study, request)
+        for record in records:
+            if on_trial is not None and record["number"] not in mine:
+                on_trial(record)  # a worker's trial
     study.set_user_attr(SEARCHED_THROUGH, int(through_label_id))
     return SearchResult(
         study_name,
