@@ -114,7 +114,10 @@ class Settings(BaseSettings):
 
     @property
     def store_location(self) -> str | Path:
-        """Where the store is: ``MNIST_HITL_DATABASE_URL``, else the SQLite file under the home."""
+        """Where the store is: ``MNIST_HITL_DATABASE_URL`` (a PostgreSQL URL, or a SQLite file's), else the
+        SQLite file under the home."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///")).expanduser().resolve()
         return self.database_url or self.db_path
 
     @property

@@ -105,3 +105,18 @@ def test_eight_machines_predict_and_label_200_times_each_and_every_row_is_there_
         }
     for worker, ids in reported.items():
         assert [labelled[i] for i in ids] == [(f"writer-{worker}", (worker + i) % 10) for i in range(rounds)]
+
+
+def test_the_database_url_names_a_sqlite_file_or_a_shared_postgresql_and_nothing_else(tmp_path):
+    from mnist_hitl.config import SettingsError
+
+    base = get_settings().replace(home=tmp_path / "home")
+    assert base.store_location == base.db_path and not base.shared_database
+    on_file = base.replace(database_url=f"sqlite:///{tmp_path / 'elsewhere.sqlite'}")
+    assert on_file.store_location == tmp_path / "elsewhere.sqlite" and not on_file.shared_database
+    with Store(on_file.store_location) as store:
+        assert store.dialect == "sqlite"
+    shared = base.replace(database_url="postgresql+psycopg://mnist@db:5432/mnist_hitl")
+    assert shared.shared_database and shared.optuna_storage == shared.database_url
+    with pytest.raises(SettingsError, match="MNIST_HITL_DATABASE_URL='mysql://db/x'"):
+        base.replace(database_url="mysql://db/x")
