@@ -1,17 +1,21 @@
-"""A serving node with no shared disk serves the registry's ``champion``, fetched by a follower.
+"""A node with no shared disk serves the registry's ``champion``, fetched by a follower.
 
 On one machine, deployment writes ``models/latest.json`` and every predictor follows it.
 On several machines only the MLflow server is shared, so each serving node runs a
 follower: it asks which registered version the ``champion`` alias points to, fetches that
-version's LiteRT export (logged beside it by the cycle, see
-:mod:`mnist_hitl.learning.tracking`), checks it against the SHA-256 the version is tagged
-with and that LiteRT loads it, then writes the export and ``latest.json`` as deployment
-does: the file first, the pointer last, atomically. The node's predictors switch by
-themselves. A serving node has no Keras file (``"keras": null``): nothing trains there.
+version's LiteRT export and its ``.keras`` file (logged beside it by the cycle, see
+:mod:`mnist_hitl.learning.tracking`), checks each against the SHA-256 the version is
+tagged with and that LiteRT loads the export, then writes the files and ``latest.json``
+as deployment does: the files first, the pointer last, atomically. The node's predictors
+switch by themselves. A cycle node (``MNIST_HITL_MODEL_SOURCE=registry``) syncs the same
+way before each cycle, so it retrains from the registry's champion, not from whatever its
+own disk last held. A file already here that passes its checksum is not fetched again. A
+version registered without a Keras file (by an older mnist-hitl) is served alone
+(``"keras": null``): a retraining cannot start from it.
 
-Whatever fails (the registry down, an export whose checksum does not match, one LiteRT
+Whatever fails (the registry down, a file whose checksum does not match, an export LiteRT
 cannot load) changes nothing on disk: the node keeps serving what it has and says so
-once. A refused export counts in ``mnist_hitl_model_load_failures_total``, like a
+once. A refused file counts in ``mnist_hitl_model_load_failures_total``, like a
 deployment a predictor cannot load, and is not fetched again until the champion moves.
 """
 
@@ -41,7 +45,7 @@ class RegistryError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChampionExport:
-    """The LiteRT export of the registered version the ``champion`` alias points to."""
+    """The files of the registered version the ``champion`` alias points to: its LiteRT export, its Keras file."""
 
     mlflow_version: str
     version: str  # the model version (``latest.json``'s), e.g. 20261127-101500-123
@@ -49,6 +53,8 @@ class ChampionExport:
     file: str  # model_<version>.tflite: the run's artifact litert/<file> and the file under models/
     sha256: str
     holdout_accuracy: float | None
+    keras_file: str | None = None  # model_<version>.keras: the run's artifact keras/<file>; None: not registered
+    keras_sha256: str | None = None
 
 
 def registry_location(settings: Settings) -> str:
@@ -60,7 +66,8 @@ def champion_export(settings: Settings) -> ChampionExport:
     """Ask the registry which version is the champion, and where its export is.
 
     Raises:
-        RegistryError: the registry does not answer, has no champion yet, or its champion has no export.
+        RegistryError: the registry does not answer, has no champion yet, or its champion has no export
+            (or names its files wrongly).
     """
     from mnist_hitl.learning import tracking
 
@@ -85,46 +92,57 @@ def champion_export(settings: Settings) -> ChampionExport:
             f"{tracking.CHAMPION} {tracking.REGISTERED_MODEL} version {found.version} has no LiteRT export in the "
             "registry (registered by an older mnist-hitl): promote a newer version"
         )
-    if Path(file).name != file or not file.endswith(".tflite"):
-        raise RegistryError(
-            f"{tracking.CHAMPION} version {found.version} names an export {file!r} that is no file name"
-        )
+    keras_file, keras_sha256 = tags.get(tracking.KERAS_FILE_TAG), tags.get(tracking.KERAS_SHA256_TAG)
+    for name, suffix in ((file, ".tflite"), (keras_file, ".keras")):
+        if name is not None and (Path(name).name != name or not name.endswith(suffix)):
+            raise RegistryError(
+                f"{tracking.CHAMPION} version {found.version} names a file {name!r} that is no {suffix} file name"
+            )
+    if bool(keras_file) != bool(keras_sha256):
+        raise RegistryError(f"{tracking.CHAMPION} version {found.version} names a Keras file without its SHA-256")
     try:
         accuracy = float(tags[tracking.ACCURACY_TAG])
     except (KeyError, ValueError):
         accuracy = None
-    return ChampionExport(str(found.version), version, found.run_id, file, sha256, accuracy)
+    return ChampionExport(
+        str(found.version), version, found.run_id, file, sha256, accuracy, keras_file or None, keras_sha256 or None
+    )
 
 
 def install(settings: Settings, wanted: ChampionExport) -> str | None:
-    """Serve ``wanted`` here: the export (from the cache or the registry), checked, then ``latest.json``.
+    """Serve ``wanted`` here: its files (from the cache or the registry), checked, then ``latest.json``.
 
     Returns:
         The version now deployed, or None when it was deployed already (and intact).
 
     Raises:
-        ModelFileError: the export does not match its checksum, or LiteRT cannot load it (counted
-            in the load-failure metric); nothing is changed.
-        RegistryError: the export could not be fetched; nothing is changed.
+        ModelFileError: a file does not match its checksum, or LiteRT cannot load the export
+            (counted in the load-failure metric); nothing is changed.
+        RegistryError: a file could not be fetched; nothing is changed.
     """
+    from mnist_hitl.learning import tracking
+
     models = Path(settings.models_dir)
     if _serving(models, wanted):
         return None
-    target = models / wanted.file
-    content = _cached(target, wanted.sha256)
-    fetched = content is None
-    if fetched:
-        content = _download(settings, wanted)
+    wanted_files = [(tracking.LITERT_ARTIFACTS, wanted.file, wanted.sha256)]
+    if wanted.keras_file:
+        wanted_files.append((tracking.KERAS_ARTIFACTS, wanted.keras_file, wanted.keras_sha256))
+    fetched = {}
     try:
-        _check(models, wanted, content)
+        for folder, name, sha256 in wanted_files:  # the export first: no Keras file is fetched for a refused one
+            content = _cached(models / name, sha256)
+            if content is None:
+                content = fetched[name] = _download(settings, wanted, f"{folder}/{name}")
+            _check(models, wanted, name, content)
     except ModelFileError as error:
         metrics.record_model_load_failure(error.reason)
         raise
-    if fetched:
-        atomic_write(target, content)
+    for name in sorted(fetched, key=lambda n: n == wanted.file):  # the export, which predictors read, last
+        atomic_write(models / name, fetched[name])
     pointer = {
         "version": wanted.version,
-        "keras": None,  # a serving node does not train: no Keras file
+        "keras": wanted.keras_file,  # None: registered without one, nothing can retrain from it here
         "tflite": wanted.file,
         "tflite_sha256": wanted.sha256,
         "holdout_accuracy": wanted.holdout_accuracy,
@@ -135,14 +153,16 @@ def install(settings: Settings, wanted: ChampionExport) -> str | None:
     return wanted.version
 
 
-def _check(models: Path, wanted: ChampionExport, content: bytes) -> None:
-    """Refuse an export that does not match its registered checksum, or that LiteRT cannot load."""
+def _check(models: Path, wanted: ChampionExport, name: str, content: bytes) -> None:
+    """Refuse a file that does not match its registered checksum, or an export that LiteRT cannot load."""
     refused = f"refused {wanted.version} (registered version {wanted.mlflow_version}) from the registry"
-    if hashlib.sha256(content).hexdigest() != wanted.sha256:
+    what = "export" if name == wanted.file else "Keras file"
+    if hashlib.sha256(content).hexdigest() != (wanted.sha256 if name == wanted.file else wanted.keras_sha256):
         raise ModelFileError(
-            f"{refused}: its export {wanted.file} does not match the SHA-256 the version is tagged with",
-            "checksum_mismatch",
+            f"{refused}: its {what} {name} does not match the SHA-256 the version is tagged with", "checksum_mismatch"
         )
+    if name != wanted.file:
+        return  # loading a Keras file takes TensorFlow, which a serving node never imports: its checksum will do
     deployed = Deployed(wanted.version, models / wanted.file, wanted.holdout_accuracy, None, wanted.sha256)
     try:
         load_export(deployed, content)
@@ -151,7 +171,7 @@ def _check(models: Path, wanted: ChampionExport, content: bytes) -> None:
 
 
 def _serving(models: Path, wanted: ChampionExport) -> bool:
-    """Whether ``latest.json`` names ``wanted`` already, and its export is intact (a damaged one is fetched again)."""
+    """Whether ``latest.json`` names ``wanted`` already, and its files are intact (a damaged one is fetched again)."""
     try:
         deployed = deployed_model(models)
     except ModelFileError:
@@ -162,6 +182,12 @@ def _serving(models: Path, wanted: ChampionExport) -> bool:
         wanted.sha256,
     ):
         return False
+    if wanted.keras_file and (
+        deployed.keras_path is None
+        or deployed.keras_path.name != wanted.keras_file
+        or _cached(deployed.keras_path, wanted.keras_sha256) is None
+    ):
+        return False
     try:
         read_export(deployed)
     except ModelFileError:
@@ -170,7 +196,7 @@ def _serving(models: Path, wanted: ChampionExport) -> bool:
 
 
 def _cached(path: Path, sha256: str) -> bytes | None:
-    """The bytes of an export already here, if they match the checksum."""
+    """The bytes of a file already here, if they match the checksum."""
     try:
         content = path.read_bytes()
     except OSError:
@@ -178,22 +204,20 @@ def _cached(path: Path, sha256: str) -> bytes | None:
     return content if hashlib.sha256(content).hexdigest() == sha256 else None
 
 
-def _download(settings: Settings, wanted: ChampionExport) -> bytes:
-    """The export's bytes, fetched from the run's artifacts (through the tracking server when it serves them)."""
+def _download(settings: Settings, wanted: ChampionExport, artifact: str) -> bytes:
+    """An artifact's bytes, fetched from the run (through the tracking server when it serves them)."""
     from mnist_hitl.learning import tracking
 
     models = Path(settings.models_dir)
     models.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=models) as folder:
         try:
-            local = tracking.client(settings).download_artifacts(
-                wanted.run_id, f"{tracking.LITERT_ARTIFACTS}/{wanted.file}", folder
-            )
+            local = tracking.client(settings).download_artifacts(wanted.run_id, artifact, folder)
             return Path(local).read_bytes()
         except Exception as error:  # the server gone, the artifact missing: MLflow and requests raise many kinds
             first_line = (str(error).splitlines() or [""])[0][:300]
             raise RegistryError(
-                f"could not fetch {wanted.version}'s export from {registry_location(settings)}: {first_line}"
+                f"could not fetch {wanted.version}'s {artifact} from {registry_location(settings)}: {first_line}"
             ) from error
 
 
@@ -204,8 +228,8 @@ def sync_from_registry(settings: Settings) -> str | None:
         The version newly deployed, or None when ``latest.json`` already named the champion.
 
     Raises:
-        RegistryError: the registry does not answer, has no champion, or the export could not be fetched.
-        ModelFileError: the champion's export was refused (checksum, or LiteRT cannot load it).
+        RegistryError: the registry does not answer, has no champion, or its files could not be fetched.
+        ModelFileError: the champion's files were refused (checksum, or LiteRT cannot load the export).
     """
     return install(settings, champion_export(settings))
 

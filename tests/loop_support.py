@@ -5,6 +5,7 @@ The quickly trained first model they start from is the ``quick_models`` fixture 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,13 @@ def install_models(settings: Settings, models: Path) -> None:
 
 
 def draw_and_label(
-    settings: Settings, count: int, seed: int = 0, styled: bool = True, wrong_labels: bool = False, offset: int = 0
+    settings: Settings,
+    count: int,
+    seed: int = 0,
+    styled: bool = True,
+    wrong_labels: bool = False,
+    offset: int = 0,
+    workbench=None,
 ) -> dict:
     """Users draw ``count`` digits in the app's way and label them.
 
@@ -43,6 +50,8 @@ def draw_and_label(
         styled: drawn in :func:`mnist_hitl.learning.synthetic.shifted_style`'s style (else plain, MNIST-like).
         wrong_labels: every label is the next digit (``(true + 1) % 10``): a user who mislabels.
         offset: skip this many digits of the seeded order (for a second batch).
+        workbench: a running app's :class:`~mnist_hitl.workbench.Workbench` to draw in (left open);
+            default: one of its own on ``settings``.
 
     Returns:
         Counts of corrections and confirmations, and the predictions' model versions.
@@ -58,7 +67,7 @@ def draw_and_label(
     truth = data.y_train[order]
     labels = (truth + 1) % 10 if wrong_labels else truth
     counts = {"corrections": 0, "confirmations": 0, "versions": set()}
-    with Workbench(settings, source="test") as bench:
+    with contextlib.nullcontext(workbench) if workbench is not None else Workbench(settings, source="test") as bench:
         for picture, label in zip(pictures, labels):
             result = bench.predict_picture(picture)
             kind = "confirm" if result.predicted_label == int(label) else "correct"

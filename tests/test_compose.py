@@ -238,6 +238,8 @@ def test_the_scale_nodes_run_workers_searches_and_apps_on_the_shared_servers():
     for node in apps:
         assert {"app", "api", "follow"} <= {s["command"][1] for s in nodes[node].values()}, node
         assert {s["environment"].get("MNIST_HITL_MODEL_SOURCE") for s in nodes[node].values()} == {"registry"}, node
+    for node in nodes_running(nodes, "mnist-hitl", "worker"):  # each cycle starts from the registry's champion
+        assert {s["environment"].get("MNIST_HITL_MODEL_SOURCE") for s in nodes[node].values()} == {"registry"}, node
     for members in nodes.values():  # unresolved here: the same expressions
         assert len({tuple(s["environment"][name] for name in SHARED) for s in members.values()}) == 1
 

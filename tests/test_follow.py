@@ -1,7 +1,8 @@
-"""A serving node with no shared disk serves the registry's champion: fetched, checked, switched to without a restart.
+"""A node with no shared disk serves the registry's champion: fetched, checked, switched to without a restart.
 
 The cycle's machine and the serving node are two home folders; all they share is the MLflow
 tracking URI (a SQLite registry, or a real ``mlflow server`` on PostgreSQL that serves the artifacts).
+The champion's Keras file comes too, so a cycle node with no shared disk retrains from it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import free_port, run_cli
+from scale_support import cycle_home, publish, start_mlflow_server, stop
 
-from mnist_hitl import config, metrics
+from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.data import load_bundled
 from mnist_hitl.follow import Follower, RegistryError, champion_export, follow, sync_from_registry
 from mnist_hitl.learning import deployment, tracking
+from mnist_hitl.learning.cycle import CycleFailed, prepare_cycle
 from mnist_hitl.predictor import DEPLOYED_POINTER, ModelFileError, Predictor, deployed_model
-from mnist_hitl.stack import busy_ports, services, stack_environment, wait_for
+from mnist_hitl.stack import busy_ports, services, stack_environment
 
 
 @pytest.fixture
@@ -44,13 +46,6 @@ def network(quick_models: Path):
     return load_model(deployed_model(quick_models).keras_path)
 
 
-def cycle_home(folder: Path, quick_models: Path, tracking_uri: str | None = None) -> Settings:
-    """The cycle's machine: the quick model deployed, MLflow on ``tracking_uri`` (default: its own SQLite)."""
-    shutil.copytree(quick_models, folder / "models")
-    uri = tracking_uri or f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}"
-    return get_settings().replace(home=folder, mlflow_tracking_uri=uri)
-
-
 @pytest.fixture
 def cycle(tmp_path: Path, quick_models: Path, home: Settings) -> Settings:
     return cycle_home(tmp_path / "cycle", quick_models)
@@ -62,28 +57,25 @@ def serving(home: Settings, cycle: Settings) -> Settings:
     return home.replace(model_source="registry", mlflow_tracking_uri=cycle.tracking_uri, registry_poll_seconds=0.2)
 
 
-def publish(cycle: Settings, network) -> tuple[str, str]:
-    """What a cycle does with a challenger it promotes: a run, the version saved and registered, then deployed.
-
-    Returns:
-        The model version and its registered (MLflow) version.
-    """
-    run_id = tracking.start_run(cycle, "retrain", "retrain", "test-cycle")
-    record = {"reason": "published by a test"}
-    saved, mlflow_version = deployment.save_version(cycle, network, 0.97, record, run_id)
-    deployment.deploy(cycle, saved, 0.97, record, mlflow_version, ["a test promotes it"])
-    tracking.end_run(cycle, run_id)
-    return saved.version, mlflow_version
-
-
 def pointer(settings: Settings) -> dict:
     return json.loads((settings.models_dir / DEPLOYED_POINTER).read_text())
 
 
-def artifact(cycle: Settings, version: str) -> Path:
-    """The export of ``version`` in the cycle's artifact store (the registry's copy)."""
-    (found,) = cycle.mlflow_artifacts_dir.rglob(f"litert/model_{version}.tflite")
+def artifact(cycle: Settings, version: str, kind: str = "tflite") -> Path:
+    """The export (``tflite``) or the Keras file (``keras``) of ``version`` in the cycle's artifact store."""
+    folder = tracking.LITERT_ARTIFACTS if kind == "tflite" else tracking.KERAS_ARTIFACTS
+    (found,) = cycle.mlflow_artifacts_dir.rglob(f"{folder}/model_{version}.{kind}")
     return found
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def forget_keras_file(cycle: Settings, mlflow_version: str) -> None:
+    """Make a registered version look like an older mnist-hitl's: no Keras file named in its tags."""
+    for tag in (tracking.KERAS_FILE_TAG, tracking.KERAS_SHA256_TAG):
+        tracking.client(cycle).delete_model_version_tag(tracking.REGISTERED_MODEL, mlflow_version, tag)
 
 
 def load_failures(settings: Settings) -> dict[str, float]:
@@ -102,24 +94,29 @@ def follow_in_background(settings: Settings) -> tuple[threading.Thread, threadin
     return thread, stop
 
 
-def test_a_registered_version_carries_its_litert_export(cycle, network):
+def test_a_registered_version_carries_its_litert_export_and_its_keras_file(cycle, network):
     version, mlflow_version = publish(cycle, network)
     tags = tracking.client(cycle).get_model_version(tracking.REGISTERED_MODEL, mlflow_version).tags
-    export = cycle.models_dir / f"model_{version}.tflite"
+    export, keras_file = (cycle.models_dir / f"model_{version}.{kind}" for kind in ("tflite", "keras"))
     assert tags[tracking.LITERT_FILE_TAG] == export.name
-    assert tags[tracking.LITERT_SHA256_TAG] == hashlib.sha256(export.read_bytes()).hexdigest()
+    assert tags[tracking.LITERT_SHA256_TAG] == sha256(export)
+    assert tags[tracking.KERAS_FILE_TAG] == keras_file.name
+    assert tags[tracking.KERAS_SHA256_TAG] == sha256(keras_file)
     assert float(tags[tracking.ACCURACY_TAG]) == pytest.approx(0.97)
     assert artifact(cycle, version).read_bytes() == export.read_bytes()
+    assert artifact(cycle, version, "keras").read_bytes() == keras_file.read_bytes()  # the file, as saved
 
 
 def test_the_first_model_is_registered_with_its_export(quick_models):
     settings = get_settings().replace(home=quick_models.parent)  # the home `init` trained and registered in
     deployed = deployed_model(quick_models)
     wanted = champion_export(settings)
-    assert (wanted.version, wanted.file, wanted.sha256) == (
+    assert (wanted.version, wanted.file, wanted.sha256, wanted.keras_file, wanted.keras_sha256) == (
         deployed.version,
         deployed.tflite_path.name,
         deployed.tflite_sha256,
+        deployed.keras_path.name,
+        sha256(deployed.keras_path),
     )
     assert wanted.holdout_accuracy == pytest.approx(deployed.holdout_accuracy)
 
@@ -129,23 +126,58 @@ def test_a_serving_node_fetches_the_champion_checks_it_and_serves_it(cycle, serv
     assert sync_from_registry(serving) == version
 
     deployed = pointer(serving)
-    export = cycle.models_dir / f"model_{version}.tflite"
-    assert deployed["version"] == version and deployed["keras"] is None
+    export, keras_file = (cycle.models_dir / f"model_{version}.{kind}" for kind in ("tflite", "keras"))
+    assert deployed["version"] == version and deployed["keras"] == keras_file.name
     assert deployed["tflite"] == export.name
-    assert deployed["tflite_sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
+    assert deployed["tflite_sha256"] == sha256(export)
     assert deployed["holdout_accuracy"] == pytest.approx(0.97)
-    assert sorted(p.name for p in serving.models_dir.iterdir()) == [DEPLOYED_POINTER, export.name]
+    assert sorted(p.name for p in serving.models_dir.iterdir()) == sorted(
+        [DEPLOYED_POINTER, export.name, keras_file.name]
+    )
     probabilities, used = Predictor(serving.models_dir).predict(digit)
     assert used == version
     np.testing.assert_allclose(probabilities, Predictor(cycle.models_dir).predict(digit)[0], atol=1e-6)
-    # Everything that reads the pointer copes with no Keras file on a serving node.
+    # the champion's Keras file, byte for byte: what a retraining on this node starts from
+    assert deployment.deployed_keras_path(serving).read_bytes() == keras_file.read_bytes()
+
+    stamp = {p.name: p.stat().st_ino for p in serving.models_dir.iterdir()}
+    assert sync_from_registry(serving) is None  # served already: nothing is written
+    assert {p.name: p.stat().st_ino for p in serving.models_dir.iterdir()} == stamp
+    (serving.models_dir / keras_file.name).unlink()  # a Keras file gone (or damaged) is fetched again
+    assert sync_from_registry(serving) == version
+    assert sha256(serving.models_dir / keras_file.name) == sha256(keras_file)
+
+
+def test_a_version_registered_without_a_keras_file_is_served_alone(cycle, serving, network, digit):
+    version, mlflow_version = publish(cycle, network)
+    forget_keras_file(cycle, mlflow_version)
+    assert champion_export(serving).keras_file is None
+    assert sync_from_registry(serving) == version
+    assert pointer(serving)["keras"] is None
+    assert sorted(p.name for p in serving.models_dir.iterdir()) == [DEPLOYED_POINTER, f"model_{version}.tflite"]
+    assert Predictor(serving.models_dir).predict(digit)[1] == version
+    # Everything that reads the pointer copes with no Keras file; a retraining says why it cannot start.
     assert deployment.has_deployed_model(serving) and deployed_model(serving.models_dir).keras_path is None
     with pytest.raises(ModelFileError, match="names no Keras file"):
         deployment.deployed_keras_path(serving)
 
-    stamp = (serving.models_dir / DEPLOYED_POINTER).stat().st_ino
-    assert sync_from_registry(serving) is None  # served already: nothing is written
-    assert (serving.models_dir / DEPLOYED_POINTER).stat().st_ino == stamp
+
+def test_a_cycle_node_starts_from_the_registrys_champion(cycle, serving, network, quick_models, tmp_path):
+    version, _ = publish(cycle, network)
+    node = serving  # a second cycle node: an empty home of its own, MNIST_HITL_MODEL_SOURCE=registry
+    plan = prepare_cycle(node, "test", force_retrain=True)
+    assert plan.reconciled[0] == f"fetched the registry's champion {version}"
+    assert sha256(deployment.deployed_keras_path(node)) == sha256(cycle.models_dir / f"model_{version}.keras")
+
+    # A node whose own disk holds an older champion starts from the registry's all the same.
+    stale = cycle_home(tmp_path / "stale", quick_models, cycle.tracking_uri, model_source="registry")
+    assert deployed_model(stale.models_dir).version != version
+    prepare_cycle(stale, "test", force_retrain=True)
+    assert deployment.deployed_keras_path(stale).name == f"model_{version}.keras"
+    # And one that cannot reach the registry does not start at all.
+    down = node.replace(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(CycleFailed, match="cannot start from the registry's champion: .* does not answer"):
+        prepare_cycle(down, "test", force_retrain=True)
 
 
 def test_a_running_predictor_switches_to_a_promoted_version_without_a_restart(cycle, serving, network, digit):
@@ -166,9 +198,10 @@ def test_a_running_predictor_switches_to_a_promoted_version_without_a_restart(cy
         thread.join(timeout=30)
     assert not thread.is_alive()
 
-    # Back to the first champion: its export is cached here and passes its checksum, so it is not
-    # fetched again (the registry's copy is gone).
+    # Back to the first champion: its files are cached here and pass their checksums, so they are not
+    # fetched again (the registry's copies are gone).
     artifact(cycle, first).unlink()
+    artifact(cycle, first, "keras").unlink()
     tracking.mark_promotion(cycle, first_mlflow, first, True, ["rolled back by a test"])
     assert sync_from_registry(serving) == first
     assert predictor.predict(digit)[1] == first
@@ -231,6 +264,15 @@ def test_a_tampered_export_is_refused_and_a_damaged_cache_is_fetched_again(cycle
     tracking.client(cycle).set_model_version_tag(
         tracking.REGISTERED_MODEL, second_mlflow, tracking.LITERT_SHA256_TAG, hashlib.sha256(good).hexdigest()
     )
+    keras_source = artifact(cycle, second, "keras")
+    keras_good = keras_source.read_bytes()
+    keras_source.write_bytes(keras_good[:-100] + bytes(100))  # the Keras file changed in the registry's store
+    with pytest.raises(ModelFileError, match="its Keras file .* does not match the SHA-256") as refused:
+        sync_from_registry(serving)
+    assert refused.value.reason == "checksum_mismatch"
+    assert pointer(serving)["version"] == first and predictor.predict(digit)[1] == first
+    assert not (serving.models_dir / f"model_{second}.keras").exists()
+    keras_source.write_bytes(keras_good)
     cached = serving.models_dir / f"model_{second}.tflite"
     cached.write_bytes(garbage)  # a damaged copy in the cache is never served: fetched again
     assert sync_from_registry(serving) == second
@@ -300,16 +342,10 @@ def test_the_stack_runs_a_follower_only_in_registry_mode(home):
 def test_a_serving_node_gets_the_champion_through_an_mlflow_server_on_postgresql(
     tmp_path, quick_models, home, network, postgres_url, digit
 ):
-    port = free_port()
-    server_env = {**os.environ, **config.tool_environment(home)}  # telemetry off, no job runner
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres_url]
-    command += ["--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts")]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen(command, env=server_env, stdout=log, stderr=log, start_new_session=True)
+    server = start_mlflow_server(tmp_path / "mlflow-server", postgres_url)
     try:
-        uri = f"http://127.0.0.1:{port}"
-        assert wait_for(f"{uri}/health", timeout=180), (tmp_path / "server.log").read_text()[-3000:]
+        server.wait()
+        uri = server.url
         cycle = cycle_home(tmp_path / "cycle", quick_models, uri)
         version, mlflow_version = publish(cycle, network)
         registered = tracking.client(cycle).get_model_version(tracking.REGISTERED_MODEL, mlflow_version)
@@ -319,12 +355,8 @@ def test_a_serving_node_gets_the_champion_through_an_mlflow_server_on_postgresql
         serving = home.replace(model_source="registry", mlflow_tracking_uri=uri)
         assert sync_from_registry(serving) == version
         assert Predictor(serving.models_dir).predict(digit)[1] == version
-        export = cycle.models_dir / f"model_{version}.tflite"
-        assert (serving.models_dir / export.name).read_bytes() == export.read_bytes()
+        for kind in ("tflite", "keras"):
+            source = cycle.models_dir / f"model_{version}.{kind}"
+            assert (serving.models_dir / source.name).read_bytes() == source.read_bytes()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop(server.process)

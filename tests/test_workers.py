@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 from helpers import free_port, run_cli, start_cli
+from scale_support import environment, stop, wait_until
 
 from mnist_hitl.learning.cycle import last_cycle
 from mnist_hitl.stack import wait_for
 
 pytestmark = pytest.mark.slow
 POOL = "cycles"
-
-
-def environment(settings, **extra: str) -> dict[str, str]:
-    """This process's environment without its Prefect and MLflow variables, on the test's home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MLFLOW_TRACKING_URI"}
-    return {**env, "MNIST_HITL_HOME": str(settings.home), "PREFECT_HOME": str(settings.prefect_home), **extra}
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until(check, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(1)
-    return found
 
 
 def test_the_worker_command_refuses_without_a_work_pool(home):

@@ -2,8 +2,11 @@
 
 One cycle:
 
-1. **prepare** — take the cycle lock (:mod:`mnist_hitl.learning.lock`), settle
-   what an interrupted cycle left (:func:`mnist_hitl.learning.deployment.reconcile`),
+1. **prepare** — take the cycle lock (:mod:`mnist_hitl.learning.lock`); on a node
+   with ``MNIST_HITL_MODEL_SOURCE=registry`` (no shared disk) fetch the registry's
+   champion first (:func:`mnist_hitl.follow.sync_from_registry`: its export and its
+   Keras file), so the cycle learns from the champion whichever node last promoted one;
+   settle what an interrupted cycle left (:func:`mnist_hitl.learning.deployment.reconcile`),
    and snapshot the label ids: ``since`` (labels already used by the last
    retraining), ``seen`` (labels already looked at by the last completed cycle)
    and ``through`` (the newest label now). Nothing newer than ``seen``: the
@@ -78,10 +81,16 @@ class CyclePlan:
 
 
 def prepare_cycle(settings: Settings, cycle_id: str, force_retrain: bool) -> CyclePlan:
-    """Settle what an interrupted cycle left, then snapshot the watermarks and the newest label."""
+    """Start from the registry's champion (on a registry node), settle what an interrupted cycle left,
+    then snapshot the watermarks and the newest label.
+
+    Raises:
+        CycleFailed: on a registry node, the registry's champion could not be fetched.
+    """
     from mnist_hitl.learning import deployment
 
-    changes = deployment.reconcile(settings)
+    changes = _start_from_registry(settings) if settings.model_source == "registry" else []
+    changes += deployment.reconcile(settings)
     with Store(settings.store_location) as store:
         interrupted = store.get_meta(RUNNING_CYCLE)
         if interrupted:
@@ -92,6 +101,19 @@ def prepare_cycle(settings: Settings, cycle_id: str, force_retrain: bool) -> Cyc
         through = newest_label_id(store)
     run_dir = settings.runs_dir / f"cycle-{cycle_id}"
     return CyclePlan(cycle_id, marks.retrained_through, marks.seen_through, through, force_retrain, run_dir, changes)
+
+
+def _start_from_registry(settings: Settings) -> list[str]:
+    """Serve the registry's champion here, Keras file included: a cycle node shares no disk with the node that
+    promoted it. Failing is better than retraining from (and judging against) an older champion."""
+    from mnist_hitl.follow import RegistryError, sync_from_registry
+    from mnist_hitl.predictor import ModelFileError
+
+    try:
+        version = sync_from_registry(settings)
+    except (RegistryError, ModelFileError) as error:
+        raise CycleFailed(f"cannot start from the registry's champion: {error}") from error
+    return [f"fetched the registry's champion {version}"] if version else []
 
 
 def _settle_interrupted(settings: Settings, store: Store, cycle_id: str) -> list[str]:
@@ -289,7 +311,12 @@ class _Cycle:
 
     def run(self, force_retrain: bool, monitor_params: dict, retrain_params: dict) -> dict:
         with self.clock("total"):
-            plan: CyclePlan = self.stage("prepare", prepare_cycle, self.settings, self.cycle_id, force_retrain)
+            try:
+                plan: CyclePlan = self.stage("prepare", prepare_cycle, self.settings, self.cycle_id, force_retrain)
+            except CycleFailed as error:  # e.g. the registry's champion out of reach: said, counted, remembered
+                self.summary.update(outcome=CycleOutcome.FAILED.value, error=str(error))
+                self.close()
+                raise
             self.summary.update(
                 force_retrain=force_retrain,
                 since_label_id=plan.since_label_id,

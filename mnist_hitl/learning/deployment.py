@@ -90,7 +90,9 @@ def save_version(
     if run_id:
         from mnist_hitl.learning import tracking
 
-        mlflow_version = tracking.log_keras_model(settings, run_id, network, saved.version, saved.tflite_path, accuracy)
+        mlflow_version = tracking.log_keras_model(
+            settings, run_id, network, saved.version, saved.tflite_path, accuracy, saved.keras_path
+        )
         record["mlflow_model_version"] = mlflow_version
     return saved, mlflow_version
 

@@ -10,9 +10,10 @@ points anywhere else.
 Every challenger is logged with the Keras flavour and registered as
 ``mnist-hitl-cnn``; a promotion moves the ``champion`` alias and stamps the
 version (``promoted_at``), so :func:`promotion_history` reads them back in order.
-Its LiteRT export goes into the same run (``litert/``), and the version is tagged
-with the export's file name and SHA-256: a serving node with no shared disk
-(:mod:`mnist_hitl.follow`) fetches and checks the champion's export from them.
+Its LiteRT export (``litert/``) and its ``.keras`` file (``keras/``) go into the same
+run as plain files, and the version is tagged with each one's file name and SHA-256: a
+node with no shared disk (:mod:`mnist_hitl.follow`) fetches and checks the champion's
+files from them, the export to serve, the Keras file to retrain from.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ NOTE_TAG = "mlflow.note.content"  # the run's description, shown by the MLflow U
 LITERT_ARTIFACTS = "litert"
 LITERT_FILE_TAG = "mnist_hitl.litert_file"
 LITERT_SHA256_TAG = "mnist_hitl.litert_sha256"
+# Its ``.keras`` file, as saved (the champion a retraining starts from): run artifact ``keras/<file>``, its SHA-256.
+KERAS_ARTIFACTS = "keras"
+KERAS_FILE_TAG = "mnist_hitl.keras_file"
+KERAS_SHA256_TAG = "mnist_hitl.keras_sha256"
 ACCURACY_TAG = "mnist_hitl.holdout_accuracy"
 
 log = logging.getLogger(__name__)
@@ -212,6 +217,7 @@ def log_keras_model(
     version: str,
     tflite_path: Path | None = None,
     accuracy: float | None = None,
+    keras_path: Path | None = None,
 ) -> str:
     """Log a Keras model into a run (with signature and pinned requirements) and register it.
 
@@ -219,6 +225,8 @@ def log_keras_model(
         tflite_path: its LiteRT export, logged under ``litert/`` and named, with its SHA-256, in
             the registered version's tags (what a serving node fetches).
         accuracy: its holdout accuracy, tagged on the registered version too.
+        keras_path: its ``.keras`` file as saved, logged under ``keras/`` and tagged the same way
+            (what a cycle node with no shared disk retrains from).
 
     Returns:
         The registered model version (as text).
@@ -240,8 +248,16 @@ def log_keras_model(
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow_client = client(settings)
     status = mlflow_client.get_run(run_id).info.status
-    if tflite_path is not None:  # before the version exists: no tag ever names a missing export
-        mlflow_client.log_artifact(run_id, str(tflite_path), LITERT_ARTIFACTS)
+    files = {
+        folder: (Path(path), file_tag, sha256_tag)
+        for folder, path, file_tag, sha256_tag in (
+            (LITERT_ARTIFACTS, tflite_path, LITERT_FILE_TAG, LITERT_SHA256_TAG),
+            (KERAS_ARTIFACTS, keras_path, KERAS_FILE_TAG, KERAS_SHA256_TAG),
+        )
+        if path is not None
+    }
+    for folder, (path, _, _) in files.items():  # before the version exists: no tag ever names a missing file
+        mlflow_client.log_artifact(run_id, str(path), folder)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.keras.log_model(
             network,
@@ -256,10 +272,10 @@ def log_keras_model(
     registered = str(info.registered_model_version)
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, VERSION_TAG, version)
     mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, "run_id", run_id)
-    if tflite_path is not None:
-        sha256 = hashlib.sha256(Path(tflite_path).read_bytes()).hexdigest()
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, LITERT_FILE_TAG, Path(tflite_path).name)
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, LITERT_SHA256_TAG, sha256)
+    for path, file_tag, sha256_tag in files.values():
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, file_tag, path.name)
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, sha256_tag, sha256)
     if accuracy is not None:
         mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, ACCURACY_TAG, repr(float(accuracy)))
     return registered

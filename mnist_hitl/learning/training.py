@@ -109,7 +109,8 @@ def _record_first_model(settings: Settings, network, version: str, accuracy: flo
         run.params({**record["params"], "data": record["data"], **{f"data.{k}": v for k, v in record["sizes"].items()}})
         run.metrics({"holdout_accuracy": accuracy, "train_seconds": record["train_seconds"]})
         export = settings.models_dir / f"model_{version}.tflite"  # saved by save_version, served by followers
-        mlflow_version = tracking.log_keras_model(settings, run_id, network, version, export, accuracy)
+        keras_file = settings.models_dir / f"model_{version}.keras"  # what a cycle node with no shared disk fetches
+        mlflow_version = tracking.log_keras_model(settings, run_id, network, version, export, accuracy, keras_file)
         tracking.end_run(settings, run_id)
     except Exception as error:  # the model stands without its record
         log.warning("could not record %s in MLflow: %s", version, error)
