@@ -82,6 +82,23 @@ def test_a_later_correction_never_erases_an_earlier_label(store):
     assert len(store.labels(prediction_id)) == 2
 
 
+def test_no_client_can_overwrite_a_label_by_inserting_over_its_id(store):
+    prediction_id = store.record_prediction(PNG, 9, PROBS, "v1", 1.0)
+    label_id = store.add_label(prediction_id, 4, "correct")
+    columns = "labels (id, prediction_id, label, kind, created_at)"
+    values = f"VALUES ({label_id}, {prediction_id}, 1, 'correct', 'forged')"
+    overwrite = {  # each database's way to write over an existing row
+        "sqlite": f"INSERT OR REPLACE INTO {columns} {values}",
+        "postgresql": f"INSERT INTO {columns} OVERRIDING SYSTEM VALUE {values}"
+        " ON CONFLICT (id) DO UPDATE SET label = excluded.label",
+    }[store.dialect]
+    for statement in (f"INSERT INTO {columns} {values}", overwrite):
+        with pytest.raises(sqlalchemy.exc.DatabaseError):
+            sql(store, statement)
+    (kept,) = store.labels(prediction_id)
+    assert (kept.id, kept.label, kept.created_at) != (label_id, 1, "forged") and kept.label == 4
+
+
 def test_predictions_are_immutable_for_every_client(store):
     prediction_id = store.record_prediction(PNG, 9, PROBS, "v1", 1.0)
     for statement in ("UPDATE predictions SET predicted_label = 1", "DELETE FROM predictions"):
