@@ -19,15 +19,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy.exc
 from sqlalchemy import Connection, bindparam, text
 
+from mnist_hitl.store_backup import backup_sqlite
 from mnist_hitl.store_engine import WRITE, is_url, postgres_engine, shown, sqlite_engine
 from mnist_hitl.store_errors import DuplicateError, StoreError, explain, explain_postgres, read_only, unwritable
 from mnist_hitl.store_rows import (
@@ -95,6 +96,8 @@ class Store:
         self.url = str(location) if is_url(location) else None
         self.path = None if self.url else Path(location)
         self.dialect = "postgresql" if self.url else "sqlite"
+        self._lock = threading.RLock()
+        self._held: Connection | None = None
         if self.url:
             self.engine = postgres_engine(self.url)
         else:
@@ -128,7 +131,10 @@ class Store:
 
     def close(self) -> None:
         if self.path is not None:  # a PostgreSQL engine is the process's, shared by its stores
-            self.engine.dispose()
+            with self._lock:
+                if self._held is not None:
+                    self._held.close()
+                self.engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -137,17 +143,48 @@ class Store:
         self.close()
 
     @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """PostgreSQL: a connection from the process's pool. SQLite: the store's one connection, one
+        caller at a time, as a sqlite3 connection is; each use ends SQLAlchemy's transaction, and only
+        :meth:`_transaction` opens one in SQLite."""
+        if self.path is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._held is None:
+                self._held = self.engine.connect()
+            try:
+                yield self._held
+            finally:
+                self._held.rollback()  # SQLite: no BEGIN was sent, every statement has committed itself
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             yield conn
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """A connection for one write statement, atomic by itself: on SQLite no ``BEGIN``, so the write
+        lock is held for that statement alone (writers wait on each other least)."""
+        with self._connection() as conn:
+            if self.dialect == "sqlite":
+                yield conn
+            else:
+                with conn.begin():
+                    yield conn
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         """One write transaction: all or nothing (SQLite: ``BEGIN IMMEDIATE``, the write lock first)."""
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.execution_options(**{WRITE: False})
 
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
@@ -217,6 +254,9 @@ class Store:
             DuplicateError: an ``import`` of a picture imported already; its id is on the error.
         """
         row = prediction_row(png, predicted_label, probabilities, model_version, latency_ms, source)
+        if source != IMPORT:
+            with self._statement() as conn:
+                return self._insert(conn, _INSERT_PREDICTION, row)
         with self._transaction() as conn:
             if source == IMPORT:
                 if self.dialect == "postgresql":  # two imports of one picture: the second waits, then finds it
@@ -225,7 +265,7 @@ class Store:
                     )
                 if (existing := find_import(conn, row["content_hash"])) is not None:
                     raise DuplicateError(f"the picture is stored already, as prediction {existing}", existing)
-            return int(conn.execute(_INSERT_ONE, row).scalar_one())
+            return self._insert(conn, _INSERT_PREDICTION, row)
 
     @_database_errors
     def record_predictions(self, predictions: Iterable[Sequence]) -> int:
@@ -237,7 +277,7 @@ class Store:
         rows = [prediction_row(*arguments) for arguments in predictions]
         if rows:
             with self._transaction() as conn:
-                conn.execute(_INSERT_MANY, rows)
+                conn.execute(_INSERT_PREDICTION, rows)
         return len(rows)
 
     @_database_errors
@@ -272,10 +312,11 @@ class Store:
         """
         label = checked_label(label, kind)
         prediction_id = checked_prediction_id(prediction_id)
-        with self._transaction() as conn:
-            if not self._lock_prediction(conn, prediction_id):
-                raise StoreError(f"no prediction with id {prediction_id}")
-            return int(conn.execute(_INSERT_LABEL, _label_row(prediction_id, label, kind)).scalar_one())
+        try:
+            with self._statement() as conn:
+                return self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, label, kind))
+        except sqlalchemy.exc.IntegrityError:  # the only rule an inserted label can break, input checked
+            raise StoreError(f"no prediction with id {prediction_id}") from None
 
     @_database_errors
     def undo_label(self, prediction_id: int) -> tuple[int, Label]:
@@ -301,7 +342,7 @@ class Store:
             )
             if latest is None or latest["kind"] == UNDO:
                 raise StoreError(f"prediction {prediction_id} has no label to undo")
-            undo_id = conn.execute(_INSERT_LABEL, _label_row(prediction_id, None, UNDO)).scalar_one()
+            undo_id = self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, None, UNDO))
             return int(undo_id), Label(**latest)
 
     @_database_errors
@@ -356,43 +397,16 @@ class Store:
             return count_rows(conn)
 
     def backup(self, target: str | Path) -> dict[str, int]:
-        """Copy the store to ``target`` with SQLite's online backup, while others keep writing.
-
-        The copy is one consistent snapshot (writers carry on meanwhile, in WAL mode) in a
-        single file (no ``-wal``), written beside ``target``, checked with ``PRAGMA
-        integrity_check``, then renamed over it: a failed backup leaves ``target`` as it was.
-        A PostgreSQL store is backed up with PostgreSQL's own tools (``pg_dump``).
+        """Copy the store to ``target`` with SQLite's online backup, while others keep writing
+        (:func:`~mnist_hitl.store_backup.backup_sqlite`). A PostgreSQL store is backed up with
+        PostgreSQL's own tools (``pg_dump``).
 
         Returns:
             The copy's :meth:`counts`.
         """
         if self.path is None:
             raise StoreError(f"the store is on PostgreSQL ({shown(self.url)}): back it up with pg_dump")
-        target = Path(target)
-        if target.exists() and target.resolve() == self.path.resolve():
-            raise StoreError("a backup must go to another file than the store itself")
-        partial = target.with_name(f".{target.name}.partial")
-        partial.unlink(missing_ok=True)
-        try:
-            with (
-                closing(sqlite3.connect(partial, isolation_level=None)) as copy,
-                closing(sqlite3.connect(self.path, isolation_level=None)) as source,
-            ):
-                source.backup(copy)  # every page in one step: one read transaction, one snapshot
-                copy.execute("PRAGMA journal_mode = DELETE")
-                verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
-                if verdict != "ok":
-                    raise StoreError(f"the backup failed its integrity check ({verdict}); nothing was replaced")
-                counts = count_rows(copy)
-            os.replace(partial, target)
-        except BaseException as error:
-            partial.unlink(missing_ok=True)
-            if isinstance(error, sqlite3.Error):
-                raise StoreError(
-                    f"the backup to {target} failed ({error}): check that its folder exists and this user can write it"
-                ) from error
-            raise
-        return counts
+        return backup_sqlite(self.path, Path(target))
 
     # the review queue's cache of the deployed model's scores ------------------------
 
@@ -497,6 +511,13 @@ class Store:
                 {"key": key, "value": value},
             )
 
+    def _insert(self, conn: Connection, statement, row: dict) -> int:
+        """Insert one row and return its id. SQLite reads it from the connection: a ``RETURNING`` statement
+        keeps its write lock until its row is fetched, which makes the other writers wait longer."""
+        if self.dialect == "sqlite":
+            return int(conn.execute(statement, row).lastrowid)
+        return int(conn.execute(_RETURNING_ID[statement], row).scalar_one())
+
     # reading ------------------------------------------------------------------------
 
     def _all(self, query: str, **params) -> list[dict]:
@@ -509,12 +530,11 @@ class Store:
             return None if row is None else dict(row)
 
 
-_INSERT_ONE = text(INSERT_PREDICTION + " RETURNING id")
-_INSERT_MANY = text(INSERT_PREDICTION)
+_INSERT_PREDICTION = text(INSERT_PREDICTION)
 _INSERT_LABEL = text(
     "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (:prediction, :label, :kind, :created)"
-    " RETURNING id"
 )
+_RETURNING_ID = {statement: text(statement.text + " RETURNING id") for statement in (_INSERT_PREDICTION, _INSERT_LABEL)}
 
 
 def _label_row(prediction_id: int, label: int | None, kind: str) -> dict:
