@@ -1,5 +1,5 @@
 # One image for every Python service of mnist-hitl: the app, the learning-cycle flow,
-# the MLflow UI, the metrics exporter, and the Prefect server (`python -m mnist_hitl.prefect_server`).
+# the MLflow UI, the metrics exporter, and the Prefect server (`python -m mnist_hitl.services.prefect_server`).
 # docker-compose.yml runs it; all data lives in the volume at MNIST_HITL_HOME (/data).
 FROM python:3.11-slim
 
@@ -30,5 +30,5 @@ VOLUME ["/data"]
 
 # Every container start creates the data folders and removes the metrics files that
 # processes of an earlier run of this container left (the files of running ones stay).
-ENTRYPOINT ["sh", "-c", "python -m mnist_hitl.stack prepare && exec \"$@\"", "mnist-hitl"]
+ENTRYPOINT ["sh", "-c", "python -m mnist_hitl.services.stack prepare && exec \"$@\"", "mnist-hitl"]
 CMD ["mnist-hitl", "app"]

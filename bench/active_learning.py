@@ -48,10 +48,10 @@ def main() -> None:
     home = prepare_home(args.home)  # a temporary home with that model (or one trained now), as bench/api.py
 
     from mnist_hitl.config import get_settings
-    from mnist_hitl.data import load_mnist
     from mnist_hitl.learning import synthetic
-    from mnist_hitl.learning.cycle import run_cycle
-    from mnist_hitl.predictor import Predictor
+    from mnist_hitl.learning.data import load_mnist
+    from mnist_hitl.learning.loop.cycle import run_cycle
+    from mnist_hitl.model import Predictor
     from mnist_hitl.preprocess import to_mnist
     from mnist_hitl.workbench import Workbench
 

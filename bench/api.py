@@ -38,7 +38,7 @@ def keras_app():
     import numpy as np
 
     from mnist_hitl.config import get_settings
-    from mnist_hitl.predictor import deployed_model
+    from mnist_hitl.model import deployed_model
     from mnist_hitl.preprocess import decode_image, to_mnist
 
     model = keras.models.load_model(deployed_model(get_settings().models_dir).keras_path)
@@ -113,9 +113,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=150, help="per client (the single client sends 1,000)")
     args = parser.parse_args()
     home = prepare_home(args.home)
-    from mnist_hitl.data import load_bundled
+    from mnist_hitl.app.command import free_port
+    from mnist_hitl.learning.data import load_bundled
     from mnist_hitl.preprocess import encode_png
-    from mnist_hitl.serve import free_port
 
     pictures = [encode_png(digit) for digit in load_bundled().x_test[:200]]
     runs = {}

@@ -44,8 +44,8 @@ KERNEL_ID = re.compile(r"/api/kernels/([0-9a-f-]{36})")
 def prepare_home(source: Path | None) -> Path:
     """A temporary home with the source home's deployed model, or with one trained now."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.learning.deployment import has_deployed_model
-    from mnist_hitl.learning.training import train_first_model
+    from mnist_hitl.learning.retrain.deployment import has_deployed_model
+    from mnist_hitl.learning.retrain.training import train_first_model
 
     home = Path(tempfile.mkdtemp(prefix="mnist-hitl-bench-app-"))
     if source is not None:
@@ -111,8 +111,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    from mnist_hitl.app.command import running_app
     from mnist_hitl.config import get_settings
-    from mnist_hitl.serve import running_app
 
     pool_size = 2
     home = prepare_home(args.home)

@@ -144,13 +144,13 @@ def run_load(home: Path, processes: int, rounds: int, database_url: str = "") ->
 def _home_with_model(home: Path | None) -> Path:
     home = home or Path(tempfile.mkdtemp(prefix="mnist-hitl-load-"))
     from mnist_hitl.config import get_settings
-    from mnist_hitl.predictor import ModelFileError, deployed_model
+    from mnist_hitl.model import ModelFileError, deployed_model
 
     settings = get_settings(home=home)
     try:
         deployed_model(settings.models_dir)
     except ModelFileError:
-        from mnist_hitl.learning.training import train_first_model
+        from mnist_hitl.learning.retrain.training import train_first_model
 
         train_first_model(settings, progress=False)
     return home

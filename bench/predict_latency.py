@@ -36,9 +36,9 @@ def main() -> None:
     os.environ["MNIST_HITL_HOME"] = str(home)
 
     from mnist_hitl.config import get_settings
-    from mnist_hitl.data import load_bundled
-    from mnist_hitl.learning.training import train_first_model
-    from mnist_hitl.predictor import Predictor
+    from mnist_hitl.learning.data import load_bundled
+    from mnist_hitl.learning.retrain.training import train_first_model
+    from mnist_hitl.model import Predictor
     from mnist_hitl.preprocess import render_strokes, to_mnist
     from mnist_hitl.workbench import Workbench
 
@@ -71,8 +71,8 @@ def main() -> None:
         stages["preprocess"].append((middle - start) * 1000)
         stages["infer"].append((time.perf_counter() - middle) * 1000)
 
-    from mnist_hitl.learning.deployment import deployed_keras_path
-    from mnist_hitl.learning.model import load_model
+    from mnist_hitl.learning.retrain.deployment import deployed_keras_path
+    from mnist_hitl.learning.retrain.network import load_model
 
     keras_model = load_model(deployed_keras_path(settings))
     x = to_mnist(drawing).reshape(1, 28, 28, 1)

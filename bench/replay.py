@@ -58,11 +58,11 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
     from mnist_hitl.config import get_settings
-    from mnist_hitl.data import load_mnist
     from mnist_hitl.learning import synthetic
-    from mnist_hitl.learning.cycle import run_cycle
-    from mnist_hitl.learning.training import train_first_model
-    from mnist_hitl.predictor import Predictor, deployed_model
+    from mnist_hitl.learning.data import load_mnist
+    from mnist_hitl.learning.loop.cycle import run_cycle
+    from mnist_hitl.learning.retrain.training import train_first_model
+    from mnist_hitl.model import Predictor, deployed_model
     from mnist_hitl.preprocess import to_mnist
     from mnist_hitl.workbench import Workbench
 

@@ -46,7 +46,7 @@ SHOWN_ID = "() => document.querySelector('.hitl-review-info [data-prediction-id]
 def stock_pool(home: Path, count: int) -> None:
     """Store ``count`` unlabelled pictures in the home, as ``mnist-hitl import`` would."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.data import load_bundled
+    from mnist_hitl.learning.data import load_bundled
     from mnist_hitl.preprocess import encode_png
     from mnist_hitl.workbench import Workbench
 
@@ -100,8 +100,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    from mnist_hitl.app.command import running_app
     from mnist_hitl.config import get_settings
-    from mnist_hitl.serve import running_app
 
     home = prepare_home(args.home)
     pool = args.presses + args.paced + 20

@@ -35,7 +35,7 @@ import numpy as np
 
 def fill_store(settings, count: int, first: int = 0) -> float:
     """Store ``count`` predictions by an older model version in one transaction; returns the seconds it took."""
-    from mnist_hitl.data import load_bundled
+    from mnist_hitl.learning.data import load_bundled
     from mnist_hitl.preprocess import encode_png
     from mnist_hitl.store import Store
 
@@ -88,7 +88,7 @@ def time_in_process(settings) -> dict:
 
 def inference_rates(bench) -> dict:
     """Pictures per second: the shared interpreter one at a time, the batch interpreter (64 at a time)."""
-    from mnist_hitl.data import load_bundled
+    from mnist_hitl.learning.data import load_bundled
 
     digits = load_bundled().x_train[:2048].astype(np.float32) / 255.0
     bench.predictor.predict_batch(digits[:64])  # make the batch interpreter
@@ -110,7 +110,7 @@ def home_with_model(models: Path | None):
     if models is not None:
         shutil.copytree(models, settings.models_dir)
     else:
-        from mnist_hitl.learning.training import train_first_model
+        from mnist_hitl.learning.retrain.training import train_first_model
 
         train_first_model(settings, epochs=2, progress=False)
     return settings

@@ -1,7 +1,7 @@
 """Benchmark: one Optuna search's wall time with 1 and 2 worker processes on PostgreSQL, same trial count.
 
 Starts a PostgreSQL server (``tests/postgres.py``), then runs the retraining's search
-(:func:`mnist_hitl.learning.search.run_search`, ``--trials`` trials of ``--epochs`` epoch(s) on the
+(:func:`mnist_hitl.learning.retrain.search.run_search`, ``--trials`` trials of ``--epochs`` epoch(s) on the
 bundled MNIST digits) twice, each time on a database and a home of its own: in this process alone
 (the default, ``MNIST_HITL_SEARCH_WORKERS=0``), then with one ``mnist-hitl search-worker --once``
 beside it. The worker is started, and has imported TensorFlow, before the clock starts; its loading
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.postgres
 
-from tests.postgres import Postgres  # noqa: E402
+from tests.support.postgres import Postgres  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -50,8 +50,8 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
 def search(server: Postgres, processes: int, trials: int, epochs: int) -> dict:
     """One search of ``trials`` trials by ``processes`` processes (this one and ``processes - 1`` workers)."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.learning import labels
-    from mnist_hitl.learning.search import STUDY_NAME, run_search
+    from mnist_hitl.learning.retrain import labels
+    from mnist_hitl.learning.retrain.search import STUDY_NAME, run_search
 
     home = Path(tempfile.mkdtemp(prefix="scale-search-"))
     settings = get_settings(home=home, database_url=server.new_database("bench"))
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:  # read by TensorFlow when it starts, here and in the workers
         os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
-    from mnist_hitl.learning.model import keras_module
+    from mnist_hitl.learning.retrain.network import keras_module
 
     keras_module()  # TensorFlow's import, out of the timed runs
     server = Postgres().start()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import _home_with_model, run_load
 
-from tests.postgres import Postgres
+from tests.support.postgres import Postgres
 
 SHOWN = ("wall_seconds", "predict_and_label_per_second", "predict_ms_p50", "predict_ms_p99", "label_ms_p50")
 SHOWN += ("label_ms_p99", "lost", "errors", "bytes_per_prediction")

@@ -81,7 +81,7 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def predict(images: Annotated[list[Path], typer.Argument(help="image files (PNG, any size)")]) -> None:
     """Predict each image, store it, print one JSON line per image."""
-    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.model import ModelFileError
     from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError
     from mnist_hitl.workbench import Workbench
 
@@ -140,7 +140,7 @@ def import_pictures(
     """Predict and store pictures unlabelled in the review pool; one JSON line per picture, counts on stderr."""
     from collections import Counter
 
-    from mnist_hitl.predictor import ModelFileError
+    from mnist_hitl.model import ModelFileError
     from mnist_hitl.workbench import Workbench
 
     counts = Counter()
@@ -167,9 +167,8 @@ def queue(
     strategy: Annotated[str, typer.Option(help="margin, entropy, or doubtful (labels the model doubts)")] = "margin",
 ) -> None:
     """Print the review queue, least sure first, as JSON lines, scored by the deployed model."""
-    from mnist_hitl.predictor import ModelFileError
-    from mnist_hitl.queue import STRATEGIES
-    from mnist_hitl.workbench import Workbench
+    from mnist_hitl.model import ModelFileError
+    from mnist_hitl.workbench import STRATEGIES, Workbench
 
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", code=2)
@@ -244,7 +243,7 @@ def init(
 ) -> None:
     """Train and deploy the first model, unless one is deployed."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.learning.training import train_first_model
+    from mnist_hitl.learning.retrain.training import train_first_model
 
     result = train_first_model(get_settings(), force=force, epochs=epochs)
     if not result["trained"]:
@@ -257,8 +256,8 @@ def serve_app(
     port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_APP_PORT, 8866)")] = None,
 ) -> None:
     """Serve the drawing app with Voila."""
+    from mnist_hitl.app.command import voila_command
     from mnist_hitl.config import get_settings
-    from mnist_hitl.serve import voila_command
 
     settings = get_settings()
     command = voila_command(settings, port=port)
@@ -270,7 +269,7 @@ def serve_app(
 def lab(port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_LAB_PORT, 8888)")] = None) -> None:
     """Serve JupyterLab on the notebooks, with a token (MNIST_HITL_LAB_TOKEN, or a new one printed here)."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.lab import lab_command, lab_environment, lab_folder, lab_url, with_token
+    from mnist_hitl.services.lab import lab_command, lab_environment, lab_folder, lab_url, with_token
 
     settings = with_token(get_settings())
     folder = lab_folder(settings)
@@ -282,8 +281,8 @@ def lab(port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_
 @app.command()
 def cycle(force_retrain: Annotated[bool, typer.Option(help="retrain whatever the monitor decides")] = False) -> None:
     """Run one learning cycle now (monitor, then retrain if needed), without any server."""
-    from mnist_hitl.learning.cycle import CycleFailed, run_cycle
-    from mnist_hitl.learning.outcomes import CycleOutcome
+    from mnist_hitl.learning.loop.cycle import CycleFailed, run_cycle
+    from mnist_hitl.names import CycleOutcome
 
     try:
         summary = run_cycle(force_retrain=force_retrain)
@@ -301,7 +300,7 @@ def search_worker(
 ) -> None:
     """Run Optuna trials of the retraining's searches beside it (the study in MNIST_HITL_DATABASE_URL)."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.learning.search_worker import SearchWorkerError, serve_searches
+    from mnist_hitl.learning.retrain.search_worker import SearchWorkerError, serve_searches
 
     try:
         ran = serve_searches(
@@ -315,7 +314,7 @@ def search_worker(
 @app.command()
 def schedule() -> None:
     """Serve the learning cycle on its schedule (every MNIST_HITL_CYCLE_MINUTES) to the Prefect server."""
-    from mnist_hitl.learning.schedule import serve_schedule
+    from mnist_hitl.learning.loop.schedule import serve_schedule
 
     serve_schedule()
 
@@ -324,7 +323,7 @@ def schedule() -> None:
 def worker() -> None:
     """Run the learning cycles of the Prefect work pool MNIST_HITL_WORK_POOL (a Prefect process worker)."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.prefect_server import worker_command
+    from mnist_hitl.services.prefect_server import worker_command
 
     settings = get_settings()
     try:
@@ -340,7 +339,7 @@ def metrics(
     port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_METRICS_PORT, 9108)")] = None,
 ) -> None:
     """Serve the Prometheus metrics of every mnist-hitl process on one endpoint."""
-    from mnist_hitl.metrics import serve_exporter
+    from mnist_hitl.services.exporter import serve_exporter
 
     serve_exporter(port=port)
 
@@ -354,8 +353,8 @@ def follow(once: Annotated[bool, typer.Option(help="sync once, print the outcome
     import threading
 
     from mnist_hitl.config import get_settings
-    from mnist_hitl.follow import RegistryError, follow, sync_from_registry
-    from mnist_hitl.predictor import ModelFileError, deployed_model
+    from mnist_hitl.model import ModelFileError, deployed_model
+    from mnist_hitl.model.follow import RegistryError, follow, sync_from_registry
 
     settings = get_settings()
     if settings.model_source != "registry":
@@ -378,7 +377,7 @@ def follow(once: Annotated[bool, typer.Option(help="sync once, print the outcome
 @app.command()
 def run() -> None:
     """Start the whole local stack: app, Prefect server and schedule, MLflow UI, JupyterLab, metrics, Prometheus."""
-    from mnist_hitl.stack import run_stack
+    from mnist_hitl.services.stack import run_stack
 
     run_stack()
 

@@ -8,15 +8,34 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 
-def utc_now() -> str:
-    """Now in UTC, ISO 8601 to the second (the store's and the records' time format)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """Now in UTC, ISO 8601: to the second for records and watermarks; ``"microseconds"`` for rows,
+    whose stamps must sort as text in the order they were written."""
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def timestamp_id(moment: datetime | None = None) -> str:
     """A sortable id from a UTC time to the millisecond: ``20261127-101500-123`` (model versions, cycles)."""
     now = moment or datetime.now(UTC)
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
+
+
+def wait_for(url: str, timeout: float = 300.0) -> bool:
+    """Wait until ``url`` answers 200; True if it did within ``timeout`` seconds."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 class Stopwatch:

@@ -233,7 +233,7 @@ def tool_environment(settings: Settings) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else `mlflow ui` keeps seven job-runner processes
         # The Prefect server: no cross-site requests (CSRF tokens; the Prefect client fetches them itself),
-        # cross-origin reads only from its own addresses. The Host check is mnist_hitl.prefect_server's.
+        # cross-origin reads only from its own addresses. The Host check is mnist_hitl.services.prefect_server's.
         "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(
             f"http://{host}:{settings.prefect_port}" for host in settings.allowed_hosts

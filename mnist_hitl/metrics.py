@@ -2,7 +2,7 @@
 
 Every process that records something (each Voila kernel, the CLI, the learning-loop
 flow) writes its values to its own memory-mapped files in ``$MNIST_HITL_HOME/metrics``:
-prometheus_client's multiprocess mode. ``mnist-hitl metrics`` (:func:`serve_exporter`)
+prometheus_client's multiprocess mode. ``mnist-hitl metrics`` (:func:`mnist_hitl.services.exporter.serve_exporter`)
 reads all the files at each scrape and serves the sums: counters and histograms add up
 across processes, last-value gauges keep the most recent value written by any process.
 
@@ -38,7 +38,6 @@ import functools
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -47,8 +46,7 @@ from pathlib import Path
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
-from mnist_hitl.learning.outcomes import CycleOutcome
-from mnist_hitl.store import LABEL_KINDS
+from mnist_hitl.names import LABEL_KINDS, LOAD_FAILURE_REASONS, CycleOutcome
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +161,6 @@ class _Instruments:
                 self.labels.labels(kind, str(digit))
         for outcome in CYCLE_OUTCOMES:
             self.cycles.labels(outcome)
-        from mnist_hitl.predictor import LOAD_FAILURE_REASONS  # here: the predictor records through this module
-
         for reason in LOAD_FAILURE_REASONS:
             self.model_load_failures.labels(reason)
 
@@ -253,7 +249,7 @@ def record_http_request(route: str, method: str, status: int, seconds: float) ->
 
 
 def record_model_load_failure(reason: str) -> None:
-    """Count one deployed model a predictor could not load, by reason (see ``predictor.LOAD_FAILURE_REASONS``)."""
+    """Count one deployed model a predictor could not load, by reason (see ``names.LOAD_FAILURE_REASONS``)."""
     _record(lambda m: m.model_load_failures.labels(str(reason)).inc())
 
 
@@ -355,69 +351,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class _DeployedModelCollector:
-    """Reads the deployed version at each scrape: ``mnist_hitl_deployed_model_info``.
-
-    When the deployment changes it also calls :func:`set_deployed_model`, so the
-    version's timestamp is right even if whoever deployed it did not publish it.
-    """
-
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        self.published: str | None = None
-
-    def collect(self):
-        from prometheus_client.core import InfoMetricFamily
-
-        from mnist_hitl.predictor import ModelFileError, deployed_model
-
-        family = InfoMetricFamily(f"{PREFIX}_deployed_model", "The deployed model version.", labels=("model_version",))
-        try:
-            version = deployed_model(self.models_dir).version
-        except ModelFileError:
-            version = None
-        if version is not None:
-            if version != self.published:
-                set_deployed_model(version)
-                self.published = version
-            family.add_metric([version], {})
-        yield family
-
-
-def exporter_registry(settings: Settings | None = None):
-    """The registry the exporter serves: the deployed version, then every process' files."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    settings = settings or get_settings()
-    settings.metrics_dir.mkdir(parents=True, exist_ok=True)
-    registry = CollectorRegistry()
-    registry.register(_DeployedModelCollector(settings.models_dir))  # first: it may write a value
-    MultiProcessCollector(registry, path=str(settings.metrics_dir))
-    return registry
-
-
-def serve_exporter(port: int | None = None, host: str | None = None, settings: Settings | None = None) -> None:
-    """Serve the sums of every process' metrics at ``http://<host>:<port>/metrics`` until stopped.
-
-    Args:
-        port: defaults to ``MNIST_HITL_METRICS_PORT`` (9108).
-        host: defaults to ``MNIST_HITL_APP_HOST`` (127.0.0.1), the address every service binds.
-        settings: defaults to the environment's settings.
-    """
-    from prometheus_client import start_http_server
-
-    settings = settings or get_settings()
-    port = port or settings.metrics_port
-    host = host or settings.app_host
-    server, thread = start_http_server(port, addr=host, registry=exporter_registry(settings))
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    print(f"metrics: http://{host}:{port}/metrics (files in {settings.metrics_dir})", flush=True)
-    while not stop.wait(1.0):
-        pass
-    server.shutdown()
-    server.server_close()

@@ -46,7 +46,7 @@ def require_binary() -> Callable[[str, str], str]:
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL server for the session (Debian's package, started here); fails if it is not installed."""
-    from tests.postgres import Postgres
+    from tests.support.postgres import Postgres
 
     try:
         server = Postgres().start()
@@ -74,7 +74,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with one deployed model, trained once per test session."""
-    from mnist_hitl.learning.training import train_first_model
+    from mnist_hitl.learning.retrain.training import train_first_model
 
     session_home = tmp_path_factory.mktemp("session-home")
     settings = get_settings().replace(home=session_home)
@@ -92,7 +92,7 @@ def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     holdout around a fully trained champion. Its home keeps the MLflow run and registered
     version ``init`` records (tests/test_lineage.py reads them).
     """
-    from mnist_hitl.learning.training import train_first_model
+    from mnist_hitl.learning.retrain.training import train_first_model
 
     quick_home = tmp_path_factory.mktemp("quick-home")
     train_first_model(get_settings().replace(home=quick_home), epochs=QUICK_EPOCHS, progress=False)
@@ -111,8 +111,8 @@ def redeploy() -> Callable[[Path, str], str]:
     """Deploy the deployed model's files again under a new version name (a new deployment, no training)."""
 
     def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
-        from mnist_hitl.learning.deployment import deploy
-        from mnist_hitl.learning.model import SavedModel
+        from mnist_hitl.learning.retrain.deployment import deploy
+        from mnist_hitl.learning.retrain.network import SavedModel
 
         info = json.loads((models_dir / "latest.json").read_text())
         keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"

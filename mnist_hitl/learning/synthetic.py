@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mnist_hitl.learning.drift import as_unit
+from mnist_hitl.learning.monitor.drift import as_unit
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def shifted_style(images: np.ndarray, seed: int = 0, style: Style = Style(), can
     Returns:
         ``uint8`` pictures (n, canvas, canvas), white ink on black, not yet
         preprocessed: pass each through :func:`mnist_hitl.preprocess.to_mnist`
-        (or :meth:`mnist_hitl.workbench.Workbench.predict_picture`).
+        (or :meth:`mnist_hitl.workbench.workbench.Workbench.predict_picture`).
     """
     rng = np.random.default_rng(seed)
     images = np.asarray(images)

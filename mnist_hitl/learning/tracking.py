@@ -12,7 +12,7 @@ Every challenger is logged with the Keras flavour and registered as
 version (``promoted_at``), so :func:`promotion_history` reads them back in order.
 Its LiteRT export (``litert/``) and its ``.keras`` file (``keras/``) go into the same
 run as plain files, and the version is tagged with each one's file name and SHA-256: a
-node with no shared disk (:mod:`mnist_hitl.follow`) fetches and checks the champion's
+node with no shared disk (:mod:`mnist_hitl.model.follow`) fetches and checks the champion's
 files from them, the export to serve, the Keras file to retrain from.
 """
 
@@ -27,49 +27,30 @@ from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
-from mnist_hitl import config
 from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings
 
-EXPERIMENT = "mnist-hitl"
-REGISTERED_MODEL = "mnist-hitl-cnn"
-CHAMPION = "champion"
-KIND_TAG = "mnist_hitl.kind"  # cycle | monitor | retrain
-CYCLE_TAG = "mnist_hitl.cycle_id"
-VERSION_TAG = "mnist_hitl.version"
-NOTE_TAG = "mlflow.note.content"  # the run's description, shown by the MLflow UI
-# The LiteRT export of a registered version: run artifact ``litert/<file>``, its SHA-256, its holdout accuracy.
-LITERT_ARTIFACTS = "litert"
-LITERT_FILE_TAG = "mnist_hitl.litert_file"
-LITERT_SHA256_TAG = "mnist_hitl.litert_sha256"
-# Its ``.keras`` file, as saved (the champion a retraining starts from): run artifact ``keras/<file>``, its SHA-256.
-KERAS_ARTIFACTS = "keras"
-KERAS_FILE_TAG = "mnist_hitl.keras_file"
-KERAS_SHA256_TAG = "mnist_hitl.keras_sha256"
-ACCURACY_TAG = "mnist_hitl.holdout_accuracy"
+# The registry's names and client, re-exported: the learning half reads them as ``tracking.X``.
+from mnist_hitl.model.registry import ACCURACY_TAG as ACCURACY_TAG
+from mnist_hitl.model.registry import CHAMPION as CHAMPION
+from mnist_hitl.model.registry import CYCLE_TAG as CYCLE_TAG
+from mnist_hitl.model.registry import EXPERIMENT as EXPERIMENT
+from mnist_hitl.model.registry import KERAS_ARTIFACTS as KERAS_ARTIFACTS
+from mnist_hitl.model.registry import KERAS_FILE_TAG as KERAS_FILE_TAG
+from mnist_hitl.model.registry import KERAS_SHA256_TAG as KERAS_SHA256_TAG
+from mnist_hitl.model.registry import KIND_TAG as KIND_TAG
+from mnist_hitl.model.registry import LITERT_ARTIFACTS as LITERT_ARTIFACTS
+from mnist_hitl.model.registry import LITERT_FILE_TAG as LITERT_FILE_TAG
+from mnist_hitl.model.registry import LITERT_SHA256_TAG as LITERT_SHA256_TAG
+from mnist_hitl.model.registry import NOTE_TAG as NOTE_TAG
+from mnist_hitl.model.registry import REGISTERED_MODEL as REGISTERED_MODEL
+from mnist_hitl.model.registry import VERSION_TAG as VERSION_TAG
+from mnist_hitl.model.registry import client as client
+from mnist_hitl.model.registry import embedded as embedded
+from mnist_hitl.model.registry import quiet as quiet
+from mnist_hitl.model.registry import reachable as reachable
 
 log = logging.getLogger(__name__)
-
-
-def _quiet() -> None:
-    config.export("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false", keep_existing=True)
-    config.export("MLFLOW_DISABLE_TELEMETRY", "true", keep_existing=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def _embedded(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def client(settings: Settings):
-    """An MlflowClient on the configured tracking (and registry) URI."""
-    _quiet()
-    from mlflow import MlflowClient
-
-    if _embedded(settings.tracking_uri):
-        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def experiment_id(settings: Settings, mlflow_client=None) -> str:
@@ -80,7 +61,7 @@ def experiment_id(settings: Settings, mlflow_client=None) -> str:
     found = mlflow_client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return found.experiment_id
-    location = settings.mlflow_artifacts_dir.as_uri() if _embedded(settings.tracking_uri) else None
+    location = settings.mlflow_artifacts_dir.as_uri() if embedded(settings.tracking_uri) else None
     try:
         return mlflow_client.create_experiment(EXPERIMENT, artifact_location=location)
     except MlflowException:  # created meanwhile by another process
@@ -178,27 +159,6 @@ def note(headline: str, reasons: list[str] | tuple[str, ...] = (), *details: str
     return "\n".join([*lines, *(["", *details] if details else [])]).strip()
 
 
-def reachable(settings: Settings, timeout: float = 3.0) -> bool:
-    """Whether the tracking server answers (always True for the embedded SQLite or file store).
-
-    The MLflow client retries an unanswered HTTP call for minutes; asking first keeps a
-    training that records itself from waiting on a server that is down.
-    """
-    uri = settings.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        return True
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered
-    except OSError:
-        return False
-
-
 def _key(name: object) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(name))
 
@@ -231,7 +191,7 @@ def log_keras_model(
     Returns:
         The registered model version (as text).
     """
-    _quiet()
+    quiet()
     import keras
     import mlflow
     import mlflow.keras

@@ -1,0 +1,3 @@
+"""The learning loop: one cycle (:mod:`.cycle`), one at a time (:mod:`.lock`), how far it got
+(:mod:`.watermarks`), when it runs (:mod:`.trigger`, :mod:`.schedule`), and what its notebooks share
+(:mod:`.notebooks`)."""

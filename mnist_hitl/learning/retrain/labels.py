@@ -1,0 +1,225 @@
+"""The users' labels and the data a retraining learns from.
+
+The training data is the MNIST train split plus the users' labelled drawings
+(the latest label of each prediction wins), the drawings repeated
+``oversample`` times so a few hundred of them weigh against thousands of MNIST
+digits. Every label trains the deployed model eventually; a challenger is judged
+only on the labels the champion never saw (``fresh``: labelled after it was
+trained), each by a model of the same recipe that did not train on it either
+(a cross-fit over judging folds, see :mod:`mnist_hitl.learning.retrain.crossfit`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnist_hitl.config import Settings
+from mnist_hitl.preprocess import decode_image
+from mnist_hitl.store import Store
+
+
+@dataclass
+class UserLabels:
+    """Users' labelled drawings: 28x28 uint8 pictures, their labels and ids."""
+
+    x: np.ndarray
+    y: np.ndarray
+    prediction_ids: np.ndarray
+    label_ids: np.ndarray
+    predicted: np.ndarray  # what the model said when the drawing was made
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, mask: np.ndarray) -> UserLabels:
+        return UserLabels(
+            self.x[mask], self.y[mask], self.prediction_ids[mask], self.label_ids[mask], self.predicted[mask]
+        )
+
+
+def user_labels(store: Store, since_label_id: int = 0, through_label_id: int | None = None) -> UserLabels:
+    """The labelled drawings whose latest label id is in (since, through]."""
+    pairs = [
+        (p, label)
+        for p, label in store.labelled_predictions(since_label_id)
+        if through_label_id is None or label.id <= through_label_id
+    ]
+    if not pairs:
+        empty = np.zeros(0, dtype=np.int64)
+        return UserLabels(np.zeros((0, 28, 28), dtype=np.uint8), empty, empty, empty, empty)
+    x = np.stack([_as_digit(decode_image(p.png)) for p, _ in pairs])
+    return UserLabels(
+        x,
+        np.array([label.label for _, label in pairs], dtype=np.int64),
+        np.array([p.id for p, _ in pairs], dtype=np.int64),
+        np.array([label.id for _, label in pairs], dtype=np.int64),
+        np.array([p.predicted_label for p, _ in pairs], dtype=np.int64),
+    )
+
+
+def _as_digit(picture: np.ndarray) -> np.ndarray:
+    picture = np.asarray(picture)
+    if picture.ndim == 3:
+        picture = picture[..., 0]
+    return picture.astype(np.uint8)
+
+
+@dataclass
+class RetrainData:
+    """Everything a retraining needs, split once.
+
+    ``users_seen`` are the labels the deployed champion was trained with; ``users_fresh`` the
+    ones it never saw (labelled after its training), each in one of ``folds`` judging folds by a
+    hash of its prediction id. ``pseudo`` are unlabelled drawings the champion reads with high
+    confidence, labelled with its answer: they train, less weighted, and never judge.
+    """
+
+    x_mnist: np.ndarray
+    y_mnist: np.ndarray
+    x_mnist_holdout: np.ndarray
+    y_mnist_holdout: np.ndarray
+    users_seen: UserLabels
+    users_fresh: UserLabels
+    oversample: int
+    through_label_id: int
+    champion_through: int = 0
+    fold_count: int = 2
+    pseudo: UserLabels | None = None
+    judged_fold: int | None = None  # one fold judges (the quick way, see crossfit.judge); None: every fold does
+
+    @property
+    def users_train(self) -> UserLabels:
+        """Every user's label: what the final model trains on."""
+        return concat(self.users_seen, self.users_fresh)
+
+    @property
+    def users_heldout(self) -> UserLabels:
+        """The drawings the gate judges on: the fresh ones, or one fold of them (each read by a model that never
+        trained on it)."""
+        if self.judged_fold is None:
+            return self.users_fresh
+        return self.users_fresh.subset(self.folds == self.judged_fold)
+
+    @property
+    def folds(self) -> np.ndarray:
+        return np.array([judging_fold(i, self.fold_count) for i in self.users_fresh.prediction_ids], dtype=np.int64)
+
+    def training_set(
+        self,
+        mnist_index: np.ndarray | None = None,
+        users_index: np.ndarray | None = None,
+        leave_out_fold: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """MNIST, the users' drawings repeated ``oversample`` times, and the pseudo-labels once.
+
+        Args:
+            mnist_index: a part of the MNIST train split (default: all of it).
+            users_index: a part of :attr:`users_train` (default: all of it).
+            leave_out_fold: leave out the fresh drawings of this judging fold (the cross-fit).
+        """
+        xm = self.x_mnist if mnist_index is None else self.x_mnist[mnist_index]
+        ym = self.y_mnist if mnist_index is None else self.y_mnist[mnist_index]
+        users = self.users_train
+        if leave_out_fold is not None:
+            keep = np.concatenate([np.ones(len(self.users_seen), dtype=bool), self.folds != leave_out_fold])
+            users = users.subset(keep)
+        if users_index is not None:
+            users = users.subset(users_index)
+        repeat = max(1, self.oversample)
+        parts_x, parts_y = [xm, np.repeat(users.x, repeat, axis=0)], [ym, np.repeat(users.y, repeat)]
+        if self.pseudo is not None and len(self.pseudo):
+            parts_x.append(self.pseudo.x)
+            parts_y.append(self.pseudo.y)
+        return np.concatenate(parts_x), np.concatenate(parts_y)
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "mnist_train": len(self.y_mnist),
+            "mnist_holdout": len(self.y_mnist_holdout),
+            "users_labels": len(self.users_seen) + len(self.users_fresh),
+            "users_seen_by_champion": len(self.users_seen),
+            "users_fresh": len(self.users_fresh),
+            "judging_folds": self.fold_count,
+            "users_judged": len(self.users_heldout),
+            "pseudo_labels": 0 if self.pseudo is None else len(self.pseudo),
+            "oversample": self.oversample,
+            "through_label_id": self.through_label_id,
+            "champion_through_label_id": self.champion_through,
+        }
+
+
+def judging_fold(prediction_id: int, folds: int) -> int:
+    """The judging fold of a fresh drawing: a stable hash of its prediction id."""
+    digest = hashlib.sha256(f"mnist-hitl-fold:{int(prediction_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % max(1, folds)
+
+
+def concat(first: UserLabels, second: UserLabels) -> UserLabels:
+    return UserLabels(
+        np.concatenate([first.x, second.x]),
+        np.concatenate([first.y, second.y]),
+        np.concatenate([first.prediction_ids, second.prediction_ids]),
+        np.concatenate([first.label_ids, second.label_ids]),
+        np.concatenate([first.predicted, second.predicted]),
+    )
+
+
+def champion_through(store: Store, deployed_version: str | None) -> int:
+    """The newest label id the deployed model trained with (0: the first model, MNIST alone)."""
+    for row in store.model_versions():
+        if row["version"] == deployed_version:
+            return int(row["details"].get("through_label_id") or 0)
+    return 0
+
+
+def retrain_data(
+    settings: Settings,
+    through_label_id: int | None = None,
+    oversample: int = 5,
+    folds: int = 2,
+    deployed_version: str | None = None,
+) -> RetrainData:
+    """MNIST and all users' labels up to ``through_label_id``, split into those the champion saw and fresh ones.
+
+    Args:
+        deployed_version: the champion (default: the deployed model).
+    """
+    from mnist_hitl.learning.data import load_mnist
+    from mnist_hitl.model import ModelFileError, deployed_model
+
+    if deployed_version is None:
+        try:
+            deployed_version = deployed_model(settings.models_dir).version
+        except ModelFileError:
+            deployed_version = None
+    dataset = load_mnist(settings)
+    with Store(settings.store_location) as store:
+        labels = user_labels(store, 0, through_label_id)
+        seen_through = champion_through(store, deployed_version)
+    fresh = labels.label_ids > seen_through
+    through = int(labels.label_ids.max()) if len(labels) else int(through_label_id or 0)
+    return RetrainData(
+        dataset.x_train,
+        dataset.y_train,
+        dataset.x_test,
+        dataset.y_test,
+        labels.subset(~fresh),
+        labels.subset(fresh),
+        oversample,
+        max(through, int(through_label_id or 0)),
+        seen_through,
+        folds,
+    )
+
+
+def unlabelled_pictures(store: Store, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The newest ``limit`` drawings nobody labelled: 28x28 uint8 pictures and their prediction ids."""
+    labelled = set(store.current_labels())
+    newest = store.counts().get("predictions", 0)
+    rows = [p for p in store.predictions(max(0, newest - 3 * limit)) if p.id not in labelled][-limit:]
+    if not rows:
+        return np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    return np.stack([_as_digit(decode_image(p.png)) for p in rows]), np.array([p.id for p in rows], dtype=np.int64)

@@ -1,0 +1,275 @@
+"""The local stack: every service a user needs, started by ``mnist-hitl run``.
+
+The services are the lines of the repository's ``Procfile``, run by honcho: the
+drawing app (Voila), the HTTP API, the Prefect server and the hourly learning cycle served to it,
+the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the ``prometheus`` binary is installed,
+Prometheus; with ``MNIST_HITL_MODEL_SOURCE=registry``, also the follower of the registry's champion
+(:mod:`mnist_hitl.model.follow`), which listens on no port. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1)
+on its configured port.
+Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
+deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_hitl import config
+from mnist_hitl.clock import wait_for
+from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.resources import resource
+from mnist_hitl.services.lab import with_token
+
+
+@dataclass(frozen=True)
+class Service:
+    """One line of the Procfile, as the user sees it."""
+
+    name: str
+    port: int | None  # None: it listens on no port (the follower)
+    url: str
+    what: str
+
+
+def services(settings: Settings, with_prometheus: bool) -> list[Service]:
+    """The services of the stack, in Procfile order, with the URL each answers on."""
+    host = settings.app_host
+
+    def url(port: int, path: str = "/") -> str:
+        return f"http://{host}:{port}{path}"
+
+    found = [
+        Service("app", settings.app_port, url(settings.app_port), "the drawing app"),
+        Service("api", settings.api_port, url(settings.api_port, "/docs"), "the HTTP API (OpenAPI docs)"),
+        Service("prefect", settings.prefect_port, url(settings.prefect_port), "Prefect server (UI and API)"),
+        Service(
+            "schedule",
+            settings.prefect_port,
+            url(settings.prefect_port, "/deployments"),
+            f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect",
+        ),
+        Service("mlflow", settings.mlflow_port, url(settings.mlflow_port), "MLflow UI"),
+        Service(
+            "lab",
+            settings.lab_port,
+            url(settings.lab_port, f"/lab?token={settings.lab_token}"),
+            "JupyterLab on the notebooks",
+        ),
+        Service("metrics", settings.metrics_port, url(settings.metrics_port, "/metrics"), "Prometheus metrics"),
+    ]
+    if with_prometheus:
+        found.append(Service("prometheus", settings.prometheus_port, url(settings.prometheus_port), "Prometheus"))
+    if settings.model_source == "registry":
+        from mnist_hitl.model.follow import registry_location
+
+        what = f"serves the registry's champion, checked every {settings.registry_poll_seconds:g} s"
+        found.append(Service("follow", None, registry_location(settings), what))
+    return found
+
+
+def prometheus_config(settings: Settings, scrape_interval: str | None = None) -> str:
+    """``dashboards/prometheus/prometheus.yml`` with the local addresses as targets.
+
+    The file in the repository names the docker-compose services and finds the nodes'
+    exporters in its targets files; here the one node is this machine (its exporter
+    labelled ``node`` with the host name, as each node is there). Jobs keep their names,
+    so the dashboards' queries work against both.
+    """
+    import yaml
+
+    config = yaml.safe_load(resource("dashboards/prometheus/prometheus.yml").read_text())
+    host = settings.app_host
+    targets = {
+        "mnist-hitl": f"{host}:{settings.metrics_port}",
+        "app": f"{host}:{settings.app_port}",
+        "prometheus": f"{host}:{settings.prometheus_port}",
+    }
+    if scrape_interval:
+        config.setdefault("global", {})["scrape_interval"] = scrape_interval
+        config["global"]["evaluation_interval"] = scrape_interval
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            job.pop("file_sd_configs", None)
+            labels = {"node": socket.gethostname()} if job["job_name"] == "mnist-hitl" else {}
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]], **({"labels": labels} if labels else {})}]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def stack_environment(settings: Settings) -> dict[str, str]:
+    """The environment of every service: the settings, spelled out, and the tools' own variables."""
+    return config.child_environment(
+        settings,
+        {
+            "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
+            "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
+            "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
+            **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
+            "MNIST_HITL_MODEL_SOURCE": settings.model_source,
+            "MNIST_HITL_REGISTRY_POLL_SECONDS": str(settings.registry_poll_seconds),
+        },
+    )
+
+
+def prepare_home(settings: Settings) -> list[Path]:
+    """Create the folders the services write to and clean the metrics folder.
+
+    Returns:
+        The metrics files removed (those of processes that have ended).
+    """
+    from mnist_hitl.metrics import clean_metrics_dir
+
+    for folder in (settings.home, settings.prefect_home, settings.mlflow_artifacts_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return clean_metrics_dir(settings)
+
+
+def busy_ports(settings: Settings, stack: list[Service]) -> list[Service]:
+    """The services whose port is taken already."""
+    busy = []
+    for service in {s.port: s for s in reversed(stack) if s.port is not None}.values():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.app_host, service.port))
+            except OSError:
+                busy.append(service)
+    return sorted(busy, key=stack.index)
+
+
+def first_model(settings: Settings) -> tuple[str, bool]:
+    """The deployed model's version, and whether it was trained now: when none is deployed, by ``mnist-hitl init``
+    (with ``MNIST_HITL_MODEL_SOURCE=registry``, fetched from the registry instead: a serving node does not train).
+
+    Training runs in a child process, so TensorFlow (its import alone costs seconds and
+    hundreds of MB) leaves with it instead of staying in the supervisor for the stack's
+    whole life. Its progress bar goes to this terminal (stderr); its result, a JSON line, to us.
+
+    Raises:
+        SystemExit: the training failed (its messages are on the terminal already).
+    """
+    from mnist_hitl.model import ModelFileError, deployed_model, read_export
+
+    try:
+        deployed = deployed_model(settings.models_dir)
+        read_export(deployed)  # there, and as deployed (the checksum); no interpreter needed here
+        return deployed.version, False
+    except ModelFileError:
+        pass
+    if settings.model_source == "registry":
+        return _champion_from_registry(settings), False
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_hitl.cli", "init"],
+        env=config.child_environment(settings),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(f"error: training the first model failed (exit status {done.returncode})", file=sys.stderr)
+        raise SystemExit(done.returncode or 1)
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    trained = bool(results and results[-1].get("trained"))
+    return deployed_model(settings.models_dir).version, trained
+
+
+def _champion_from_registry(settings: Settings) -> str:
+    """Serve the registry's champion here before the stack starts; SystemExit when it cannot be fetched."""
+    from mnist_hitl.model import ModelFileError, deployed_model
+    from mnist_hitl.model.follow import RegistryError, sync_from_registry
+
+    try:
+        sync_from_registry(settings)
+    except (RegistryError, ModelFileError) as error:
+        print(f"error: no model is deployed here and {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return deployed_model(settings.models_dir).version
+
+
+def run_stack(settings: Settings | None = None, procfile: Path | None = None) -> int:
+    """Start every service, print where each listens, and run until Ctrl-C.
+
+    Trains the first model only if none is deployed, and removes only the metrics
+    files of processes that have ended; nothing else under ``MNIST_HITL_HOME`` is touched.
+
+    Returns:
+        0 once stopped by Ctrl-C (or SIGTERM).
+
+    Raises:
+        SystemExit: a port is taken, or a service stopped by itself (then all are stopped).
+    """
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    settings = with_token(settings or get_settings())  # one lab token, printed below and given to the lab
+    with_prometheus = shutil.which("prometheus") is not None
+    stack = services(settings, with_prometheus)
+    busy = busy_ports(settings, stack)
+    if busy:
+        for service in busy:
+            print(
+                f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
+                f"stop what uses it or choose another port (see mnist_hitl/config.py)",
+                file=sys.stderr,
+            )
+        raise SystemExit(1)
+
+    removed = prepare_home(settings)
+    version, trained = first_model(settings)
+    print(f"model {version} is deployed" + (" (trained now)" if trained else ""))
+    if removed:
+        print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
+    env = stack_environment(settings)
+    if with_prometheus:
+        prometheus_yml = Path(env["MNIST_HITL_PROMETHEUS_CONFIG"])
+        prometheus_yml.parent.mkdir(parents=True, exist_ok=True)
+        prometheus_yml.write_text(prometheus_config(settings))
+
+    commands = parse_procfile(Path(procfile or resource("Procfile")).read_text()).processes
+    manager = Manager()
+    for service in stack:
+        manager.add_process(service.name, commands[service.name], env=env, cwd=str(settings.home))
+
+    width = max(len(s.name) for s in stack)
+    print(f"mnist-hitl stack, data in {settings.home}:")
+    for service in stack:
+        print(f"  {service.name:<{width}}  {service.url:<36} {service.what}")
+    if not with_prometheus:
+        print(f"  {'prometheus':<{width}}  not installed (apt-get install prometheus), not started")
+    print("Ctrl-C stops everything.", flush=True)
+
+    manager.loop()
+    if manager.returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
+        return 0
+    print(f"a service stopped by itself (exit status {manager.returncode}); everything is stopped", file=sys.stderr)
+    raise SystemExit(manager.returncode or 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start-up steps of single services (the Procfile and the containers use them).
+
+    ``python -m mnist_hitl.services.stack wait-for URL`` waits until URL answers;
+    ``python -m mnist_hitl.services.stack prepare`` runs :func:`prepare_home`.
+    """
+    parser = argparse.ArgumentParser(prog="python -m mnist_hitl.services.stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    wait = commands.add_parser("wait-for", help="wait until a URL answers 200")
+    wait.add_argument("url")
+    wait.add_argument("--timeout", type=float, default=300.0)
+    commands.add_parser("prepare", help="create the data folders and clean the metrics folder")
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare_home(get_settings())
+    elif not wait_for(args.url, args.timeout):
+        print(f"{args.url} did not answer within {args.timeout:.0f} s", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

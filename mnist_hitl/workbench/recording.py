@@ -1,0 +1,67 @@
+"""Predict and store: the one sequence every way in (a drawing, a picture file, an import) goes through.
+
+A picture arrives MNIST-style (28x28, see :mod:`mnist_hitl.preprocess`); the deployed model reads it,
+the store keeps the picture, the ten probabilities and the version that read them, and the
+recorder counts it. What a caller gets back is :class:`PredictionResult`, the same record the
+app shows, the CLI prints and the HTTP API returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_hitl import metrics
+from mnist_hitl.model import Predictor
+from mnist_hitl.preprocess import encode_png
+from mnist_hitl.store import Store
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What a prediction returns to its caller."""
+
+    prediction_id: int
+    predicted_label: int
+    probabilities: list[float]
+    model_version: str
+    latency_ms: float
+    digit: np.ndarray = field(repr=False)  # the 28x28 picture the model saw
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.predicted_label]
+
+    def as_json(self) -> dict:
+        return {
+            "prediction_id": self.prediction_id,
+            "predicted_label": self.predicted_label,
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "model_version": self.model_version,
+        }
+
+
+def predict_and_store(
+    store: Store, predictor: Predictor, digit: np.ndarray, source: str, start: float, png: bytes | None = None
+) -> PredictionResult:
+    """Read a 28x28 digit with the deployed model and store the prediction.
+
+    Args:
+        source: who predicts (``app``, ``cli``, ``api``, ``import``), stored with the prediction.
+        start: ``time.perf_counter()`` when the picture arrived: the stored latency counts from there.
+        png: the digit as the PNG to store, when the caller has it already.
+
+    Raises:
+        ModelFileError: no usable deployed model; nothing is stored.
+        StoreError: the store refused it (``DuplicateError``: an import stored already).
+    """
+    probabilities, version = predictor.predict(digit)
+    label = int(np.argmax(probabilities))
+    latency_ms = (time.perf_counter() - start) * 1000
+    prediction_id = store.record_prediction(
+        png or encode_png(digit), label, probabilities.tolist(), version, latency_ms, source=source
+    )
+    metrics.record_prediction(label, version, latency_ms / 1000)
+    return PredictionResult(prediction_id, label, [float(p) for p in probabilities], version, latency_ms, digit)

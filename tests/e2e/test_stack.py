@@ -1,0 +1,226 @@
+"""`mnist-hitl run`: every service answers on its port, Ctrl-C stops them all, a restart keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mnist_hitl.model import deployed_model
+from mnist_hitl.resources import resource
+from mnist_hitl.store import Store
+from tests.support.helpers import ctrl_c, free_port, port_is_free, start_cli
+
+PORT_VARIABLES = {
+    "app": "MNIST_HITL_APP_PORT",
+    "api": "MNIST_HITL_API_PORT",
+    "prefect": "MNIST_HITL_PREFECT_PORT",
+    "mlflow": "MNIST_HITL_MLFLOW_PORT",
+    "lab": "MNIST_HITL_LAB_PORT",
+    "metrics": "MNIST_HITL_METRICS_PORT",
+    "prometheus": "MNIST_HITL_PROMETHEUS_PORT",
+}
+# What answers when each service is up.
+HEALTH = {
+    "app": "/",
+    "api": "/health/ready",
+    "prefect": "/api/health",
+    "mlflow": "/health",
+    "lab": "/api",
+    "metrics": "/metrics",
+    "prometheus": "/-/ready",
+}
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def processes_of(home: Path) -> list[int]:
+    """Processes whose environment names this home folder: the stack and everything it started."""
+    marker = f"MNIST_HITL_HOME={home}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def assert_the_idle_stack_is_lean(supervisor: int, home: Path) -> None:
+    """No MLflow job runner (its huey consumers), no TensorFlow in the supervisor (``mnist-hitl run``)."""
+    commands = []
+    for pid in processes_of(home):
+        try:
+            commands.append((Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    assert [command for command in commands if "huey" in command] == []
+    assert "libtensorflow" not in (Path("/proc") / str(supervisor) / "maps").read_text()
+
+
+def test_the_procfile_has_a_line_per_service():
+    from honcho.environ import parse_procfile
+
+    commands = parse_procfile(resource("Procfile").read_text()).processes
+    assert list(commands) == ["app", "api", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus", "follow"]
+    assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
+
+
+def assert_lab_lists_the_notebooks(output: str, port: int) -> None:
+    """JupyterLab lists the notebooks to whoever has the token the stack printed, and to nobody else."""
+    token = re.search(rf"^\s+lab\s+http://127\.0\.0\.1:{port}/lab\?token=(\S+)", output, re.M).group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=10) as response:
+        names = {item["name"] for item in json.load(response)["content"]}
+    assert {"monitor.ipynb", "retrain.ipynb", "explore.ipynb", "history.ipynb"} <= names
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=10)
+    assert refused.value.code == 403
+
+
+@pytest.mark.slow
+def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everything(home_with_model, tmp_path):
+    settings = home_with_model
+    home = settings.home
+    ports = {name: free_port() for name in PORT_VARIABLES}
+    env = {
+        **os.environ,
+        "MNIST_HITL_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()},
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with_prometheus = shutil.which("prometheus") is not None
+    services = [name for name in HEALTH if with_prometheus or name != "prometheus"]
+
+    # What a restart must keep: the model, a stored prediction, the last cycle's values.
+    writer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np\nfrom mnist_hitl import metrics\n"
+            "from mnist_hitl.workbench import Workbench\n"
+            "metrics.record_cycle('no_retrain')\n"
+            "with Workbench(source='cli') as bench: bench.predict_picture(np.eye(28, dtype=np.uint8) * 255)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert writer.returncode == 0, writer.stderr
+    models = sorted(p.name for p in settings.models_dir.iterdir())
+    version = deployed_model(settings.models_dir).version
+    ended_counter = [p for p in settings.metrics_dir.glob("counter_*.db")]
+    kept_gauge = [p for p in settings.metrics_dir.glob("gauge_max_*.db")]
+    assert ended_counter and kept_gauge
+
+    for start in (1, 2):
+        log_path = tmp_path / f"run-{start}.log"
+        with open(log_path, "w") as log:
+            run = start_cli(env, "run", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            waiting = set(services)
+            while waiting and time.monotonic() < deadline and run.poll() is None:
+                waiting = {name for name in waiting if not answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}")}
+                time.sleep(1)
+            output = log_path.read_text()
+            assert run.poll() is None, f"the stack stopped:\n{output[-5000:]}"
+            assert not waiting, f"{sorted(waiting)} did not answer:\n{output[-5000:]}"
+
+            for name in services:  # one clear line per service, with its URL
+                assert re.search(rf"^\s+{name}\s+http://127\.0\.0\.1:{ports[name]}/", output, re.M), name
+            started = dict(re.findall(r"\| (\w+) started \(pid=(\d+)\)", output))
+            assert set(started) == {*services, "schedule"}
+            time.sleep(3)  # the schedule has had time to reach the server
+            output = log_path.read_text()
+            assert "schedule stopped" not in output, output[-5000:]
+            os.kill(int(started["schedule"]), 0)  # the schedule process is alive
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as response:
+                assert f'mnist_hitl_deployed_model_info{{model_version="{version}"}} 1.0' in response.read().decode()
+            assert_lab_lists_the_notebooks(output, ports["lab"])
+            assert_the_idle_stack_is_lean(run.pid, home)
+
+            os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            assert run.wait(timeout=60) == 0
+            output = log_path.read_text()
+            for name in {*services, "schedule"}:
+                assert f"{name} stopped" in output, name
+            deadline = time.monotonic() + 20
+            while processes_of(home) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert processes_of(home) == [], "processes left after Ctrl-C"
+            assert not any(answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}") for name in services)
+        finally:
+            kill_all([run.pid, *processes_of(home)])
+            run.wait(timeout=10)
+
+        assert "trained now" not in output
+        assert sorted(p.name for p in settings.models_dir.iterdir()) == models
+        with Store(settings.db_path) as store:
+            assert store.counts()["predictions"] == 1
+        assert not any(path.exists() for path in ended_counter)  # ended writers' counters go
+        assert all(path.exists() for path in kept_gauge)  # the last cycle's time stays
+
+
+@pytest.mark.slow
+def test_a_first_start_trains_in_a_child_leaves_a_lean_stack_and_ctrl_c_stops_it_within_seconds(home, tmp_path):
+    ports = {name: free_port() for name in PORT_VARIABLES}
+    env = {
+        **os.environ,
+        "MNIST_HITL_HOME": str(home.home),
+        "PYTHONUNBUFFERED": "1",
+        "MNIST_HITL_EPOCHS": "1",
+        **{variable: str(ports[name]) for name, variable in PORT_VARIABLES.items()},
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    services = [name for name in HEALTH if shutil.which("prometheus") or name != "prometheus"]
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        run = start_cli(env, "run", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400  # the training comes first
+        waiting = set(services)
+        while waiting and time.monotonic() < deadline and run.poll() is None:
+            waiting = {name for name in waiting if not answers(f"http://127.0.0.1:{ports[name]}{HEALTH[name]}")}
+            time.sleep(1)
+        output = log_path.read_text()
+        assert run.poll() is None and not waiting, f"{sorted(waiting)} did not answer:\n{output[-5000:]}"
+        assert re.search(r"^model \S+ is deployed \(trained now\)$", output, re.M), output[-5000:]
+        assert "training on 4000 bundled digits" in output  # the progress bar, on the terminal
+        assert_the_idle_stack_is_lean(run.pid, home.home)
+
+        left = ctrl_c(run, also=lambda: processes_of(home.home), timeout=15)
+        assert left == [], f"left 15 s after Ctrl-C: {left}\n{log_path.read_text()[-3000:]}"
+        assert [name for name, port in ports.items() if not port_is_free(port)] == []
+    finally:
+        kill_all([run.pid, *processes_of(home.home)])
+        run.wait(timeout=10)

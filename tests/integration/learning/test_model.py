@@ -1,0 +1,77 @@
+"""Model files: save, export, deploy, load; the fast path agrees with Keras."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mnist_hitl.learning.data import load_bundled
+from mnist_hitl.learning.retrain.deployment import deploy, deployed_keras_path
+from mnist_hitl.learning.retrain.network import SavedModel, load_model, predict_proba
+from mnist_hitl.model import ModelFileError, Predictor, deployed_model
+
+
+def _deployed_files(models_dir):
+    deployed = deployed_model(models_dir)
+    return deployed, models_dir / f"model_{deployed.version}.keras"
+
+
+def test_deployed_model_has_versioned_files_named_by_the_pointer(home_with_model):
+    models = home_with_model.models_dir
+    deployed, keras_path = _deployed_files(models)
+    assert keras_path.is_file() and deployed.tflite_path.is_file()
+    assert deployed.tflite_path.name == f"model_{deployed.version}.tflite"
+    assert deployed.keras_path == keras_path == deployed_keras_path(home_with_model)
+    assert 0.97 < deployed.holdout_accuracy <= 1.0
+
+
+def test_fast_predictor_agrees_with_keras(home_with_model):
+    models = home_with_model.models_dir
+    keras_model = load_model(deployed_keras_path(home_with_model))
+    digits = load_bundled().x_test[:200]
+    expected = predict_proba(keras_model, digits)
+    predictor = Predictor(models)
+    fast = np.stack([predictor.predict(d.astype(np.float32) / 255.0)[0] for d in digits])
+    assert np.abs(fast - expected).max() < 1e-4
+    assert (fast.argmax(1) == expected.argmax(1)).all()
+
+
+def test_predictor_follows_a_new_deployment_and_survives_a_bad_pointer(home_with_model):
+    models = home_with_model.models_dir
+    deployed, keras_path = _deployed_files(models)
+    predictor = Predictor(models)
+    digit = load_bundled().x_test[0] / 255.0
+    assert predictor.predict(digit)[1] == deployed.version
+    copy = SavedModel(
+        "20990101-000000-000", models / "model_20990101-000000-000.keras", models / "model_20990101-000000-000.tflite"
+    )
+    shutil.copyfile(keras_path, copy.keras_path)
+    shutil.copyfile(deployed.tflite_path, copy.tflite_path)
+    deploy(home_with_model, copy, 0.5, {"reason": "test"})
+    assert predictor.predict(digit)[1] == "20990101-000000-000"
+    assert json.loads((models / "latest.json").read_text())["version"] == "20990101-000000-000"
+
+
+def test_missing_model_gives_a_clear_error(home):
+    with pytest.raises(ModelFileError, match="mnist-hitl init"):
+        Predictor(home.models_dir).predict(np.zeros((28, 28), np.float32))
+
+
+def test_corrupt_model_files_give_clear_errors(home_with_model):
+    models = home_with_model.models_dir
+    deployed, keras_path = _deployed_files(models)
+    broken = models / "broken.keras"
+    broken.write_bytes(keras_path.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_model(broken)
+    with pytest.raises(ModelFileError, match="no model file"):
+        load_model(models / "absent.keras")
+    deployed.tflite_path.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        Predictor(models).predict(np.zeros((28, 28), np.float32))
+    (models / "latest.json").write_text("{ half a json")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        deployed_model(models)

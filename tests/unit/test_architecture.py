@@ -1,0 +1,172 @@
+"""The boundaries the layout promises: a TensorFlow-free serving half, one reader of the environment,
+modules and functions small enough to read, and settings that refuse bad values in one line."""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+import pytest
+
+import mnist_hitl
+from mnist_hitl.config import Settings, SettingsError, get_settings
+from tests.support.helpers import run_cli
+
+PACKAGE = Path(mnist_hitl.__file__).parent
+README = PACKAGE.parent / "README.md"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+SERVING = [path for path in MODULES if "learning" not in path.relative_to(PACKAGE).parts]
+MAX_MODULE_LINES = 400  # lines of code: no blank, comment or docstring lines
+MAX_FUNCTION_LINES = 60  # lines of code in the body, below the signature
+
+
+def name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_nothing_outside_learning_imports_tensorflow_or_keras():
+    offenders = {
+        name(path): sorted(m for m in imported_modules(path) if m.split(".")[0] in ("tensorflow", "keras"))
+        for path in SERVING
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_importing_every_serving_module_loads_no_tensorflow():
+    modules = [name(path) for path in SERVING if path.stem not in ("__init__", "__main__")]
+    script = (
+        "import importlib, sys\n"
+        f"for module in {modules!r}:\n    importlib.import_module(module)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_only_config_reads_the_environment():
+    readers = []
+    for path in MODULES:
+        if path.name == "config.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            touched = (
+                isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv", "unsetenv")
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and {a.name for a in node.names} & {"environ", "getenv"}
+            )
+            if touched:
+                readers.append(f"{name(path)}:{node.lineno}")
+    assert readers == []
+
+
+def code_lines(source: str) -> set[int]:
+    """The numbers of the lines that hold code: not blank, not only a comment, not a docstring.
+
+    What ``ruff format`` spreads over several lines (a long call, a dict) still counts line by line.
+    """
+    docstrings = set()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            docstrings |= set(range(body[0].lineno, body[0].end_lineno + 1))
+    skipped = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    lines = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in skipped:
+            lines |= set(range(token.start[0], token.end[0] + 1)) - docstrings
+    return lines
+
+
+def test_modules_and_functions_are_short_enough_to_read():
+    long_modules, long_functions = {}, {}
+    for path in MODULES:
+        source = path.read_text()
+        code = code_lines(source)
+        if len(code) > MAX_MODULE_LINES:
+            long_modules[name(path)] = len(code)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = {line for line in code if node.body[0].lineno <= line <= node.end_lineno}
+                if len(body) > MAX_FUNCTION_LINES:
+                    long_functions[f"{name(path)}.{node.name}"] = len(body)
+    assert long_modules == {}
+    assert long_functions == {}
+
+
+def test_the_serving_half_does_not_import_the_learning_half_at_module_level():
+    """The app, the CLI and the metrics stay light: the learning half is imported inside the commands that need it."""
+    heavy = {
+        "mnist_hitl.learning." + m
+        for m in ("model", "search", "training", "cycle", "schedule", "tracking", "monitoring", "deployment", "drift")
+    }
+    offenders = {}
+    for path in SERVING:
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in top if isinstance(n, ast.Import) for a in n.names
+        }
+        if names & heavy:
+            offenders[name(path)] = sorted(names & heavy)
+    assert offenders == {}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MNIST_HITL_APP_PORT", "abc"),
+        ("MNIST_HITL_APP_PORT", "70000"),
+        ("MIN_NEW_LABELS", "-1"),
+        ("DRIFT_THRESHOLD", "high"),
+        ("MNIST_HITL_MNIST_SOURCE", "internet"),
+    ],
+)
+def test_a_bad_setting_stops_the_cli_with_one_line_naming_it(home, variable, value):
+    env = {"MNIST_HITL_HOME": str(home.home), "PATH": "/usr/bin:/bin", variable: value}
+    done = run_cli(env, "status", timeout=60, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0] and repr(value) in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not home.db_path.exists()  # nothing was touched
+
+
+def test_bad_settings_raise_a_settings_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("MNIST_HITL_METRICS_PORT", "0")
+    with pytest.raises(SettingsError, match="MNIST_HITL_METRICS_PORT"):
+        get_settings()
+
+
+def test_home_is_never_taken_from_the_users_home_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("MNIST_HITL_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "someone"))
+    monkeypatch.chdir(tmp_path)
+    assert get_settings().home == tmp_path / "var"
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = README.read_text()
+    variables = [str(field.validation_alias) for field in Settings.model_fields.values()]
+    assert [v for v in variables if f"`{v}`" not in readme] == []
