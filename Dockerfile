@@ -1,6 +1,6 @@
-# One image for every Python service of mnist-hitl: the app, the learning-cycle flow,
-# the MLflow UI, the metrics exporter, and the Prefect server (`python -m mnist_hitl.services.prefect_server`).
-# docker-compose.yml runs it; all data lives in the volume at MNIST_HITL_HOME (/data).
+# One image for every Python service of mnist-hitl, each a `mnist-hitl` command: the app, the HTTP API, the
+# learning-cycle flow and its workers, the MLflow server, JupyterLab, the metrics exporter, and the Prefect server
+# (`mnist-hitl prefect-server`). docker-compose.yml runs it; all data lives in the volume at MNIST_HITL_HOME (/data).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -21,8 +21,8 @@ RUN cd /tmp/mnist-hitl \
     && pip install -r requirements.txt
 
 # Then the package, installed as its wheel installs: the notebooks, flows, dashboards and Procfile go to
-# /usr/local/share/mnist-hitl, where mnist_hitl/resources.py looks. The sources go afterwards, so that
-# `python -m mnist_hitl...` (the healthchecks) cannot import them from a working folder instead.
+# /usr/local/share/mnist-hitl, where mnist_hitl/resources.py looks. The sources go afterwards, so that no
+# process (a service, a healthcheck) can import them from a working folder instead.
 COPY . /tmp/mnist-hitl
 RUN pip install /tmp/mnist-hitl && rm -rf /tmp/mnist-hitl
 
@@ -30,5 +30,5 @@ VOLUME ["/data"]
 
 # Every container start creates the data folders and removes the metrics files that
 # processes of an earlier run of this container left (the files of running ones stay).
-ENTRYPOINT ["sh", "-c", "python -m mnist_hitl.services.stack prepare && exec \"$@\"", "mnist-hitl"]
+ENTRYPOINT ["sh", "-c", "mnist-hitl prepare && exec \"$@\"", "mnist-hitl"]
 CMD ["mnist-hitl", "app"]

@@ -22,14 +22,13 @@ queue, ``run_cycle``), so an older checkout can be measured the same way:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from app_kernel import prepare_home
+from support import deployed_models, home_with_model, write_results
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     )
     parser.add_argument("--name", help="the results file's name (default: <strategy>-<seed>)")
     args = parser.parse_args()
-    home = prepare_home(args.home)  # a temporary home with that model (or one trained now), as bench/api.py
+    home = home_with_model(deployed_models(args.home), prefix="mnist-hitl-bench-active-")
 
     from mnist_hitl.config import get_settings
     from mnist_hitl.learning import synthetic
@@ -70,10 +69,8 @@ def main() -> None:
     with Workbench(settings, source="import") as bench:
         true_digit = {bench.predict_picture(p).prediction_id: int(y) for p, y in zip(pictures[: args.pool], truth)}
     rng = np.random.default_rng(args.seed)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
     settings_used = {k: v for k, v in os.environ.items() if k.startswith("MNIST_HITL_") and k != "MNIST_HITL_HOME"}
-    result_path = out / f"active_learning-{args.name or f'{args.strategy}-{args.seed}'}.json"
+    result_name = f"active_learning-{args.name or f'{args.strategy}-{args.seed}'}"
     rounds = [{"labels": 0, "heldout": accuracy(*heldout), "mnist": accuracy(*mnist)}]
     print(f"start: held-out {rounds[0]['heldout']:.3f}, MNIST {rounds[0]['mnist']:.3f}", flush=True)
     labelled: set[int] = set()
@@ -103,7 +100,7 @@ def main() -> None:
         }
         rounds.append(figures)
         result = {"strategy": args.strategy, "seed": args.seed, "settings": settings_used, "rounds": rounds}
-        result_path.write_text(json.dumps(result, indent=2))  # after every round: a long run can be read as it goes
+        write_results(result_name, result)  # after every round: a long run can be read as it goes
         print(
             f"round {number}: {figures['labels']} labels, held-out {figures['heldout']:.3f}, "
             f"MNIST {figures['mnist']:.3f}, {figures['outcome']} {serving:.0f} s after the last label",

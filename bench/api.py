@@ -15,7 +15,6 @@ p99 latency, requests/s, errors and (for the API) rows stored; writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics
@@ -26,10 +25,8 @@ import time
 from pathlib import Path
 
 import httpx
-from app_kernel import prepare_home
 from fastapi import FastAPI, Request
-
-RESULTS = Path(__file__).parent / "results"
+from support import deployed_models, home_with_model, write_results
 
 
 def keras_app():
@@ -112,7 +109,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=150, help="per client (the single client sends 1,000)")
     args = parser.parse_args()
-    home = prepare_home(args.home)
+    home = home_with_model(deployed_models(args.home), prefix="mnist-hitl-bench-api-")
     from mnist_hitl.app.command import free_port
     from mnist_hitl.learning.data import load_bundled
     from mnist_hitl.preprocess import encode_png
@@ -160,8 +157,7 @@ def main() -> None:
         baseline.wait(timeout=30)
     for name, figures in runs.items():
         print(f"{name:45s} {figures}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps({"cpus": os.cpu_count(), **runs}, indent=2))
+    write_results("api", {"cpus": os.cpu_count(), **runs})
 
 
 def _rows(home: Path) -> int:

@@ -16,49 +16,18 @@ pool to refill first, so every page gets a warm, preheated kernel. Prints figure
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from support import CHROMIUM, CHROMIUM_ARGS, deployed_models, home_with_model, machine, report
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SEVEN = [(60, 50), (220, 50), (150, 250)]
 KERNEL_ID = re.compile(r"/api/kernels/([0-9a-f-]{36})")
-
-
-def prepare_home(source: Path | None) -> Path:
-    """A temporary home with the source home's deployed model, or with one trained now."""
-    from mnist_hitl.config import get_settings
-    from mnist_hitl.learning.retrain.deployment import has_deployed_model
-    from mnist_hitl.learning.retrain.training import train_first_model
-
-    home = Path(tempfile.mkdtemp(prefix="mnist-hitl-bench-app-"))
-    if source is not None:
-        os.environ["MNIST_HITL_HOME"] = str(source)
-    settings = get_settings()
-    if has_deployed_model(settings):
-        shutil.copytree(settings.models_dir, home / "models")
-        print(f"model: copied from {settings.models_dir}")
-    os.environ["MNIST_HITL_HOME"] = str(home)
-    if not (home / "models").exists():
-        print("model: none deployed in the given home, training one (about a minute)")
-        train_first_model(get_settings(), progress=False)
-    return home
 
 
 def kernels(server: subprocess.Popen) -> dict[str, psutil.Process]:
@@ -106,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a home whose deployed model is used (default: MNIST_HITL_HOME)")
     parser.add_argument("--loads", type=int, default=5, help="page loads to time")
-    parser.add_argument("--chromium", default=os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -115,7 +84,7 @@ def main() -> None:
     from mnist_hitl.config import get_settings
 
     pool_size = 2
-    home = prepare_home(args.home)
+    home = home_with_model(deployed_models(args.home), prefix="mnist-hitl-bench-app-")
     load_times, attach_times = [], []
     started = time.perf_counter()
     try:
@@ -168,16 +137,7 @@ def main() -> None:
     if len(load_times) > 1:
         figures["warm_load_median_s"] = statistics.median(load_times[1:])
         figures["warm_load_max_s"] = max(load_times[1:])
-    figures["cpu_count"] = os.cpu_count()
-    figures["load_average_1min"] = os.getloadavg()[0]
-
-    width = max(map(len, figures))
-    for name, value in figures.items():
-        shown = f"{value:.3f}" if isinstance(value, float) else value
-        print(f"{name:<{width}}  {shown}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "app_kernel.json").write_text(json.dumps(figures, indent=2))
+    report("app_kernel", {**figures, **machine()}, decimals=3)
 
 
 if __name__ == "__main__":

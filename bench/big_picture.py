@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from support import write_results
 
 from mnist_hitl.preprocess import MAX_PICTURE_PIXELS, render_strokes
 
@@ -140,9 +141,7 @@ def main() -> None:
     figures["imports_only"] = {"peak_rss_mb": round(int(baseline.stdout) / 1024)}
     for name, values in figures.items():
         print(f"{name:<24} {json.dumps(values)}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "big_picture.json").write_text(json.dumps(figures, indent=2))
+    write_results("big_picture", figures)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ predicts a drawing (preprocess + LiteRT + SQLite) then labels it (a confirmation
 correction). Then the store must hold every row: M predictions from each process, and a
 label on each of them. Prints p50/p99 latency of each operation, the throughput and every
 error (a "database is locked" would be one); exits 1 if a row is missing or an operation
-failed, never on a timing. ``tests/test_store_rules.py`` runs a small version.
+failed, never on a timing. ``tests/integration/store/test_store_rules.py`` runs a small version.
 
     .venv/bin/python bench/load.py [--processes 8] [--rounds 500] [--home DIR] [--json]
 
@@ -18,7 +18,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
 import zlib
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import text
+from support import report, temporary_home, train_unless_deployed
 
 DRAWINGS = [
     [[(140, 40), (140, 240)]],
@@ -141,21 +141,6 @@ def run_load(home: Path, processes: int, rounds: int, database_url: str = "") ->
     return figures
 
 
-def _home_with_model(home: Path | None) -> Path:
-    home = home or Path(tempfile.mkdtemp(prefix="mnist-hitl-load-"))
-    from mnist_hitl.config import get_settings
-    from mnist_hitl.model import ModelFileError, deployed_model
-
-    settings = get_settings(home=home)
-    try:
-        deployed_model(settings.models_dir)
-    except ModelFileError:
-        from mnist_hitl.learning.retrain.training import train_first_model
-
-        train_first_model(settings, progress=False)
-    return home
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=8, help="processes writing at once")
@@ -163,18 +148,14 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="a home with a deployed model (default: train one)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line, write no results")
     args = parser.parse_args()
-    home = _home_with_model(args.home.resolve() if args.home else None)
+    home = args.home.resolve() if args.home else temporary_home("mnist-hitl-load-")
+    train_unless_deployed(home)
     os.environ["MNIST_HITL_HOME"] = str(home)  # where the workers' metrics go
     figures = run_load(home, args.processes, args.rounds)
     if args.json:
         print(json.dumps(figures))
     else:
-        width = max(map(len, figures))
-        for name, value in figures.items():
-            print(f"{name:<{width}}  {value}")
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "load.json").write_text(json.dumps(figures, indent=2))
+        report("load", figures)
     if figures["lost"] or figures["errors"] or figures["worker_exit_codes"] != [0]:
         raise SystemExit(1)
 

@@ -11,14 +11,13 @@ same picture, in the same run. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from support import report, temporary_home
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="a home with a deployed model (default: train one)")
     args = parser.parse_args()
 
-    home = args.home or Path(tempfile.mkdtemp(prefix="mnist-hitl-bench-"))
+    home = args.home or temporary_home()
     os.environ["MNIST_HITL_HOME"] = str(home)
 
     from mnist_hitl.config import get_settings
@@ -96,13 +95,7 @@ def main() -> None:
     )
     figures["speedup_keras_p50_over_end_to_end_p50"] = figures["keras_predict_ms_p50"] / figures["end_to_end_ms_p50"]
 
-    width = max(map(len, figures))
-    for name, value in figures.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else value
-        print(f"{name:<{width}}  {shown}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "predict_latency.json").write_text(json.dumps(figures, indent=2))
+    report("predict_latency", figures, decimals=4)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from support import temporary_home, write_results
 
 
 def accuracy(predictor, digits: np.ndarray, labels: np.ndarray) -> float:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="mnist-hitl-replay-"))
+    work = temporary_home("mnist-hitl-replay-")
     home = work / "home"
     if args.home:
         shutil.copytree(Path(args.home) / "models", home / "models")
@@ -168,9 +168,7 @@ def main() -> None:
     for reason in summary.get("verdict_reasons") or []:
         print(f"  {reason}")
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "replay.json").write_text(json.dumps(figures, indent=2))
+    write_results("replay", figures)
     print(json.dumps(figures))
     if args.keep:
         print(f"home kept at {home}")

@@ -20,14 +20,12 @@ Prints figures (goal: p50 <= 300 ms) and writes ``bench/results/review.json``; a
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
 import time
 from pathlib import Path
 
-from app_kernel import CHROMIUM_ARGS, prepare_home
+from support import CHROMIUM, CHROMIUM_ARGS, deployed_models, home_with_model, machine, report
 
 WATCH = """() => {
     const picture = document.querySelector('.hitl-review-picture');
@@ -95,7 +93,7 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=30, help="key presses timed")
     parser.add_argument("--paced", type=int, default=30, help="drawings labelled at a human pace")
     parser.add_argument("--think", type=float, default=0.5, help="seconds a person looks at a drawing")
-    parser.add_argument("--chromium", default=os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -103,7 +101,7 @@ def main() -> None:
     from mnist_hitl.app.command import running_app
     from mnist_hitl.config import get_settings
 
-    home = prepare_home(args.home)
+    home = home_with_model(deployed_models(args.home), prefix="mnist-hitl-bench-review-")
     pool = args.presses + args.paced + 20
     stock_pool(home, pool)
     figures: dict[str, object] = {"pool": pool}
@@ -131,15 +129,7 @@ def main() -> None:
             browser.close()
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    figures["cpu_count"] = os.cpu_count()
-    figures["load_average_1min"] = os.getloadavg()[0]
-
-    width = max(map(len, figures))
-    for name, value in figures.items():
-        print(f"{name:<{width}}  {value:.1f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "review.json").write_text(json.dumps(figures, indent=2))
+    report("review", {**figures, **machine()}, decimals=1)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from support import home_with_model
 
 
 def fill_store(settings, count: int, first: int = 0) -> float:
@@ -102,27 +102,15 @@ def inference_rates(bench) -> dict:
     return {"single_pictures_per_s": single, "batch_pictures_per_s": batch}
 
 
-def home_with_model(models: Path | None):
-    from mnist_hitl.config import get_settings
-
-    home = Path(tempfile.mkdtemp(prefix="mnist-hitl-queue-"))
-    settings = get_settings(home=home)
-    if models is not None:
-        shutil.copytree(models, settings.models_dir)
-    else:
-        from mnist_hitl.learning.retrain.training import train_first_model
-
-        train_first_model(settings, epochs=2, progress=False)
-    return settings
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictions", type=int, default=100_000)
     parser.add_argument("--models", type=Path, help="a models folder with a deployed model (default: train one)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    settings = home_with_model(args.models)
+    from mnist_hitl.config import get_settings
+
+    settings = get_settings(home=home_with_model(args.models, prefix="mnist-hitl-queue-", epochs=2))
     figures = {"predictions": args.predictions, "fill_s": fill_store(settings, args.predictions)}
     figures["store_mb"] = settings.db_path.stat().st_size / 1e6
     figures["cli_cold_s"] = time_cli(settings, "queue", "--limit", "50")

@@ -1,6 +1,6 @@
 """Benchmark: one Optuna search's wall time with 1 and 2 worker processes on PostgreSQL, same trial count.
 
-Starts a PostgreSQL server (``tests/postgres.py``), then runs the retraining's search
+Starts a PostgreSQL server (``bench/support.py``'s, which the tests start too), then runs the retraining's search
 (:func:`mnist_hitl.learning.retrain.search.run_search`, ``--trials`` trials of ``--epochs`` epoch(s) on the
 bundled MNIST digits) twice, each time on a database and a home of its own: in this process alone
 (the default, ``MNIST_HITL_SEARCH_WORKERS=0``), then with one ``mnist-hitl search-worker --once``
@@ -18,22 +18,15 @@ compete for the same cores; ``--threads 1`` gives each process one (``TF_NUM_INT
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.postgres
-
-from tests.support.postgres import Postgres  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from support import Postgres, temporary_home, write_results
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -52,12 +45,14 @@ def search(server: Postgres, processes: int, trials: int, epochs: int) -> dict:
     from mnist_hitl.config import get_settings
     from mnist_hitl.learning.retrain import labels
     from mnist_hitl.learning.retrain.search import STUDY_NAME, run_search
+    from mnist_hitl.store import open_store
 
-    home = Path(tempfile.mkdtemp(prefix="scale-search-"))
+    home = temporary_home("scale-search-")
     settings = get_settings(home=home, database_url=server.new_database("bench"))
     env = {**os.environ, "MNIST_HITL_HOME": str(home), "MNIST_HITL_DATABASE_URL": settings.database_url}
     workers = [start_worker(env, home / f"worker{i}.log") for i in range(processes - 1)]
-    data = labels.retrain_data(settings, None, oversample=5)
+    with open_store(settings) as store:
+        data = labels.retrain_data(settings, store, None, oversample=5)
     try:
         start = time.perf_counter()
         result = run_search(
@@ -105,10 +100,9 @@ def main() -> None:
     one, two = (figures["wall_seconds"] for figures in runs.values())
     speedup = round(one / two, 2)
     print(f"wall seconds: {one} alone, {two} with one worker beside it; speed-up {speedup}x (ideal on 2 cores: 2x)")
-    RESULTS.mkdir(exist_ok=True)
     output = {"cpus": os.cpu_count(), "threads": args.threads, "trials": args.trials, "epochs_per_trial": args.epochs}
-    name = f"scale_search_threads{args.threads}.json" if args.threads else "scale_search.json"
-    (RESULTS / name).write_text(json.dumps({**output, **runs, "speedup": speedup}, indent=2))
+    name = f"scale_search_threads{args.threads}" if args.threads else "scale_search"
+    write_results(name, {**output, **runs, "speedup": speedup})
 
 
 if __name__ == "__main__":

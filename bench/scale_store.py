@@ -12,17 +12,11 @@ prediction takes, and writes ``bench/results/scale_store.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.py: the server the tests use
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from load import _home_with_model, run_load
-
-from tests.support.postgres import Postgres
+from load import run_load
+from support import Postgres, temporary_home, train_unless_deployed, write_results
 
 SHOWN = ("wall_seconds", "predict_and_label_per_second", "predict_ms_p50", "predict_ms_p99", "label_ms_p50")
 SHOWN += ("label_ms_p99", "lost", "errors", "bytes_per_prediction")
@@ -57,7 +51,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--home", type=Path, help="a home with a deployed model (default: train one)")
     args = parser.parse_args()
-    home = _home_with_model(args.home.resolve() if args.home else None)
+    home = args.home.resolve() if args.home else temporary_home("mnist-hitl-load-")
+    train_unless_deployed(home)
     os.environ["MNIST_HITL_HOME"] = str(home)
     figures = {"processes": args.processes, "rounds": args.rounds}
     figures["sqlite"] = run_load(home, args.processes, args.rounds)
@@ -76,9 +71,7 @@ def main() -> None:
         if isinstance(sqlite, list):
             sqlite, postgres = len(sqlite), len(postgres)
         print(f"{name:<30}{sqlite!s:>14}{postgres!s:>14}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scale_store.json").write_text(json.dumps(figures, indent=2))
+    write_results("scale_store", figures)
     if any(figures[db]["lost"] or figures[db]["errors"] for db in ("sqlite", "postgresql")):
         raise SystemExit(1)
 

@@ -24,15 +24,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import psutil
+from support import temporary_home
+
+from mnist_hitl.app.command import free_port
 
 HEALTH = {"app": "/", "prefect": "/api/health", "mlflow": "/health", "metrics": "/metrics", "prometheus": "/-/ready"}
 STARTED = re.compile(r"\| (\w+) started \(pid=(\d+)\)")
@@ -47,12 +48,6 @@ def port_variables() -> dict[str, str]:
         for name, field in Settings.model_fields.items()
         if name.endswith("_port")
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(url: str) -> bool:
@@ -113,7 +108,7 @@ def wait_until_quiet(pid: int, settle: float, timeout: float = 300.0) -> float:
 
 
 def prepare_home(models: Path | None) -> Path:
-    home = Path(tempfile.mkdtemp(prefix="mnist-hitl-bench-stack-"))
+    home = temporary_home("mnist-hitl-bench-stack-")
     if models is not None:
         shutil.copytree(models, home / "models")
         print(f"model: copied from {models} (a restart)")

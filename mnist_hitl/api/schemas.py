@@ -1,32 +1,88 @@
-"""The HTTP API's schema: what each route takes and answers (pydantic), and the documented bodies and errors.
+"""The HTTP API's schema: what each route takes and answers, and the documented bodies and errors.
 
-Kept apart from :mod:`mnist_hitl.api.routes`, which holds the routes, so each reads on its own.
+The answers that carry a library record are made from it, not written again: a prediction
+(:class:`~mnist_hitl.store.rows.Prediction`, :class:`~mnist_hitl.workbench.recording.PredictionResult`),
+a label (:class:`~mnist_hitl.store.rows.Label`) and a queue item
+(:class:`~mnist_hitl.workbench.ranking.QueueItem`) are dataclasses whose fields document
+themselves in their ``metadata``, and :func:`record_model` turns one into a pydantic model.
+A field added to the record shows in the answer and in the OpenAPI schema with nothing
+changed here; a route returns the record itself. The requests, and the answers that are the
+API's own, are pydantic models below.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import dataclasses
+import typing
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from mnist_hitl.store import MAX_ID
+from mnist_hitl.store import MAX_ID, Label, Prediction
+from mnist_hitl.workbench import PredictionResult, QueueItem
 
 MODEL_NAME = "mnist"
 MAX_TENSOR_ROWS = 1024
 PredictionId = Annotated[int, Path(ge=1, le=MAX_ID, description="a prediction's id")]
 
 
+def record_model(
+    record: type,
+    name: str,
+    description: str,
+    leave_out: Collection[str] = (),
+    renamed: Mapping[str, str] | None = None,
+    **more: Any,
+) -> type[BaseModel]:
+    """A pydantic model answering a library record's fields, each documented by its ``metadata``.
+
+    The record's own fields come first, then those it inherits.
+
+    Args:
+        record: the dataclass.
+        name: the model's name in the OpenAPI schema.
+        description: what the answer is, for the schema.
+        leave_out: fields not answered (pictures, arrays).
+        renamed: fields answered under another name, read from the record under their own
+            (``{"id": "prediction_id"}``).
+        more: further fields, as :func:`pydantic.create_model` takes them.
+    """
+    hints, renamed = typing.get_type_hints(record), renamed or {}
+    own = vars(record).get("__annotations__", {})
+    answered = {}
+    for item in sorted(dataclasses.fields(record), key=lambda item: item.name not in own):
+        if item.name not in leave_out:
+            alias = {"validation_alias": item.name} if item.name in renamed else {}
+            answered[renamed.get(item.name, item.name)] = (hints[item.name], Field(**item.metadata, **alias))
+    return create_model(name, __doc__=description, **answered, **more)
+
+
 class Problem(BaseModel):
     detail: str | list
 
 
-class PredictionOut(BaseModel):
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float] = Field(min_length=10, max_length=10)
-    model_version: str
-    latency_ms: float
+PredictionOut = record_model(
+    PredictionResult, "PredictionOut", "A prediction just made and stored.", leave_out=("png", "source", "digit")
+)
+HistoryEntry = record_model(
+    Label, "HistoryEntry", "One entry of a prediction's label history.", leave_out=("prediction_id",)
+)
+PredictionDetail = record_model(
+    Prediction,
+    "PredictionDetail",
+    "A stored prediction with its whole label history, oldest first.",
+    leave_out=("png",),
+    renamed={"id": "prediction_id"},
+    labels=(list[HistoryEntry], Field(description="every label given, oldest first; the latest counts")),
+)
+QueueEntry = record_model(
+    QueueItem,
+    "QueueEntry",
+    "A drawing to review, scored by the deployed model (its picture: GET /predictions/{id}/image).",
+    leave_out=("png",),
+)
 
 
 class LabelIn(BaseModel):
@@ -44,29 +100,6 @@ class LabelOut(BaseModel):
     prediction_id: int
     label: int
     kind: str
-
-
-class HistoryEntry(BaseModel):
-    id: int
-    label: int | None
-    kind: str
-    created_at: str
-
-
-class PredictionDetail(PredictionOut):
-    created_at: str
-    source: str
-    labels: list[HistoryEntry]
-
-
-class QueueEntry(BaseModel):
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float]
-    uncertainty: float
-    model_version: str
-    source: str
-    random: bool
 
 
 class ImportedPicture(BaseModel):

@@ -138,7 +138,10 @@ class DrawingApp:
         self.digit_image.add_class("hitl-digit-image")
         self.model_version = html_widget(css="hitl-model-version")
         self.status = html_widget(css="hitl-status")
+        self.widget = self._layout(html_widget, plain)
 
+    def _layout(self, html_widget, plain: widgets.Layout) -> widgets.VBox:
+        """The app's widgets arranged: the canvas and its buttons, the answer, the labelling row, the model."""
         drawing = widgets.VBox(
             [self.canvas, widgets.HBox([self.predict_button, self.clear_button], layout=plain)], layout=plain
         )
@@ -157,8 +160,8 @@ class DrawingApp:
         )
         model = widgets.HBox([self.model_version, self.reload_button], layout=widgets.Layout(align_items="center"))
         row = widgets.HBox([drawing, answer], layout=plain).add_class("hitl-row")  # one column on a phone
-        self.widget = widgets.VBox([html_widget(STYLE), row, labelling, model, self.status], layout=plain)
-        self.widget.add_class("hitl-app")
+        page = widgets.VBox([html_widget(STYLE), row, labelling, model, self.status], layout=plain)
+        return page.add_class("hitl-app")
 
     def display(self) -> None:
         """Show the app in the notebook (or the Voila page)."""
@@ -176,7 +179,7 @@ class DrawingApp:
         """
         try:
             with native_stderr_silenced():
-                self.workbench.predictor.refresh()
+                self.workbench.refresh_model()
         except ModelFileError:
             pass
         self._show_version()
@@ -251,7 +254,7 @@ class DrawingApp:
         except (EmptyDrawingError, InvalidImageError, ModelFileError, StoreError) as error:
             self.result = None
             self._show_result(None)
-            self._show_version(self.workbench.predictor.serving_version)
+            self._show_version(self.workbench.serving_version)
             self._set_status(html.escape(str(error)), error=True)
             return None
         self.result = result
@@ -328,12 +331,12 @@ class DrawingApp:
         """Reload the deployed model now; returns its version, or None if there is none."""
         try:
             with native_stderr_silenced():
-                self.workbench.predictor.refresh(force=True)
+                self.workbench.refresh_model(force=True)
         except ModelFileError as error:
-            self._show_version(self.workbench.predictor.serving_version)  # what still answers, if anything
+            self._show_version(self.workbench.serving_version)  # what still answers, if anything
             self._set_status(html.escape(str(error)), error=True)
             return None
-        version = self.workbench.predictor.version
+        version = self.workbench.model_version
         self._show_version(version)
         self._set_status(
             f"reloaded the deployed model: version {html.escape(version)}", data={"model-version": version}

@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ipywidgets as widgets
-from ipywidgets.widgets.widget_string import HTMLStyle
-
 from mnist_hitl.app import views
+from mnist_hitl.app.review_widgets import RECENT, ReviewWidgets
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.learning.loop import trigger
 from mnist_hitl.learning.loop.lock import start_cycle
@@ -44,9 +42,7 @@ if TYPE_CHECKING:
 
 PREFETCH = 4  # refill the buffer when fewer drawings than this wait in it
 BATCH = 12  # drawings asked of the queue per refill
-RECENT = 10  # decisions listed, each can be changed
 STALE_SECONDS = 30.0  # a buffer filled longer ago than this is filled again when the tab opens
-PICTURE_SIZE, SMALL_SIZE = 280, 84
 
 
 @dataclass(frozen=True)
@@ -67,8 +63,8 @@ class Decision:
         return f"#{self.prediction_id}: {self.label} ({self.kind})"
 
 
-class ReviewView:
-    """The Review tab's widgets and what its keys and buttons do.
+class ReviewView(ReviewWidgets):
+    """What the Review tab's keys and buttons do (its widgets: :class:`~mnist_hitl.app.review_widgets.ReviewWidgets`).
 
     Args:
         settings: defaults to the workbench's, or the environment's.
@@ -108,85 +104,7 @@ class ReviewView:
         self._show(None)
         self._set_status("")
 
-    # widgets -----------------------------------------------------------------------
-
-    def _build(self) -> None:
-        square, tall = widgets.Layout(width="48px", height="48px"), widgets.Layout(width="auto", height="48px")
-        plain, wide = widgets.Layout(), widgets.Layout(width="auto", min_height="36px")
-        button_style, html_style = widgets.ButtonStyle(), HTMLStyle()
-
-        def button(description: str, css: str, handler, layout=tall, kind: str = "", tooltip: str = ""):
-            b = widgets.Button(
-                description=description, button_style=kind, tooltip=tooltip, layout=layout, style=button_style
-            )
-            b.on_click(lambda _: handler())
-            return b.add_class(css)
-
-        def html_widget(css: str, value: str = "") -> widgets.HTML:
-            h = widgets.HTML(value, layout=plain, style=html_style)
-            return h.add_class(css) if css else h
-
-        self.picture = widgets.Image(format="png", width=PICTURE_SIZE, height=PICTURE_SIZE)
-        self.small = widgets.Image(format="png", width=SMALL_SIZE, height=SMALL_SIZE)
-        self.picture.add_class("hitl-review-picture")
-        self.small.add_class("hitl-review-small")
-        self.guesses, self.info = html_widget("hitl-review-guesses"), html_widget("hitl-review-info")
-        self.digit_buttons = [
-            button(str(d), f"hitl-review-digit-{d}", lambda d=d: self.label(d), square).add_class("hitl-review-digit")
-            for d in range(10)
-        ]
-        self.confirm_button = button(
-            "Confirm \u23ce",
-            "hitl-review-confirm",
-            self.confirm,
-            kind="success",
-            tooltip="the model's answer is right (Enter)",
-        )
-        self.undo_button = button("Undo \u232b", "hitl-review-undo", self.undo, tooltip="undo the last decision")
-        self.skip_button = button("Skip (s)", "hitl-review-skip", self.skip, tooltip="decide later")
-        self.train_button = button(
-            "Train now",
-            "hitl-review-train",
-            self.train_now,
-            kind="warning",
-            tooltip="start a learning cycle with the labels given so far",
-        )
-        self.recent_buttons = [
-            button("", f"hitl-review-recent-{i}", lambda i=i: self.change(i), wide).add_class("hitl-empty")
-            for i in range(RECENT)
-        ]
-        self.progress, self.model = html_widget("hitl-review-progress"), html_widget("hitl-review-model")
-        self.status = html_widget("hitl-review-status")
-
-        self.widget = self._layout(html_widget, plain)
-
     # what a person does ----------------------------------------------------------------
-
-    def _layout(self, html_widget, plain) -> widgets.VBox:
-        """The tab's widgets arranged: the picture and its guesses, the keys, progress, the last decisions."""
-        side = widgets.VBox(
-            [self.guesses, self.info, html_widget("", "<small>its 28x28</small>"), self.small],
-            layout=widgets.Layout(margin="0 0 0 16px"),
-        ).add_class("hitl-answer")
-        keys = widgets.HBox(
-            [*self.digit_buttons, self.confirm_button, self.undo_button, self.skip_button],
-            layout=widgets.Layout(flex_flow="row wrap"),
-        )
-        return widgets.VBox(
-            [
-                html_widget("", views.KEYS_HINT),
-                widgets.HBox([self.picture, side], layout=plain).add_class("hitl-row"),
-                keys,
-                self.progress,
-                widgets.HBox([self.model, self.train_button], layout=widgets.Layout(align_items="center")),
-                self.status,
-                html_widget("", "<b>last decisions</b> <small>(click one to change it)</small>"),
-                widgets.VBox(self.recent_buttons, layout=widgets.Layout(align_items="flex-start")).add_class(
-                    "hitl-review-recent"
-                ),
-            ],
-            layout=plain,
-        ).add_class("hitl-review")
 
     def press(self, key: str) -> None:
         """Act on a key as the browser names it (``KeyboardEvent.key``): 0-9, Enter, Backspace, s."""
@@ -378,10 +296,10 @@ class ReviewView:
         """Notice a newly deployed model: say so, and score the waiting drawings again with it."""
         try:
             with views.native_stderr_silenced():
-                self.workbench.predictor.refresh()
+                self.workbench.refresh_model()
         except ModelFileError:
             pass
-        version = self.workbench.predictor.serving_version
+        version = self.workbench.serving_version
         if version != self.version:
             previous, self.version = self.version, version
             if previous is not None:
@@ -428,7 +346,7 @@ class ReviewView:
     def _show_progress(self) -> None:
         labelled = len({d.prediction_id for d in self.decisions if d.label is not None})
         try:
-            counts = self.workbench.store.counts()
+            counts = self.workbench.counts()
             left = counts["predictions"] - counts["labelled_predictions"]
         except StoreError:
             left = None
@@ -436,12 +354,3 @@ class ReviewView:
 
     def _show_model(self, previous: str | None = None) -> None:
         self.model.value = views.model_line(self.version, previous)
-
-    def _set_status(self, message: str, error: bool = False, data: dict | None = None) -> None:
-        """Show a message (already HTML-safe) in the status line, with values as data attributes."""
-        self.status.value = views.status_line(message, data)
-        if error:
-            self.status.add_class("hitl-error")
-        else:
-            self.status.remove_class("hitl-error")
-        self.status_text = html.unescape(message)

@@ -192,32 +192,17 @@ def log_keras_model(
         The registered model version (as text).
     """
     quiet()
-    import keras
     import mlflow
     import mlflow.keras
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
 
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1), "digit")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities")]),
-    )
-    requirements = [f"keras=={keras.__version__}", f"tensorflow-cpu=={_version('tensorflow')}"]
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     mlflow_client = client(settings)
     status = mlflow_client.get_run(run_id).info.status
-    files = {
-        folder: (Path(path), file_tag, sha256_tag)
-        for folder, path, file_tag, sha256_tag in (
-            (LITERT_ARTIFACTS, tflite_path, LITERT_FILE_TAG, LITERT_SHA256_TAG),
-            (KERAS_ARTIFACTS, keras_path, KERAS_FILE_TAG, KERAS_SHA256_TAG),
-        )
-        if path is not None
-    }
+    files = _model_files(tflite_path, keras_path)
     for folder, (path, _, _) in files.items():  # before the version exists: no tag ever names a missing file
         mlflow_client.log_artifact(run_id, str(path), folder)
+    signature, requirements = _keras_signature()
     with mlflow.start_run(run_id=run_id):
         info = mlflow.keras.log_model(
             network,
@@ -230,15 +215,40 @@ def log_keras_model(
     if status == "RUNNING":  # start_run(run_id) ends the run on exit; the cycle ends it when it is done
         mlflow_client.update_run(run_id, status="RUNNING")
     registered = str(info.registered_model_version)
-    mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, VERSION_TAG, version)
-    mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, "run_id", run_id)
+    tags = {VERSION_TAG: version, "run_id": run_id}
     for path, file_tag, sha256_tag in files.values():
-        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, file_tag, path.name)
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, sha256_tag, sha256)
+        tags |= {file_tag: path.name, sha256_tag: hashlib.sha256(path.read_bytes()).hexdigest()}
     if accuracy is not None:
-        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, ACCURACY_TAG, repr(float(accuracy)))
+        tags[ACCURACY_TAG] = repr(float(accuracy))
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(REGISTERED_MODEL, registered, key, value)
     return registered
+
+
+def _model_files(tflite_path: Path | None, keras_path: Path | None) -> dict[str, tuple[Path, str, str]]:
+    """The files logged beside a model, by artifact folder: their path, file-name tag and SHA-256 tag."""
+    return {
+        folder: (Path(path), file_tag, sha256_tag)
+        for folder, path, file_tag, sha256_tag in (
+            (LITERT_ARTIFACTS, tflite_path, LITERT_FILE_TAG, LITERT_SHA256_TAG),
+            (KERAS_ARTIFACTS, keras_path, KERAS_FILE_TAG, KERAS_SHA256_TAG),
+        )
+        if path is not None
+    }
+
+
+def _keras_signature() -> tuple[object, list[str]]:
+    """The logged model's signature (a 28x28x1 digit in, ten probabilities out) and its pinned requirements."""
+    import keras
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1), "digit")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10), "probabilities")]),
+    )
+    return signature, [f"keras=={keras.__version__}", f"tensorflow-cpu=={_version('tensorflow')}"]
 
 
 def _version(package: str) -> str:

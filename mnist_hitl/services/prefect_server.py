@@ -11,7 +11,7 @@ services such as the scheduler running in the app's lifespan), wrapped in Starle
 CSRF protection and the CORS origins are Prefect's own settings, set from ours in
 :func:`mnist_hitl.config.tool_environment`.
 
-    python -m mnist_hitl.services.prefect_server [--host 127.0.0.1] [--port 4200]
+    mnist-hitl prefect-server [--host 127.0.0.1] [--port 4200]
 
 Its database is Prefect's own setting: SQLite under ``$PREFECT_HOME`` unless
 ``PREFECT_API_DATABASE_CONNECTION_URL`` names another, as when one server serves the
@@ -22,12 +22,11 @@ is the other end: a Prefect worker on ``MNIST_HITL_WORK_POOL`` (``mnist-hitl wor
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 
 from mnist_hitl import config
-from mnist_hitl.config import Settings, get_settings
+from mnist_hitl.config import Settings
 
 
 def create_app(settings: Settings):
@@ -57,16 +56,15 @@ def worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return command, config.child_environment(settings, {"PREFECT_API_URL": settings.prefect_api})
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve Prefect until SIGINT or SIGTERM (uvicorn shuts the services down, then exits)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mnist_hitl.services.prefect_server", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--host", help="the address to bind (default MNIST_HITL_APP_HOST)")
-    parser.add_argument("--port", type=int, help="the port (default MNIST_HITL_PREFECT_PORT)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    host, port = args.host or settings.app_host, args.port or settings.prefect_port
+def serve_prefect(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve Prefect until SIGINT or SIGTERM (uvicorn shuts the services down, then exits).
+
+    Args:
+        settings: the names to answer to; Prefect's own settings come from them (:func:`config.tool_environment`).
+        host: the address to bind; defaults to ``MNIST_HITL_APP_HOST``.
+        port: defaults to ``MNIST_HITL_PREFECT_PORT`` (4200).
+    """
+    host, port = host or settings.app_host, port or settings.prefect_port
     settings = settings.replace(prefect_port=port)
     config.use_tool_environment(settings)  # before prefect is imported: it reads its settings once
     # The UI asks the API at the address the server says it has, unless PREFECT_UI_API_URL says otherwise.
@@ -75,17 +73,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
     from prefect.settings import get_current_settings
-    from sqlalchemy.engine import make_url
 
     server = get_current_settings().server
-    url = server.database.connection_url  # may be None when PREFECT_SERVER_DATABASE_HOST & co. describe it
-    database = make_url(url.get_secret_value()).render_as_string(hide_password=True) if url else server.database.driver
-    print(
-        f"Prefect server: http://{host}:{port}/ (hosts: {', '.join(settings.allowed_hosts)}; "
-        f"CSRF protection {'on' if server.api.csrf_protection_enabled else 'OFF'}; "
-        f"CORS origins {server.api.cors_allowed_origins}; database {database})",
-        flush=True,
-    )
+    print(f"Prefect server: http://{host}:{port}/ ({_defences(settings, server)})", flush=True)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -95,5 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-if __name__ == "__main__":
-    main()
+def _defences(settings: Settings, server) -> str:
+    """What the server answers to and where it keeps its records, for its first line of output."""
+    from sqlalchemy.engine import make_url
+
+    url = server.database.connection_url  # may be None when PREFECT_SERVER_DATABASE_HOST & co. describe it
+    database = make_url(url.get_secret_value()).render_as_string(hide_password=True) if url else server.database.driver
+    return (
+        f"hosts: {', '.join(settings.allowed_hosts)}; "
+        f"CSRF protection {'on' if server.api.csrf_protection_enabled else 'OFF'}; "
+        f"CORS origins {server.api.cors_allowed_origins}; database {database}"
+    )

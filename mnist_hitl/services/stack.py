@@ -5,14 +5,14 @@ drawing app (Voila), the HTTP API, the Prefect server and the hourly learning cy
 the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the ``prometheus`` binary is installed,
 Prometheus; with ``MNIST_HITL_MODEL_SOURCE=registry``, also the follower of the registry's champion
 (:mod:`mnist_hitl.model.follow`), which listens on no port. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1)
-on its configured port.
+on its configured port. Every line is a ``mnist-hitl`` command (MLflow's and Prometheus' too: :mod:`.tools`),
+run with :func:`stack_environment`.
 Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
 deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import socket
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_hitl import config
-from mnist_hitl.clock import wait_for
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.resources import resource
 from mnist_hitl.services.lab import with_token
@@ -74,42 +73,11 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
     return found
 
 
-def prometheus_config(settings: Settings, scrape_interval: str | None = None) -> str:
-    """``dashboards/prometheus/prometheus.yml`` with the local addresses as targets.
-
-    The file in the repository names the docker-compose services and finds the nodes'
-    exporters in its targets files; here the one node is this machine (its exporter
-    labelled ``node`` with the host name, as each node is there). Jobs keep their names,
-    so the dashboards' queries work against both.
-    """
-    import yaml
-
-    config = yaml.safe_load(resource("dashboards/prometheus/prometheus.yml").read_text())
-    host = settings.app_host
-    targets = {
-        "mnist-hitl": f"{host}:{settings.metrics_port}",
-        "app": f"{host}:{settings.app_port}",
-        "prometheus": f"{host}:{settings.prometheus_port}",
-    }
-    if scrape_interval:
-        config.setdefault("global", {})["scrape_interval"] = scrape_interval
-        config["global"]["evaluation_interval"] = scrape_interval
-    for job in config["scrape_configs"]:
-        if job["job_name"] in targets:
-            job.pop("file_sd_configs", None)
-            labels = {"node": socket.gethostname()} if job["job_name"] == "mnist-hitl" else {}
-            job["static_configs"] = [{"targets": [targets[job["job_name"]]], **({"labels": labels} if labels else {})}]
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 def stack_environment(settings: Settings) -> dict[str, str]:
     """The environment of every service: the settings, spelled out, and the tools' own variables."""
     return config.child_environment(
         settings,
         {
-            "MNIST_HITL_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts_dir),
-            "MNIST_HITL_PROMETHEUS_CONFIG": str(settings.home / "prometheus" / "prometheus.yml"),
-            "MNIST_HITL_PROMETHEUS_DATA": str(settings.home / "prometheus" / "data"),
             **({"MNIST_HITL_LAB_TOKEN": settings.lab_token} if settings.lab_token else {}),
             "MNIST_HITL_MODEL_SOURCE": settings.model_source,
             "MNIST_HITL_REGISTRY_POLL_SECONDS": str(settings.registry_poll_seconds),
@@ -210,15 +178,7 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     settings = with_token(settings or get_settings())  # one lab token, printed below and given to the lab
     with_prometheus = shutil.which("prometheus") is not None
     stack = services(settings, with_prometheus)
-    busy = busy_ports(settings, stack)
-    if busy:
-        for service in busy:
-            print(
-                f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
-                f"stop what uses it or choose another port (see mnist_hitl/config.py)",
-                file=sys.stderr,
-            )
-        raise SystemExit(1)
+    _refuse_busy_ports(settings, stack)
 
     removed = prepare_home(settings)
     version, trained = first_model(settings)
@@ -226,23 +186,11 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     if removed:
         print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
     env = stack_environment(settings)
-    if with_prometheus:
-        prometheus_yml = Path(env["MNIST_HITL_PROMETHEUS_CONFIG"])
-        prometheus_yml.parent.mkdir(parents=True, exist_ok=True)
-        prometheus_yml.write_text(prometheus_config(settings))
-
     commands = parse_procfile(Path(procfile or resource("Procfile")).read_text()).processes
     manager = Manager()
     for service in stack:
         manager.add_process(service.name, commands[service.name], env=env, cwd=str(settings.home))
-
-    width = max(len(s.name) for s in stack)
-    print(f"mnist-hitl stack, data in {settings.home}:")
-    for service in stack:
-        print(f"  {service.name:<{width}}  {service.url:<36} {service.what}")
-    if not with_prometheus:
-        print(f"  {'prometheus':<{width}}  not installed (apt-get install prometheus), not started")
-    print("Ctrl-C stops everything.", flush=True)
+    _print_services(settings, stack, with_prometheus)
 
     manager.loop()
     if manager.returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
@@ -251,25 +199,25 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     raise SystemExit(manager.returncode or 1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Start-up steps of single services (the Procfile and the containers use them).
-
-    ``python -m mnist_hitl.services.stack wait-for URL`` waits until URL answers;
-    ``python -m mnist_hitl.services.stack prepare`` runs :func:`prepare_home`.
-    """
-    parser = argparse.ArgumentParser(prog="python -m mnist_hitl.services.stack")
-    commands = parser.add_subparsers(dest="command", required=True)
-    wait = commands.add_parser("wait-for", help="wait until a URL answers 200")
-    wait.add_argument("url")
-    wait.add_argument("--timeout", type=float, default=300.0)
-    commands.add_parser("prepare", help="create the data folders and clean the metrics folder")
-    args = parser.parse_args(argv)
-    if args.command == "prepare":
-        prepare_home(get_settings())
-    elif not wait_for(args.url, args.timeout):
-        print(f"{args.url} did not answer within {args.timeout:.0f} s", file=sys.stderr)
+def _refuse_busy_ports(settings: Settings, stack: list[Service]) -> None:
+    """SystemExit, one line per taken port on stderr, when a service's port is taken."""
+    busy = busy_ports(settings, stack)
+    for service in busy:
+        print(
+            f"error: port {service.port} ({service.name}) is in use on {settings.app_host}; "
+            f"stop what uses it or choose another port (see mnist_hitl/config.py)",
+            file=sys.stderr,
+        )
+    if busy:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
-    main()
+def _print_services(settings: Settings, stack: list[Service], with_prometheus: bool) -> None:
+    """One line per service: its name, its URL, what it is."""
+    width = max(len(s.name) for s in stack)
+    print(f"mnist-hitl stack, data in {settings.home}:")
+    for service in stack:
+        print(f"  {service.name:<{width}}  {service.url:<36} {service.what}")
+    if not with_prometheus:
+        print(f"  {'prometheus':<{width}}  not installed (apt-get install prometheus), not started")
+    print("Ctrl-C stops everything.", flush=True)

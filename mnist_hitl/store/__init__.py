@@ -8,7 +8,7 @@ held by the database itself (:mod:`.schema`).
 from mnist_hitl.names import IMPORT, LABEL_KINDS, UNDO
 from mnist_hitl.store.database import Store, open_store
 from mnist_hitl.store.errors import DuplicateError, StoreError
-from mnist_hitl.store.rows import MAX_ID, Label, Prediction, content_hash
+from mnist_hitl.store.rows import MAX_ID, Label, NewPrediction, Prediction, content_hash
 from mnist_hitl.store.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "UNDO",
     "DuplicateError",
     "Label",
+    "NewPrediction",
     "Prediction",
     "Store",
     "StoreError",

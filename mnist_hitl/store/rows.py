@@ -1,6 +1,13 @@
 """The store's rows: what a prediction and a label are, and the checks a row passes before any write.
 
-:mod:`mnist_hitl.store.database` re-exports what callers use; the triggers and CHECKs of
+:class:`NewPrediction` is the one list of a prediction's fields. The table's columns, the stored
+:class:`Prediction`, what :meth:`~mnist_hitl.store.database.Store.record_prediction` takes, the
+workbench's :class:`~mnist_hitl.workbench.recording.PredictionResult` and the HTTP API's answers
+derive from it, so a new field is declared here (and added to the table by a migration,
+:mod:`mnist_hitl.store.schema`). Each field's ``metadata`` documents it for the API's schema, as
+keyword arguments of pydantic's ``Field``; this module does not import pydantic.
+
+The store's face, :mod:`mnist_hitl.store`, exports what callers use; the triggers and CHECKs of
 :mod:`mnist_hitl.store.schema` hold the same rules for every other connection.
 """
 
@@ -10,8 +17,7 @@ import hashlib
 import json
 import operator
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from sqlalchemy import Connection, RowMapping, text
 
@@ -23,24 +29,48 @@ MAX_ID = 2**63 - 1  # SQLite integers and PostgreSQL's BIGINT are signed 64-bit
 
 
 @dataclass(frozen=True)
-class Prediction:
-    id: int
-    created_at: str
-    png: bytes
-    predicted_label: int
-    probabilities: list[float]
-    model_version: str
-    latency_ms: float
-    source: str
+class NewPrediction:
+    """A prediction as its caller hands it to the store: the picture, what the model read in it, who asked."""
+
+    png: bytes = field(repr=False, metadata={"description": "the 28x28 picture the model saw, as a PNG"})
+    predicted_label: int = field(
+        metadata={"description": "the digit the model read", "ge": 0, "le": 9, "examples": [7]}
+    )
+    probabilities: list[float] = field(
+        metadata={"description": "the model's probability of each digit, 0 to 9", "min_length": 10, "max_length": 10}
+    )
+    model_version: str = field(
+        metadata={"description": "the version of the model that read it", "examples": ["20260101-120000-000"]}
+    )
+    latency_ms: float = field(
+        metadata={"description": "milliseconds from the picture's arrival to the stored answer", "examples": [1.4]}
+    )
+    source: str = field(
+        default="app", metadata={"description": "who asked: app, cli, api, import...", "examples": ["api"]}
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction(NewPrediction):
+    """A stored prediction: a :class:`NewPrediction` with its id and the time it was stored."""
+
+    id: int = field(metadata={"description": "the prediction's id", "examples": [1]})
+    created_at: str = field(
+        metadata={"description": "when it was stored (UTC, ISO 8601)", "examples": ["2026-01-01T12:00:00.000000+00:00"]}
+    )
 
 
 @dataclass(frozen=True)
 class Label:
-    id: int
-    prediction_id: int
-    label: int | None  # None for an undo
-    kind: str
-    created_at: str
+    """One row of a prediction's label history (append-only: the latest counts)."""
+
+    id: int = field(metadata={"description": "the label's id (later labels have larger ids)", "examples": [1]})
+    prediction_id: int = field(metadata={"description": "the labelled prediction's id", "examples": [1]})
+    label: int | None = field(metadata={"description": "the true digit; null for an undo", "examples": [7]})
+    kind: str = field(metadata={"description": "confirm, correct or undo", "examples": ["correct"]})
+    created_at: str = field(
+        metadata={"description": "when it was given (UTC, ISO 8601)", "examples": ["2026-01-01T12:00:05.000000+00:00"]}
+    )
 
 
 def content_hash(png: bytes) -> str:
@@ -48,49 +78,31 @@ def content_hash(png: bytes) -> str:
     return hashlib.sha256(png).hexdigest()
 
 
-PREDICTION_COLUMNS = (
-    "created_at",
-    "png",
-    "predicted_label",
-    "probabilities",
-    "model_version",
-    "latency_ms",
-    "source",
-    "content_hash",
-)
+PREDICTION_COLUMNS = ("created_at", *(column.name for column in fields(NewPrediction)), "content_hash")
 INSERT_PREDICTION = (
     f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)})"
     f" VALUES ({', '.join(':' + column for column in PREDICTION_COLUMNS)})"
 )
 
 
-def prediction_row(
-    png: bytes,
-    predicted_label: int,
-    probabilities: Sequence[float],
-    model_version: str,
-    latency_ms: float,
-    source: str = "app",
-) -> dict:
+def prediction_row(prediction: NewPrediction) -> dict:
     """A prediction's row for :data:`INSERT_PREDICTION` (by column), checked; ``content_hash`` is the picture's."""
-    probabilities = [float(p) for p in probabilities]
+    probabilities = [float(p) for p in prediction.probabilities]
     if len(probabilities) != 10:
         raise StoreError(f"expected 10 probabilities, got {len(probabilities)}")
-    if int(predicted_label) not in range(10):
-        raise StoreError(f"predicted label {predicted_label} is outside 0-9")
-    if not png:
+    if int(prediction.predicted_label) not in range(10):
+        raise StoreError(f"predicted label {prediction.predicted_label} is outside 0-9")
+    if not prediction.png:
         raise StoreError("a prediction needs its image")
-    values = (
-        utc_now("microseconds"),
-        png,
-        int(predicted_label),
-        json.dumps(probabilities),
-        model_version,
-        float(latency_ms),
-        source,
-        content_hash(png),
-    )
-    return dict(zip(PREDICTION_COLUMNS, values, strict=True))
+    row = {column.name: getattr(prediction, column.name) for column in fields(NewPrediction)}
+    return {
+        **row,
+        "created_at": utc_now("microseconds"),
+        "predicted_label": int(prediction.predicted_label),
+        "probabilities": json.dumps(probabilities),
+        "latency_ms": float(prediction.latency_ms),
+        "content_hash": content_hash(prediction.png),
+    }
 
 
 def checked_label(label: object, kind: str) -> int:
@@ -131,16 +143,8 @@ def bounded(value: object) -> int:
 
 
 def prediction_from_row(row: RowMapping) -> Prediction:
-    return Prediction(
-        id=row["id"],
-        created_at=row["created_at"],
-        png=bytes(row["png"]),
-        predicted_label=row["predicted_label"],
-        probabilities=json.loads(row["probabilities"]),
-        model_version=row["model_version"],
-        latency_ms=row["latency_ms"],
-        source=row["source"],
-    )
+    values = {column.name: row[column.name] for column in fields(Prediction)}
+    return Prediction(**{**values, "png": bytes(row["png"]), "probabilities": json.loads(row["probabilities"])})
 
 
 COUNTS = (

@@ -1,4 +1,4 @@
-"""The store's schema, version by version; :mod:`mnist_hitl.store.database` applies what a store lacks.
+"""The store's schema, version by version; :mod:`mnist_hitl.store.access` applies what a store lacks.
 
 Version 1: the tables, labels append-only against UPDATE and DELETE. Version 2 makes the
 rules hold for every connection, whatever its pragmas: ``INSERT OR REPLACE`` deletes the old

@@ -22,7 +22,6 @@ import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -44,14 +43,30 @@ class QueueItem:
     person's latest label.
     """
 
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float]
-    uncertainty: float
-    model_version: str
-    source: str
-    png: bytes = field(repr=False)
-    random: bool = False  # drawn at random from the pool, not for its uncertainty
+    prediction_id: int = field(metadata={"description": "the prediction's id", "examples": [1]})
+    predicted_label: int = field(
+        metadata={"description": "the digit the deployed model reads", "ge": 0, "le": 9, "examples": [3]}
+    )
+    probabilities: list[float] = field(
+        metadata={"description": "the deployed model's probability of each digit", "min_length": 10, "max_length": 10}
+    )
+    uncertainty: float = field(
+        metadata={
+            "description": "how unsure the deployed model is, higher is less sure (margin: 1 - (p1 - p2);"
+            " entropy: in nats; doubtful: 1 - the probability of the person's label)",
+            "examples": [0.99],
+        }
+    )
+    model_version: str = field(
+        metadata={"description": "the deployed model's version, which scored it", "examples": ["20260101-120000-000"]}
+    )
+    source: str = field(
+        metadata={"description": "who asked for the prediction: app, cli, api, import...", "examples": ["import"]}
+    )
+    png: bytes = field(repr=False, metadata={"description": "the stored 28x28 picture, as a PNG"})
+    random: bool = field(  # drawn at random from the pool, not for its uncertainty
+        default=False, metadata={"description": "drawn at random from the pool, not for its uncertainty"}
+    )
 
     def as_json(self) -> dict:
         return {
@@ -111,18 +126,18 @@ def queue_order(
 class ScoreCache:
     """The deployed model's probabilities for every stored prediction, kept up to date incrementally.
 
-    Thread-safe; the arrays it returns are never changed afterwards. It writes the ``scores``
-    table through a connection of its own, opened on first use, so its transactions never meet
-    those of another thread on the caller's store.
+    Thread-safe; the arrays it returns are never changed afterwards. It reads and writes the
+    ``scores`` table through the store it is given, the workbench's own: the store lends its
+    connection to one caller at a time, so a scoring on one thread and a label written on
+    another take turns for each statement, never for the whole scoring.
 
     Args:
-        location: the store (a SQLite file or a database URL).
+        store: the store whose predictions are scored (not closed here: its owner closes it).
         predictor: the deployed model.
     """
 
-    def __init__(self, location: str | Path, predictor: Predictor) -> None:
-        self.location, self.predictor = location, predictor
-        self.store: Store | None = None
+    def __init__(self, store: Store, predictor: Predictor) -> None:
+        self.store, self.predictor = store, predictor
         self._lock = threading.Lock()
         self._version: str | None = None
         self._ids = np.zeros(0, dtype=np.int64)
@@ -131,8 +146,6 @@ class ScoreCache:
     def current(self) -> tuple[str, np.ndarray, np.ndarray]:
         """(the deployed version, prediction ids ascending, their probabilities (n, 10); NaN: unreadable)."""
         with self._lock:
-            if self.store is None:
-                self.store = Store(self.location)
             for _ in range(3):  # a deployment in the middle of scoring: start again with the new model
                 version = self.predictor.version
                 if version != self._version:
@@ -148,12 +161,6 @@ class ScoreCache:
                 self._probabilities = np.concatenate([self._probabilities, probabilities])
                 return version, self._ids, self._probabilities
             raise RuntimeError("the deployed model kept changing while the queue was scored; try again")
-
-    def close(self) -> None:
-        with self._lock:
-            if self.store is not None:
-                self.store.close()
-                self.store = None
 
     def _score(self, version: str, rows: list) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))

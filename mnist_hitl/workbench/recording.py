@@ -9,25 +9,21 @@ app shows, the CLI prints and the HTTP API returns.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from mnist_hitl import metrics
 from mnist_hitl.model import Predictor
 from mnist_hitl.preprocess import encode_png
-from mnist_hitl.store import Store
+from mnist_hitl.store import NewPrediction, Store
 
 
-@dataclass(frozen=True)
-class PredictionResult:
-    """What a prediction returns to its caller."""
+@dataclass(frozen=True, kw_only=True)
+class PredictionResult(NewPrediction):
+    """What a prediction returns to its caller: the fields stored, the new prediction's id, the picture read."""
 
-    prediction_id: int
-    predicted_label: int
-    probabilities: list[float]
-    model_version: str
-    latency_ms: float
+    prediction_id: int = field(metadata={"description": "the stored prediction's id", "examples": [1]})
     digit: np.ndarray = field(repr=False)  # the 28x28 picture the model saw
 
     @property
@@ -60,8 +56,9 @@ def predict_and_store(
     probabilities, version = predictor.predict(digit)
     label = int(np.argmax(probabilities))
     latency_ms = (time.perf_counter() - start) * 1000
-    prediction_id = store.record_prediction(
-        png or encode_png(digit), label, probabilities.tolist(), version, latency_ms, source=source
+    stored = NewPrediction(
+        png or encode_png(digit), label, [float(p) for p in probabilities], version, latency_ms, source
     )
+    prediction_id = store.record_prediction(**asdict(stored))
     metrics.record_prediction(label, version, latency_ms / 1000)
-    return PredictionResult(prediction_id, label, [float(p) for p in probabilities], version, latency_ms, digit)
+    return PredictionResult(**asdict(stored), prediction_id=prediction_id, digit=digit)

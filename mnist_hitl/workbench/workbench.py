@@ -1,9 +1,11 @@
-"""The operations a user performs, shared by the app, the CLI and scripts.
+"""The operations a user performs, shared by the app, the API, the CLI and scripts.
 
 ``Workbench`` ties the store and the fast predictor together: predict a picture
-(preprocess, infer, store), label a prediction and undo a label, import pictures into
-the pool (:mod:`mnist_hitl.workbench.pool`), serve the review queue (:mod:`mnist_hitl.workbench.ranking`),
-report the status. Nothing here imports TensorFlow.
+(preprocess, infer, store), label a prediction and undo a label, read a prediction back,
+import pictures into the pool (:mod:`mnist_hitl.workbench.pool`), serve the review queue
+(:mod:`mnist_hitl.workbench.ranking`), load the deployed model, report the status. The app,
+the API and the CLI ask the workbench, never its store or its predictor, so those stay its
+own business (how it shares them between threads, say). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError, Predictor, deployed_model
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, read_picture_file, to_mnist
-from mnist_hitl.store import UNDO, Store, StoreError
+from mnist_hitl.store import UNDO, Prediction, Store, StoreError
 from mnist_hitl.workbench import pool
 from mnist_hitl.workbench.ranking import QueueItem, ScoreCache, doubtful, labelled_scores, review_queue
 from mnist_hitl.workbench.recording import PredictionResult, predict_and_store
@@ -30,6 +32,10 @@ class Workbench:
     Args:
         settings: defaults to the environment's settings.
         source: who is predicting (``app``, ``cli``...), stored with each prediction.
+
+    Attributes:
+        store, predictor, scores: its store, the deployed model and the queue's score cache,
+            shared by the three; the app, the API and the CLI call the methods below instead.
     """
 
     def __init__(self, settings: Settings | None = None, source: str = "app") -> None:
@@ -37,10 +43,9 @@ class Workbench:
         self.source = source
         self.store = Store(self.settings.store_location)
         self.predictor = Predictor(self.settings.models_dir)
-        self.scores = ScoreCache(self.settings.store_location, self.predictor)
+        self.scores = ScoreCache(self.store, self.predictor)
 
     def close(self) -> None:
-        self.scores.close()
         self.store.close()
 
     def __enter__(self) -> Workbench:
@@ -48,6 +53,41 @@ class Workbench:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # the deployed model ------------------------------------------------------------------
+
+    def refresh_model(self, force: bool = False) -> bool:
+        """Load the deployed model if it changed since the last look (``force``: read it again); True if it did.
+
+        Raises:
+            ModelFileError: no model can be loaded and none is held; or, with ``force``, the deployed
+                one cannot be loaded (the one held keeps serving).
+        """
+        return self.predictor.refresh(force=force)
+
+    @property
+    def model_version(self) -> str:
+        """The deployed model's version, after looking for a newer deployment.
+
+        Raises:
+            ModelFileError: no model can be loaded.
+        """
+        return self.predictor.version
+
+    @property
+    def serving_version(self) -> str | None:
+        """The version of the model held now, without looking for a newer one (None: none held)."""
+        return self.predictor.serving_version
+
+    def score_digits(self, digits: np.ndarray) -> tuple[np.ndarray, str]:
+        """The deployed model's probabilities for MNIST-style digits (n, 28, 28), values 0-1; nothing is stored.
+
+        Returns:
+            (probabilities of shape (n, 10), the version that produced them).
+        """
+        return self.predictor.predict_batch(digits)
+
+    # predictions and labels ----------------------------------------------------------------
 
     def predict_picture(self, picture: np.ndarray) -> PredictionResult:
         """Preprocess a picture MNIST-style, predict it, store it.
@@ -111,7 +151,7 @@ class Workbench:
             model = {"model_version": deployed.version, "holdout_accuracy": deployed.holdout_accuracy}
         except ModelFileError as error:
             model = {"model_version": None, "model_error": str(error)}
-        return {**model, **self.store.counts(), "home": str(self.settings.home)}
+        return {**model, **self.counts(), "home": str(self.settings.home)}
 
     def undo(self, prediction_id: int) -> int:
         """Append an ``undo`` to a prediction's labels: it is unlabelled again; returns the undo's label id.
@@ -140,6 +180,18 @@ class Workbench:
             {"id": label.id, "label": label.label, "kind": label.kind, "created_at": label.created_at}
             for label in labels
         ]
+
+    def prediction(self, prediction_id: int) -> Prediction:
+        """A stored prediction.
+
+        Raises:
+            StoreError: no such prediction.
+        """
+        return self.store.get_prediction(prediction_id)
+
+    def counts(self) -> dict[str, int]:
+        """The store's numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
+        return self.store.counts()
 
     def queue(self, limit: int = 20, strategy: str = "margin", exclude: Collection[int] = ()) -> list[QueueItem]:
         """The unlabelled predictions the deployed model is least sure of, first, with a share drawn at random.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +20,6 @@ from mnist_hitl.store import Store
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SEVEN = [(60, 50), (220, 50), (150, 250)]
 ONE = [(130, 40), (150, 30), (150, 250)]
 
@@ -39,18 +28,6 @@ ONE = [(130, 40), (150, 30), (150, 250)]
 def voila_app(home_with_model: Settings, tmp_path: Path) -> Iterator[RunningApp]:
     with running_app(home_with_model, log=tmp_path / "voila.log") as app:
         yield app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 from mnist_hitl.app.command import RunningApp, running_app
 from mnist_hitl.config import Settings
 from mnist_hitl.store import Store
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.helpers import import_digits
 
 pytestmark = pytest.mark.browser
@@ -31,18 +30,6 @@ def review_app(home_with_model: Settings, tmp_path: Path) -> Iterator[RunningApp
     import_digits(home_with_model, POOL)
     with running_app(home_with_model, log=tmp_path / "voila.log") as app:
         yield app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def new_page(browser, errors: list[str], **context_options):

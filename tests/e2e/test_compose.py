@@ -121,6 +121,38 @@ def test_every_long_running_service_has_a_healthcheck():
             assert service.get("healthcheck", {}).get("test"), name
 
 
+def test_every_service_of_the_image_starts_as_a_mnist_hitl_command():
+    for name, service in compose()["services"].items():
+        if service.get("image") == "mnist-hitl:latest":
+            assert service["command"][0] == "mnist-hitl", name
+            assert "-m" not in service.get("healthcheck", {}).get("test", []), name  # `mnist-hitl wait-for`
+    assert 'ENTRYPOINT ["sh", "-c", "mnist-hitl prepare && exec' in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_mlflow_services_run_the_command_lines_they_ran_before(monkeypatch):
+    from typer.testing import CliRunner
+
+    from mnist_hitl.cli import app
+
+    services = compose()["services"]
+    # the image's environment (the Dockerfile's), not this machine's tracking URI
+    image = {"MNIST_HITL_HOME": "/data", "MNIST_HITL_APP_HOST": "0.0.0.0", "MLFLOW_TRACKING_URI": ""}
+    backend = "postgresql+psycopg://mnist:${MNIST_HITL_POSTGRES_PASSWORD:-mnist-hitl}@postgres:5432/mlflow"
+    address = ["--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
+    before = {
+        "mlflow": ["--backend-store-uri", "sqlite:////data/mlflow/mlflow.db"]
+        + ["--default-artifact-root", "/data/mlflow/artifacts", *address],
+        "mlflow-server": ["--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", "/artifacts"]
+        + [*address, "--allowed-hosts", "mlflow-server:5000,localhost:*,127.0.0.1:*"],
+    }
+    for name, options in before.items():
+        executed = []
+        monkeypatch.setattr(os, "execvp", lambda program, args, executed=executed: executed.append(args))
+        outcome = CliRunner().invoke(app, services[name]["command"][1:], env=image)
+        assert outcome.exit_code == 0 and len(executed) == 1, outcome.output
+        assert Path(executed[0][0]).name == "mlflow" and executed[0][1:] == ["server", *options], name
+
+
 def test_prometheus_and_grafana_point_at_the_compose_services():
     services = compose()["services"]
     config = yaml.safe_load((ROOT / "dashboards/prometheus/prometheus.yml").read_text())
@@ -156,7 +188,7 @@ def test_services_run_without_telemetry_or_job_runner_and_answer_to_the_names_th
         assert environment.get("MLFLOW_DISABLE_TELEMETRY") == "true", name
         assert environment.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false", name
         assert environment.get("DO_NOT_TRACK") and environment.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false"
-    assert "mnist_hitl.services.prefect_server" in services["prefect"]["command"]  # Prefect behind the Host check
+    assert services["prefect"]["command"][:2] == ["mnist-hitl", "prefect-server"]  # Prefect behind the Host check
 
     # the flow reaches Prefect, Prometheus the app, by service name: each allows that name
     def allowed(service: str) -> list[str]:
@@ -253,7 +285,7 @@ def test_the_scale_nodes_run_workers_searches_and_apps_on_the_shared_servers():
     databases = [url.split("@")[1] for url in (store, backend, prefect)]
     assert {d.split("/")[0] for d in databases} == {"postgres:5432"} and len(set(databases)) == 3
     assert services["postgres"]["image"].startswith("postgres:15")
-    assert {"--serve-artifacts", "--artifacts-destination"} <= set(mlflow)
+    assert mlflow[:2] == ["mnist-hitl", "mlflow"] and "--artifacts-destination" in mlflow  # served through it
     assert services["mlflow-server"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     # each server answers to the name the nodes reach it by
     assert "mlflow-server:5000" in mlflow[mlflow.index("--allowed-hosts") + 1].split(",")
@@ -279,7 +311,7 @@ def test_prometheus_finds_every_nodes_exporter():
 
 
 def test_the_local_stack_scrapes_its_one_node_directly():
-    from mnist_hitl.services.stack import prometheus_config
+    from mnist_hitl.services.tools import prometheus_config
 
     settings = Settings(home=Path(".")).replace(metrics_port=9200, app_host="127.0.0.1")
     (job,) = [j for j in yaml.safe_load(prometheus_config(settings))["scrape_configs"] if j["job_name"] == "mnist-hitl"]

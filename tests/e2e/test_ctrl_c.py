@@ -91,9 +91,9 @@ def test_ctrl_c_stops_the_schedule_and_the_prefect_server_it_started(home: Setti
     try:
         wait_until(lambda: answers(deployment), schedule, log)
         tree = [" ".join(p.cmdline()) for p in psutil.Process(schedule.pid).children(recursive=True)]
-        servers = [command for command in tree if "prefect_server" in command or "uvicorn" in command]
+        servers = [command for command in tree if "prefect-server" in command or "uvicorn" in command]
         # the flow is served to the server it started, not to a temporary one of Prefect's own
-        assert len(servers) == 1 and "mnist_hitl.services.prefect_server" in servers[0], tree
+        assert len(servers) == 1 and "mnist_hitl.cli prefect-server" in servers[0], tree
     finally:
         left = ctrl_c(schedule)
     assert left == [], f"{left}\n{log.read_text()[-3000:]}"

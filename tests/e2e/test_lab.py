@@ -11,11 +11,11 @@ import urllib.request
 
 import pytest
 
+from bench.support import CHROMIUM
 from mnist_hitl.resources import resource
 from mnist_hitl.services import lab
 from tests.support.helpers import free_port, start_cli
 
-CHROMIUM = os.environ.get("MNIST_HITL_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "a-token-for-the-test-only-0123456789"
 
 

@@ -146,7 +146,8 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     champion = tracking.champion(settings)
     assert champion["version"] == new and champion["run_id"] == retrain.info.run_id
     assert [h["version"] for h in tracking.promotion_history(settings)] == [new]
-    versions = history.load_history(settings).versions.set_index("version")  # the store and the registry, joined
+    with Store(settings.db_path) as store:
+        versions = history.load_history(settings, store).versions.set_index("version")  # the store and the registry
     assert versions.loc[new, "what"] == "promoted" and versions.loc[new, "champion"] == True  # noqa: E712
     assert versions.loc[new, "mlflow_version"] == summary["mlflow_model_version"]
     assert versions.loc[first, "live_n"] == 160
@@ -249,8 +250,8 @@ def test_a_cycle_killed_while_retraining_leaves_the_deployed_model_serving(home_
     assert interrupted
 
     # the next cycle settles the records first, then has the same labels to work on
-    with lock.cycle_lock(settings) as cycle_id:
-        plan = cycle_lib.prepare_cycle(settings, cycle_id, False)
+    with lock.cycle_lock(settings) as cycle_id, Store(settings.db_path) as store:
+        plan = cycle_lib.prepare_cycle(settings, store, cycle_id, False)
     assert f"cycle {interrupted} was interrupted" in plan.reconciled
     assert any("marked KILLED" in line for line in plan.reconciled)
     assert plan.has_new_labels and plan.through_label_id == 60

@@ -15,6 +15,7 @@ import pytest
 
 from mnist_hitl.learning.loop.cycle import last_cycle
 from mnist_hitl.resources import resource
+from mnist_hitl.store import open_store
 from tests.support.helpers import free_port, start_cli
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,11 @@ FLOW = resource("flows") / "hitl_cycle.py"
 def environment(settings, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MLFLOW_TRACKING_URI"}
     return {**env, "MNIST_HITL_HOME": str(settings.home), "PREFECT_HOME": str(settings.prefect_home), **extra}
+
+
+def outcome_of_last_cycle(settings) -> str:
+    with open_store(settings) as store:
+        return last_cycle(store)["outcome"]
 
 
 def api(url: str, body: dict | None = None) -> dict | list:
@@ -52,7 +58,7 @@ def test_one_flow_run_without_a_server(home):
     assert "'outcome': 'no_new_data'" in done.stdout
     log = done.stdout + done.stderr
     assert "Task run 'prepare" in log and "Task run 'record" in log  # the stages ran as Prefect tasks
-    assert last_cycle(home)["outcome"] == "no_new_data"
+    assert outcome_of_last_cycle(home) == "no_new_data"
 
 
 def test_the_schedule_is_served_to_a_local_prefect_server(home):
@@ -98,7 +104,7 @@ def test_the_schedule_is_served_to_a_local_prefect_server(home):
             time.sleep(1)
             state = api(f"{base}/flow_runs/{run['id']}")["state_type"]
         assert state == "COMPLETED", log_path.read_text()[-3000:]
-        assert last_cycle(home)["outcome"] == "no_new_data"
+        assert outcome_of_last_cycle(home) == "no_new_data"
     finally:
         schedule.send_signal(signal.SIGTERM)
         try:

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from mnist_hitl.clock import wait_for
 from mnist_hitl.config import Settings
 from mnist_hitl.resources import resource
-from mnist_hitl.services.stack import stack_environment, wait_for
+from mnist_hitl.services.stack import stack_environment
 from tests.support.helpers import free_port
 
 pytestmark = pytest.mark.slow

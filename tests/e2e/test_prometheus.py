@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mnist_hitl.app.command import running_app
-from mnist_hitl.services.stack import prometheus_config
+from mnist_hitl.services.tools import prometheus_config
 from tests.support.helpers import REPO, free_port, start_cli
 
 ROOT = REPO

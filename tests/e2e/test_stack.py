@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -91,7 +93,48 @@ def test_the_procfile_has_a_line_per_service():
 
     commands = parse_procfile(resource("Procfile").read_text()).processes
     assert list(commands) == ["app", "api", "prefect", "schedule", "mlflow", "lab", "metrics", "prometheus", "follow"]
+    assert all(command.startswith("mnist-hitl ") for command in commands.values()), commands
     assert "wait-for" in commands["schedule"]  # the schedule starts once the Prefect server answers
+
+
+def executed_by(line: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The command line a Procfile line hands over to (``os.execvp``), run in this process with ``env``."""
+    from typer.testing import CliRunner
+
+    from mnist_hitl.cli import app
+
+    argv = shlex.split(string.Template(line).substitute(env))
+    assert argv[0] == "mnist-hitl"
+    executed = []
+    monkeypatch.setattr(os, "execvp", lambda program, args: executed.append(args))
+    outcome = CliRunner().invoke(app, argv[1:], env=env)
+    assert outcome.exit_code == 0 and len(executed) == 1, outcome.output
+    return executed[0]
+
+
+def test_mlflow_and_prometheus_get_the_stacks_paths_address_and_ports(home, monkeypatch):
+    from honcho.environ import parse_procfile
+
+    from mnist_hitl.services.stack import stack_environment
+
+    settings = home.replace(mlflow_port=free_port(), prometheus_port=free_port())
+    env = stack_environment(settings)
+    commands = parse_procfile(resource("Procfile").read_text()).processes
+    mlflow = executed_by(commands["mlflow"], env, monkeypatch)
+    assert Path(mlflow[0]).name == "mlflow" and mlflow[1] == "server"  # `mlflow ui` is its alias
+    store, artifacts, port = env["MLFLOW_TRACKING_URI"], str(settings.mlflow_artifacts_dir), str(settings.mlflow_port)
+    stores = ["--backend-store-uri", store, "--default-artifact-root", artifacts]
+    assert mlflow[2:] == [*stores, "--host", "127.0.0.1", "--port", port, "--workers", "1"]
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus is not installed")
+    folder = settings.home / "prometheus"
+    assert executed_by(commands["prometheus"], env, monkeypatch) == [
+        shutil.which("prometheus"),
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+    ]
+    assert f"127.0.0.1:{settings.prometheus_port}" in (folder / "prometheus.yml").read_text()  # written for it
 
 
 def assert_lab_lists_the_notebooks(output: str, port: int) -> None:

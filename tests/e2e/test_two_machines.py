@@ -112,7 +112,8 @@ def test_a_cycle_on_one_machine_learns_the_labels_of_another_which_then_serves_i
         assert run.state.is_completed(), f"{run.state}\n{logs['worker'].read_text()[-3000:]}"
         assert str(run.id) in logs["worker"].read_text()
         cycled = time.monotonic()
-        summary = last_cycle(b)  # from the shared store
+        with Store(b.store_location) as store:
+            summary = last_cycle(store)  # from the shared store
         assert summary["outcome"] == "promoted", summary
         new = summary["model_version"]
         assert new != champion and tracking.champion(b)["version"] == new  # the registry's champion moved

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import psutil
 import psycopg
@@ -11,6 +10,7 @@ import pytest
 
 from mnist_hitl.clock import wait_for
 from mnist_hitl.learning.loop.cycle import last_cycle
+from mnist_hitl.store import open_store
 from tests.support.helpers import free_port, run_cli, start_cli
 from tests.support.scale import environment, stop, wait_until
 
@@ -37,10 +37,9 @@ def test_a_worker_runs_the_cycle_that_schedule_deployed_to_a_work_pool(home_with
     processes = []
     try:
         with open(logs["server"], "w") as log:
-            command = [sys.executable, "-m", "mnist_hitl.services.prefect_server", "--host", "127.0.0.1"]
-            command += ["--port", api.split(":")[2].split("/")[0]]
             server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database}
-            processes.append(subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT))
+            options = ["--host", "127.0.0.1", "--port", api.split(":")[2].split("/")[0]]
+            processes.append(start_cli(server_env, "prefect-server", *options, stdout=log, stderr=subprocess.STDOUT))
         assert wait_for(f"{api}/health", timeout=120), logs["server"].read_text()[-3000:]
 
         with open(logs["schedule"], "w") as log:
@@ -56,7 +55,8 @@ def test_a_worker_runs_the_cycle_that_schedule_deployed_to_a_work_pool(home_with
         assert run.state.is_completed(), f"{run.state}\n{logs['worker'].read_text()[-3000:]}"
         assert run.work_pool_name == POOL
         assert str(run.id) in logs["worker"].read_text()  # this worker picked it up, in a process of its own
-        assert last_cycle(home_with_model)["outcome"] == "no_new_data"  # the cycle ran on the worker's home
+        with open_store(home_with_model) as store:
+            assert last_cycle(store)["outcome"] == "no_new_data"  # the cycle ran on the worker's home
         worker = psutil.Process(processes[2].pid)  # a supervisor: the flow run imported what it needed, not the worker
         assert worker.is_running() and not any("tensorflow" in m.path for m in worker.memory_maps())
 

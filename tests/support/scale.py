@@ -96,7 +96,7 @@ def start_prefect_server(folder: Path, database_url: str) -> Server:
         settings,
         PREFECT_API_DATABASE_CONNECTION_URL=database_url.replace("postgresql+psycopg://", "postgresql+asyncpg://"),
     )
-    command = [sys.executable, "-m", "mnist_hitl.services.prefect_server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "mnist_hitl.cli", "prefect-server", "--host", "127.0.0.1", "--port", str(port)]
     log = folder / "server.log"
     with open(log, "w") as output:
         process = subprocess.Popen(
@@ -123,10 +123,11 @@ def publish(cycle: Settings, network) -> tuple[str, str]:
     """
     from mnist_hitl.learning import tracking
     from mnist_hitl.learning.retrain import deployment
+    from mnist_hitl.store import open_store
 
     run_id = tracking.start_run(cycle, "retrain", "retrain", "test-cycle")
     record = {"reason": "published by a test"}
-    saved, mlflow_version = deployment.save_version(cycle, network, 0.97, record, run_id)
-    deployment.deploy(cycle, saved, 0.97, record, mlflow_version, ["a test promotes it"])
+    with open_store(cycle) as store:
+        outcome = deployment.publish(cycle, store, network, 0.97, record, reasons=["a test promotes it"], run_id=run_id)
     tracking.end_run(cycle, run_id)
-    return saved.version, mlflow_version
+    return outcome.version, outcome.mlflow_version

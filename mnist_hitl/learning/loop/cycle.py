@@ -20,241 +20,53 @@ One cycle:
    its labels again next time), the MLflow runs are closed, metrics published.
 
 The retrain decision counts the labels since the last retraining, so labels
-that trickle in across several quiet cycles add up.
+that trickle in across several quiet cycles add up. The stages are in
+:mod:`mnist_hitl.learning.loop.stages`, what a cycle leaves behind in
+:mod:`mnist_hitl.learning.loop.record`; this module runs them in order, with one store.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 
 from mnist_hitl import metrics
 from mnist_hitl.clock import Stopwatch
 from mnist_hitl.config import Settings, get_settings
-from mnist_hitl.files import json_default
 from mnist_hitl.learning.loop.lock import CycleBusy, cycle_lock
-from mnist_hitl.learning.loop.watermarks import advance_watermarks, newest_label_id, watermarks
+from mnist_hitl.learning.loop.record import (
+    LAST_CYCLE,
+    cycle_note,
+    last_cycle,
+    number_or_nan,
+    record_cycle,
+    record_quiet_cycle,
+    remember,
+)
+from mnist_hitl.learning.loop.stages import (
+    RUNNING_CYCLE,
+    CycleFailed,
+    CyclePlan,
+    monitor_stage,
+    prepare_cycle,
+    retrain_overrides,
+    retrain_stage,
+)
 from mnist_hitl.learning.monitor.decision import Thresholds
 from mnist_hitl.names import CycleOutcome
-from mnist_hitl.store import Store
+from mnist_hitl.store import Store, open_store
+
+__all__ = ["LAST_CYCLE", "RUNNING_CYCLE", "CycleFailed", "CyclePlan", "last_cycle", "prepare_cycle", "run_cycle"]
 
 log = logging.getLogger(__name__)
-
-LAST_CYCLE = "loop.last_cycle"
-RUNNING_CYCLE = "loop.running_cycle"
-MONITOR_NOTEBOOK = "monitor.ipynb"
-RETRAIN_NOTEBOOK = "retrain.ipynb"
 
 Runner = Callable[..., object]
 
 
-class CycleFailed(RuntimeError):
-    """A stage of the cycle failed; the deployed model and the watermarks are unchanged."""
-
-
 def _direct(name: str, function: Callable, *args, **kwargs):
     return function(*args, **kwargs)
-
-
-@dataclass
-class CyclePlan:
-    """The snapshot a cycle works from."""
-
-    cycle_id: str
-    since_label_id: int
-    seen_through: int
-    through_label_id: int
-    force_retrain: bool
-    run_dir: Path
-    reconciled: list[str] = field(default_factory=list)
-
-    @property
-    def has_new_labels(self) -> bool:
-        return self.through_label_id > self.seen_through
-
-
-# prepare ------------------------------------------------------------------------------------
-
-
-def prepare_cycle(settings: Settings, cycle_id: str, force_retrain: bool) -> CyclePlan:
-    """Start from the registry's champion (on a registry node), settle what an interrupted cycle left,
-    then snapshot the watermarks and the newest label.
-
-    Raises:
-        CycleFailed: on a registry node, the registry's champion could not be fetched.
-    """
-    from mnist_hitl.learning.retrain import deployment
-
-    changes = _start_from_registry(settings) if settings.model_source == "registry" else []
-    changes += deployment.reconcile(settings)
-    with Store(settings.store_location) as store:
-        interrupted = store.get_meta(RUNNING_CYCLE)
-        if interrupted:
-            changes.append(f"cycle {interrupted} was interrupted")
-            changes += _settle_interrupted(settings, store, interrupted)
-            store.set_meta(RUNNING_CYCLE, "")
-        marks = watermarks(store)
-        through = newest_label_id(store)
-    run_dir = settings.runs_dir / f"cycle-{cycle_id}"
-    return CyclePlan(cycle_id, marks.retrained_through, marks.seen_through, through, force_retrain, run_dir, changes)
-
-
-def _start_from_registry(settings: Settings) -> list[str]:
-    """Serve the registry's champion here, Keras file included: a cycle node shares no disk with the node that
-    promoted it. Failing is better than retraining from (and judging against) an older champion."""
-    from mnist_hitl.model import ModelFileError
-    from mnist_hitl.model.follow import RegistryError, sync_from_registry
-
-    try:
-        version = sync_from_registry(settings)
-    except (RegistryError, ModelFileError) as error:
-        raise CycleFailed(f"cannot start from the registry's champion: {error}") from error
-    return [f"fetched the registry's champion {version}"] if version else []
-
-
-def _settle_interrupted(settings: Settings, store: Store, cycle_id: str) -> list[str]:
-    """An interrupted cycle's retraining that finished still counts; its MLflow runs are closed."""
-    from mnist_hitl.learning import tracking
-    from mnist_hitl.model import ModelFileError, deployed_model
-
-    changes = []
-    for row in store.model_versions():
-        details = row["details"]
-        finished = row["status"] == "deployed" or (row["status"] == "rejected" and "reconciled" not in details)
-        if details.get("cycle_id") == cycle_id and finished and details.get("through_label_id") is not None:
-            advance_watermarks(store, int(details["through_label_id"]), int(details["through_label_id"]))
-            changes.append(f"its retraining of {row['version']} had finished ({row['status']}): watermarks advanced")
-    try:
-        killed = tracking.fail_stale_runs(settings, cycle_id)
-        if killed:
-            changes.append(f"{killed} MLflow run(s) of it marked KILLED")
-        deployed = deployed_model(settings.models_dir).version
-        if tracking.sync_champion(settings, deployed):
-            changes.append(f"champion alias moved to the deployed {deployed}")
-    except ModelFileError:
-        pass
-    except Exception as error:  # the tracking server may be down; the store is what must be right
-        log.warning("could not settle the MLflow records of cycle %s: %s", cycle_id, error)
-    return changes
-
-
-# the notebook stages --------------------------------------------------------------------------
-
-
-def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) -> Path:
-    """Execute one of the loop's notebooks with papermill; the executed copy is written even on failure.
-
-    Raises:
-        CycleFailed: a cell raised; the message names the executed notebook to read.
-    """
-    import papermill
-
-    source = settings.notebooks_dir / name
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            cwd=str(output.parent),
-            request_save_on_cell_execute=False,
-        )
-    except papermill.PapermillExecutionError as error:
-        raise CycleFailed(f"{name} failed ({error.ename}: {error.evalue}); see {output}") from error
-    return output
-
-
-def retrain_overrides(settings: Settings) -> dict:
-    """The retraining parameters the settings give (``MNIST_HITL_TRIALS``...)."""
-    return {
-        "n_trials": settings.n_trials,
-        "epochs_per_trial": settings.epochs_per_trial,
-        "final_epochs": settings.final_epochs,
-        "oversample": settings.oversample,
-    }
-
-
-def _notebook_stage(
-    settings: Settings,
-    plan: CyclePlan,
-    parent_run: str,
-    notebook: str,
-    result: tuple[str, str],
-    parameters: dict,
-    read: Callable[[Path], dict],
-) -> tuple[dict, str]:
-    """Run one notebook in its own nested MLflow run; log the executed notebook whatever happens."""
-    from mnist_hitl.learning import tracking
-
-    kind = notebook.removesuffix(".ipynb")
-    run_id = tracking.start_run(settings, kind, kind, plan.cycle_id, parent_run)
-    result_parameter, result_name = result
-    output, result_path = plan.run_dir / notebook, plan.run_dir / result_name
-    status = "FAILED"
-    try:
-        run_notebook(
-            settings,
-            notebook,
-            output,
-            {
-                "home": str(settings.home),
-                "tracking_uri": settings.tracking_uri,
-                "mlflow_run_id": run_id,
-                "cycle_id": plan.cycle_id,
-                "through_label_id": plan.through_label_id,
-                "output_dir": str(plan.run_dir),
-                result_parameter: str(result_path),
-                **parameters,
-            },
-        )
-        found = read(result_path)
-        status = "FINISHED"
-        return found, run_id
-    finally:
-        from mnist_hitl.learning.loop.notebooks import html_copy
-
-        run_log = tracking.RunLog(settings, run_id)
-        for path in (output, html_copy(output)):  # the HTML copy: MLflow's artifact view shows no .ipynb
-            if path:
-                run_log.artifact(path, "notebooks")
-        tracking.end_run(settings, run_id, status)
-
-
-def _monitor_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: dict) -> tuple[dict, str]:
-    from mnist_hitl.learning.monitor.monitoring import DecisionError, read_decision
-
-    def read(path: Path) -> dict:
-        try:
-            return read_decision(path)
-        except DecisionError as error:
-            raise CycleFailed(str(error)) from error
-
-    parameters = {"since_label_id": plan.since_label_id, **asdict(Thresholds.from_settings(settings)), **extra}
-    return _notebook_stage(
-        settings, plan, parent_run, MONITOR_NOTEBOOK, ("decision_path", "decision.json"), parameters, read
-    )
-
-
-def _retrain_stage(settings: Settings, plan: CyclePlan, parent_run: str, extra: dict) -> tuple[dict, str]:
-    def read(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise CycleFailed(f"the retrain notebook wrote no readable result at {path}: {error}") from error
-
-    parameters = {**retrain_overrides(settings), **extra}
-    return _notebook_stage(
-        settings, plan, parent_run, RETRAIN_NOTEBOOK, ("result_path", "retrain_result.json"), parameters, read
-    )
-
-
-# the cycle -------------------------------------------------------------------------------------
 
 
 def run_cycle(
@@ -287,8 +99,8 @@ def run_cycle(
     """
     settings = settings or get_settings()
     try:
-        with cycle_lock(settings) as cycle_id:
-            return _Cycle(settings, cycle_id, runner or _direct).run(
+        with cycle_lock(settings) as cycle_id, open_store(settings) as store:
+            return _Cycle(settings, store, cycle_id, runner or _direct).run(
                 force_retrain, monitor_params or {}, retrain_params or {}
             )
     except CycleBusy as busy:
@@ -300,8 +112,8 @@ def run_cycle(
 class _Cycle:
     """One cycle's run: its stages timed, its summary built, closed the same way however it ends."""
 
-    def __init__(self, settings: Settings, cycle_id: str, call: Runner) -> None:
-        self.settings, self.cycle_id, self.call = settings, cycle_id, call
+    def __init__(self, settings: Settings, store: Store, cycle_id: str, call: Runner) -> None:
+        self.settings, self.store, self.cycle_id, self.call = settings, store, cycle_id, call
         self.clock = Stopwatch()
         self.summary: dict = {"cycle_id": cycle_id}
 
@@ -312,7 +124,9 @@ class _Cycle:
     def run(self, force_retrain: bool, monitor_params: dict, retrain_params: dict) -> dict:
         with self.clock("total"):
             try:
-                plan: CyclePlan = self.stage("prepare", prepare_cycle, self.settings, self.cycle_id, force_retrain)
+                plan: CyclePlan = self.stage(
+                    "prepare", prepare_cycle, self.settings, self.store, self.cycle_id, force_retrain
+                )
             except CycleFailed as error:  # e.g. the registry's champion out of reach: said, counted, remembered
                 self.summary.update(outcome=CycleOutcome.FAILED.value, error=str(error))
                 self.close()
@@ -328,7 +142,7 @@ class _Cycle:
                     outcome=CycleOutcome.NO_NEW_DATA.value,
                     message=f"no label newer than {plan.seen_through} since the last cycle: nothing to do",
                 )
-                self.stage("record", _record_quiet_cycle, self.settings, plan, self.summary)
+                self.stage("record", record_quiet_cycle, self.settings, plan, self.summary)
             else:
                 self.learn(plan, monitor_params, retrain_params)
         return self.close()
@@ -337,8 +151,7 @@ class _Cycle:
         from mnist_hitl.learning import tracking
 
         settings = self.settings
-        with Store(settings.store_location) as store:
-            store.set_meta(RUNNING_CYCLE, self.cycle_id)  # first: a cycle killed from here on is settled by the next
+        self.store.set_meta(RUNNING_CYCLE, self.cycle_id)  # first: a cycle killed from here on is settled by the next
         parent_run = tracking.start_run(
             settings, f"cycle {self.cycle_id}", "cycle", self.cycle_id, tags={"force_retrain": str(plan.force_retrain)}
         )
@@ -356,7 +169,7 @@ class _Cycle:
                 }
             )
             retrain_result = self.decide_and_retrain(plan, parent_run, monitor_params, retrain_params)
-            self.stage("record", _record_cycle, settings, plan, self.summary, retrain_result, parent)
+            self.stage("record", record_cycle, settings, self.store, plan, self.summary, retrain_result, parent)
         except BaseException as error:
             self.fail(error, parent)
             if isinstance(error, Exception) and not isinstance(error, CycleFailed):
@@ -370,7 +183,7 @@ class _Cycle:
         self, plan: CyclePlan, parent_run: str, monitor_params: dict, retrain_params: dict
     ) -> dict | None:
         summary = self.summary
-        decision, monitor_run = self.stage("monitor", _monitor_stage, self.settings, plan, parent_run, monitor_params)
+        decision, monitor_run = self.stage("monitor", monitor_stage, self.settings, plan, parent_run, monitor_params)
         summary.update(
             decision=decision["retrain"],
             reasons=decision["reasons"],
@@ -379,7 +192,7 @@ class _Cycle:
             monitor_run_id=monitor_run,
         )
         metrics.record_monitor(
-            _number(decision.get("drift_score")),
+            number_or_nan(decision.get("drift_score")),
             {int(k): float(v) for k, v in decision.get("class_error_rates", {}).items()},
             int(decision["new_labels"]),
         )
@@ -388,7 +201,7 @@ class _Cycle:
             return None
         if not decision["retrain"]:
             summary["reasons"] = [*decision["reasons"], "retraining anyway: --force-retrain"]
-        result, retrain_run = self.stage("retrain", _retrain_stage, self.settings, plan, parent_run, retrain_params)
+        result, retrain_run = self.stage("retrain", retrain_stage, self.settings, plan, parent_run, retrain_params)
         promoted = result["status"] == "deployed"
         summary.update(
             retrain_run_id=retrain_run,
@@ -411,100 +224,18 @@ class _Cycle:
                 {
                     "outcome": "failed",
                     "error": self.summary["error"][:4000],
-                    tracking.NOTE_TAG: _cycle_note(self.summary),
+                    tracking.NOTE_TAG: cycle_note(self.summary),
                 }
             )
             tracking.end_run(self.settings, parent.run_id, "FAILED" if isinstance(error, Exception) else "KILLED")
-        with contextlib.suppress(Exception), Store(self.settings.store_location) as store:
-            store.set_meta(RUNNING_CYCLE, "")
+        with contextlib.suppress(Exception):
+            self.store.set_meta(RUNNING_CYCLE, "")
         with contextlib.suppress(Exception):
             self.close()
 
     def close(self) -> dict:
         """Remember the summary in the store and count the outcome: the same for every ending."""
         self.summary["seconds"] = dict(self.clock.seconds)
-        _remember(self.settings, self.summary)
+        remember(self.store, self.summary)
         metrics.record_cycle(self.summary["outcome"])
         return self.summary
-
-
-def _number(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _record_cycle(settings: Settings, plan: CyclePlan, summary: dict, retrain_result: dict | None, parent) -> None:
-    """Advance the watermarks and close the parent run: the cycle is complete."""
-    from mnist_hitl.learning import tracking
-
-    with Store(settings.store_location) as store:
-        retrained = retrain_result["through_label_id"] if retrain_result else None
-        marks = advance_watermarks(store, plan.through_label_id, retrained)
-        store.set_meta(RUNNING_CYCLE, "")
-    summary["watermarks"] = asdict(marks)
-    parent.metrics(
-        {
-            "new_labels": summary.get("new_labels"),
-            "drift_score": _number(summary.get("drift_score")),
-            "retrain": int(bool(retrain_result)),
-            "promoted": int(bool(summary.get("promoted"))),
-        }
-    )
-    parent.tags(
-        {
-            "outcome": summary["outcome"],
-            "decision": "retrain" if summary.get("decision") else "no retrain",
-            "reasons": "\n".join(summary.get("reasons", [])),
-            tracking.NOTE_TAG: _cycle_note(summary),
-            **({"model_version": summary["model_version"]} if summary.get("model_version") else {}),
-        }
-    )
-    tracking.end_run(settings, parent.run_id, "FINISHED")
-
-
-def _cycle_note(summary: dict) -> str:
-    """The cycle run's description: how it ended, the decision's reasons and, after a retraining, the verdict's."""
-    from mnist_hitl.learning.tracking import note
-
-    version = f" ({summary['model_version']})" if summary.get("model_version") else ""
-    reasons = [
-        *summary.get("reasons", []),
-        *(f"verdict: {r}" for r in summary.get("verdict_reasons") or []),
-        *(summary[k] for k in ("message", "error") if summary.get(k)),
-    ]
-    return note(f"Cycle {summary['cycle_id']}: {summary['outcome'].replace('_', ' ')}{version}", reasons)
-
-
-def _record_quiet_cycle(settings: Settings, plan: CyclePlan, summary: dict) -> None:
-    """A cycle with nothing new: one short MLflow run saying so, and the store's note."""
-    from mnist_hitl.learning import tracking
-
-    try:
-        run_id = tracking.start_run(
-            settings,
-            f"cycle {plan.cycle_id}",
-            "cycle",
-            plan.cycle_id,
-            tags={
-                "outcome": CycleOutcome.NO_NEW_DATA.value,
-                "reasons": summary["message"],
-                tracking.NOTE_TAG: _cycle_note(summary),
-            },
-        )
-        tracking.RunLog(settings, run_id).metrics({"new_labels": 0})
-        tracking.end_run(settings, run_id, "FINISHED")
-        summary["mlflow_run_id"] = run_id
-    except Exception as error:  # an unreachable tracking server must not fail a cycle that does nothing
-        log.warning("could not record the quiet cycle in MLflow: %s", error)
-
-
-def _remember(settings: Settings, summary: dict) -> None:
-    with Store(settings.store_location) as store:
-        store.set_meta(LAST_CYCLE, json.dumps(summary, default=json_default))
-
-
-def last_cycle(settings: Settings | None = None) -> dict | None:
-    """The summary of the last cycle that ran to an end (or failed), from the store."""
-    settings = settings or get_settings()
-    with Store(settings.store_location) as store:
-        text = store.get_meta(LAST_CYCLE)
-    return json.loads(text) if text else None

@@ -3,7 +3,8 @@
 The notebooks (``monitor.ipynb``, ``retrain.ipynb``) run two ways: by the cycle
 through papermill, which passes the cycle's home, tracking URI and label window
 as parameters, and by hand in JupyterLab, where every parameter left ``None``
-comes from the settings and the store.
+comes from the settings and the store. Each notebook is an entry point: its first
+cell opens the store (:func:`mnist_hitl.store.open_store`) and its last closes it.
 
 A retraining run by hand is a dry run: the cycle alone deploys, because only it
 holds the cycle lock (a hand run would race a scheduled one), advances the
@@ -49,11 +50,10 @@ def notebook_settings(home: str | None = None, tracking_uri: str | None = None) 
     return settings
 
 
-def resolve_window(settings: Settings, since_label_id: int | None, through_label_id: int | None) -> tuple[int, int]:
+def resolve_window(store: Store, since_label_id: int | None, through_label_id: int | None) -> tuple[int, int]:
     """(since, through) label ids: the given ones, or the store's watermark and newest label."""
-    with Store(settings.store_location) as store:
-        since = watermarks(store).retrained_through if since_label_id is None else int(since_label_id)
-        through = newest_label_id(store) if through_label_id is None else int(through_label_id)
+    since = watermarks(store).retrained_through if since_label_id is None else int(since_label_id)
+    through = newest_label_id(store) if through_label_id is None else int(through_label_id)
     return since, through
 
 

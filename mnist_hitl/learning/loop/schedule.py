@@ -196,7 +196,7 @@ def serve_schedule(settings: Settings | None = None) -> None:
 
     Uses the Prefect server at ``PREFECT_API_URL`` (default: the local one on
     ``MNIST_HITL_PREFECT_PORT``). When that is the default and nothing answers,
-    starts one (:mod:`mnist_hitl.services.prefect_server`, SQLite under ``$MNIST_HITL_HOME/prefect``)
+    starts one (``mnist-hitl prefect-server``, SQLite under ``$MNIST_HITL_HOME/prefect``)
     and stops it on exit, Ctrl-C included. With ``MNIST_HITL_WORK_POOL`` set, deploys the
     flow to that pool (:func:`deploy_to_work_pool`) and keeps only the label-count trigger
     running here; the pool's workers run the cycles.
@@ -209,9 +209,7 @@ def serve_schedule(settings: Settings | None = None) -> None:
     try:
         if not wait_for(health, timeout=30 if settings.prefect_api_url else 1):
             if settings.prefect_api_url:
-                raise RuntimeError(
-                    f"no Prefect server answers at {api}: start one with `python -m mnist_hitl.services.prefect_server`"
-                )
+                raise RuntimeError(f"no Prefect server answers at {api}: start one with `mnist-hitl prefect-server`")
             server = _start_server(settings, health)
         # Prefect read PREFECT_API_URL when it was imported; without this, the flow would be served to a
         # temporary server of its own, in this process group (sharing the database file, so it seemed to
@@ -240,7 +238,8 @@ def _start_server(settings: Settings, health: str) -> subprocess.Popen:
             [
                 sys.executable,
                 "-m",
-                "mnist_hitl.services.prefect_server",
+                "mnist_hitl.cli",
+                "prefect-server",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -20,7 +20,7 @@ from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.loop.lock import cycle_running
 from mnist_hitl.learning.loop.watermarks import newest_label_id, watermarks
-from mnist_hitl.store import Store
+from mnist_hitl.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,9 @@ REQUESTED_AT = "loop.cycle_requested_at"
 RETRY_AFTER = timedelta(minutes=30)
 
 
-def labels_since_retraining(settings: Settings) -> int:
+def labels_since_retraining(store: Store) -> int:
     """How many labels (confirmations and corrections, not undos) are newer than the last retraining."""
-    with Store(settings.store_location) as store:
-        return store.count_labels_after(watermarks(store).retrained_through)
+    return store.count_labels_after(watermarks(store).retrained_through)
 
 
 def _pending(store: Store) -> bool:
@@ -62,13 +61,18 @@ def request(settings: Settings, start: Callable[[str], object], reason: str, wai
     """
     if cycle_running(settings):
         return False
-    with Store(settings.store_location) as store:
-        if wait_for_pending and _pending(store):
-            return False
-        through = newest_label_id(store)
-        start(reason)
-        store.set_meta(REQUESTED_AT, utc_now())
-        store.set_meta(REQUESTED_THROUGH, str(through))
+    with open_store(settings) as store:
+        return _request(store, start, reason, wait_for_pending)
+
+
+def _request(store: Store, start: Callable[[str], object], reason: str, wait_for_pending: bool) -> bool:
+    """:func:`request` once no cycle runs."""
+    if wait_for_pending and _pending(store):
+        return False
+    through = newest_label_id(store)
+    start(reason)
+    store.set_meta(REQUESTED_AT, utc_now())
+    store.set_meta(REQUESTED_THROUGH, str(through))
     log.info("asked for a learning cycle: %s", reason)
     return True
 
@@ -84,12 +88,13 @@ def check_and_request(settings: Settings, start: Callable[[str], object]) -> str
     Returns:
         The reason it asked, or None: too few labels, a cycle running, or a request pending.
     """
-    count = labels_since_retraining(settings)
-    if count < settings.retrain_every_labels:
-        return None
-    threshold = settings.retrain_every_labels
-    reason = f"{count} new labels since the last retraining (MNIST_HITL_RETRAIN_EVERY_LABELS={threshold})"
-    return reason if request(settings, start, reason) else None
+    with open_store(settings) as store:
+        count = labels_since_retraining(store)
+        if count < settings.retrain_every_labels or cycle_running(settings):
+            return None
+        threshold = settings.retrain_every_labels
+        reason = f"{count} new labels since the last retraining (MNIST_HITL_RETRAIN_EVERY_LABELS={threshold})"
+        return reason if _request(store, start, reason, wait_for_pending=True) else None
 
 
 def watch(

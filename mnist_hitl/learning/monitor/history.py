@@ -84,14 +84,18 @@ class History:
         return table.set_index("version")[columns].rename(columns=ACCURACIES).round(4)
 
 
-def load_history(settings: Settings) -> History:
-    """Read the store and the registry, and score every version on every labelled drawing."""
-    versions = _versions(settings)
-    drawings, pictures = _drawings(settings)
-    with Store(settings.store_location) as store:
-        events = pd.DataFrame(
-            [vars(label) for label in store.labels()], columns=["id", "prediction_id", "label", "kind", "created_at"]
-        )
+def load_history(settings: Settings, store: Store) -> History:
+    """Read the store and the registry, and score every version on every labelled drawing.
+
+    Args:
+        settings: the models' folder and the registry.
+        store: the versions, the labels and the drawings.
+    """
+    versions = _versions(settings, store)
+    drawings, pictures = _drawings(store)
+    events = pd.DataFrame(
+        [vars(label) for label in store.labels()], columns=["id", "prediction_id", "label", "kind", "created_at"]
+    )
     predicted, scores = {}, []
     for row in versions.itertuples():
         read = _predict(settings.models_dir / export_name(row.file), pictures)
@@ -106,10 +110,9 @@ def load_history(settings: Settings) -> History:
     return History(versions, drawings, events, per_class.rename_axis(index="version", columns="digit"), predicted)
 
 
-def _versions(settings: Settings) -> pd.DataFrame:
+def _versions(settings: Settings, store: Store) -> pd.DataFrame:
     """The store's versions, oldest first, each with the champion it was judged against and its registry facts."""
-    with Store(settings.store_location) as store:
-        rows = store.model_versions()
+    rows = store.model_versions()
     frame = pd.DataFrame(
         [
             {
@@ -190,10 +193,9 @@ def _registry(settings: Settings) -> list[dict]:
     ]
 
 
-def _drawings(settings: Settings) -> tuple[pd.DataFrame, np.ndarray]:
+def _drawings(store: Store) -> tuple[pd.DataFrame, np.ndarray]:
     """Every labelled drawing (its latest label, and that label's id) and its 28x28 picture scaled to [0, 1]."""
-    with Store(settings.store_location) as store:
-        pairs = store.labelled_predictions(0)
+    pairs = store.labelled_predictions(0)
     drawings = pd.DataFrame(
         [
             {

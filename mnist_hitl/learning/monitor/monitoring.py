@@ -130,6 +130,7 @@ def error_counts(labels: np.ndarray, predicted: np.ndarray) -> tuple[dict[int, i
 
 def monitor(
     settings: Settings,
+    store: Store,
     since_label_id: int,
     through_label_id: int,
     thresholds: Thresholds,
@@ -140,7 +141,8 @@ def monitor(
     """Look at the labels in (since, through]: errors, drift, the decision; writes the pictures and report.
 
     Args:
-        settings: the store and the data.
+        settings: the data, the deployed model.
+        store: the users' labels.
         since_label_id: the watermark of the last retraining.
         through_label_id: the newest label this cycle considers.
         thresholds: the decision's thresholds.
@@ -148,61 +150,77 @@ def monitor(
         reference_size: how many training digits stand for the training data.
         seed: seed of the reference sample.
     """
-    from mnist_hitl.learning.data import load_mnist
-    from mnist_hitl.learning.monitor import drift
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with Store(settings.store_location) as store:
-        labels = user_labels(store, since_label_id, through_label_id)
-        versions: dict[str, int] = {}
-        for prediction, label in store.labelled_predictions(since_label_id):
-            if label.id <= through_label_id:
-                versions[prediction.model_version] = versions.get(prediction.model_version, 0) + 1
+    labels = user_labels(store, since_label_id, through_label_id)
+    versions = _model_versions(store, since_label_id, through_label_id)
     counts, errors, confusion = error_counts(labels.y, labels.predicted)
-    rates = {d: errors[d] / counts[d] for d in range(10) if counts[d]}
+    found = _drift(settings, labels.x, thresholds, output_dir, reference_size, seed)
+    confusion_png = output_dir / "confusion_matrix.png"
+    plot_confusion(confusion, f"labels {since_label_id + 1}-{through_label_id}").savefig(confusion_png, dpi=90)
+    return MonitorResult(
+        since_label_id=since_label_id,
+        through_label_id=through_label_id,
+        new_labels=len(labels),
+        class_counts=counts,
+        class_errors=errors,
+        class_error_rates={d: errors[d] / counts[d] for d in range(10) if counts[d]},
+        confusion=confusion,
+        decision=decide(len(labels), found.drift_score, errors, thresholds),
+        thresholds=thresholds,
+        confusion_png=str(confusion_png),
+        model_versions=versions,
+        doubtful_labels=count_doubtful(settings),
+        doubt_confidence=settings.doubt_confidence,
+        **vars(found),
+    )
+
+
+def _model_versions(store: Store, since_label_id: int, through_label_id: int) -> dict[str, int]:
+    """How many of the window's labelled drawings each model version predicted."""
+    versions: dict[str, int] = {}
+    for prediction, label in store.labelled_predictions(since_label_id):
+        if label.id <= through_label_id:
+            versions[prediction.model_version] = versions.get(prediction.model_version, 0) + 1
+    return versions
+
+
+@dataclass
+class _Drift:
+    """What the drift measures found (the :class:`MonitorResult` fields of the same names)."""
+
+    drift_score: float
+    evidently_share: float
+    feature_distances: dict[str, float]
+    drifted_features: list[str]
+    report_html: str | None
+    reference_features: object
+    current_features: object
+
+
+def _drift(
+    settings: Settings, pictures: np.ndarray, thresholds: Thresholds, output_dir: Path, reference_size: int, seed: int
+) -> _Drift:
+    """The users' drawings against a sample of training digits: the drift score, features, Evidently's report."""
+    from mnist_hitl.learning.data import load_mnist
+    from mnist_hitl.learning.monitor import drift
 
     train = load_mnist(settings).x_train
     rng = np.random.default_rng(seed)
     reference = train[rng.choice(len(train), min(reference_size, len(train)), replace=False)]
     components = drift.PixelComponents.fit(reference)
     reference_features = drift.image_features(reference, components)
-    current_features = drift.image_features(labels.x, components)
-    score = drift.intensity_drift(labels.x, reference)
+    current_features = drift.image_features(pictures, components)
+    score = drift.intensity_drift(pictures, reference)
     report_html = None
     share, distances, drifted = float("nan"), drift.feature_distances(reference_features, current_features), []
-    if len(labels) >= 2:  # Evidently needs a few rows to compare
+    if len(pictures) >= 2:  # Evidently needs a few rows to compare
         summary = drift.drift_report(
             reference_features, current_features, thresholds.drift_threshold, output_dir / "drift_report.html"
         )
         share, distances, drifted = summary.share, summary.per_feature, summary.drifted
         report_html = str(summary.html_path)
-    decision = decide(len(labels), score, errors, thresholds)
-    figure = plot_confusion(confusion, f"labels {since_label_id + 1}-{through_label_id}")
-    confusion_png = output_dir / "confusion_matrix.png"
-    figure.savefig(confusion_png, dpi=90)
-    return MonitorResult(
-        since_label_id,
-        through_label_id,
-        len(labels),
-        counts,
-        errors,
-        rates,
-        confusion,
-        score,
-        share,
-        distances,
-        drifted,
-        decision,
-        thresholds,
-        report_html,
-        str(confusion_png),
-        versions,
-        reference_features,
-        current_features,
-        count_doubtful(settings),
-        settings.doubt_confidence,
-    )
+    return _Drift(score, share, distances, drifted, report_html, reference_features, current_features)
 
 
 def count_doubtful(settings: Settings) -> int | None:

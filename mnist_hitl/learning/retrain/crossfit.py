@@ -112,9 +112,8 @@ def pseudo_labels(
     return UserLabels(pictures[sure], digits, ids[sure], np.zeros(len(digits), dtype=np.int64), digits)
 
 
-def champion_pseudo_labels(settings, champion, confidence: float) -> UserLabels | None:
-    """:func:`pseudo_labels` from the home's store, read by the champion (a Keras model)."""
+def champion_pseudo_labels(store: Store, champion, confidence: float) -> UserLabels | None:
+    """:func:`pseudo_labels` from the store, read by the champion (a Keras model)."""
     from mnist_hitl.learning.retrain.network import predict_proba
 
-    with Store(settings.store_location) as store:
-        return pseudo_labels(store, lambda pictures: predict_proba(champion, pictures), confidence)
+    return pseudo_labels(store, lambda pictures: predict_proba(champion, pictures), confidence)

@@ -1,14 +1,15 @@
-"""Deployment: the one place that writes model files, moves ``latest`` and records a version.
+"""Deployment: the one place a model version is published, for the first model and every challenger.
 
-The first model (:func:`mnist_hitl.learning.retrain.training.train_first_model`) and every
-challenger (:func:`apply_verdict`) go through :func:`save_version`, then either
-:func:`deploy` or a rejection. The order is what makes a killed process harmless:
+:func:`publish` walks one path whatever the version becomes (deployed, rejected, or kept as a
+candidate by a dry run). The order is what makes a killed process harmless:
 
-1. the model file and its LiteRT export (``models/model_<version>.*``);
-2. the store's record as ``candidate``, and the MLflow model version;
-3. the export checked (a predictor can load it) and ``latest.json`` replaced, atomically:
-   it names the deployed files and records the export's SHA-256;
-4. the record as ``deployed`` (or ``rejected``; the files stay) and the MLflow alias.
+1. the model file and its LiteRT export (``models/model_<version>.*``), and the store's record
+   as ``candidate``;
+2. the MLflow model version, registered from the run that made it (when it is recorded);
+3. for a deployment, the export checked (a predictor can load it) and ``latest.json`` replaced,
+   atomically (:func:`mnist_hitl.model.write_pointer`): it names the deployed files and records the
+   export's SHA-256; then the record as ``deployed`` (or ``rejected``, the files staying);
+4. the registered version tagged, and for a deployment the ``champion`` alias moved.
 
 A process killed at any point leaves the previous deployment serving;
 :func:`reconcile` settles the store's record at the next cycle.
@@ -40,6 +41,8 @@ from mnist_hitl.model import (
 from mnist_hitl.store import Store
 
 log = logging.getLogger(__name__)
+
+DEPLOYED, REJECTED, CANDIDATE = "deployed", "rejected", "candidate"  # what a published version becomes
 
 # Copies of the deployed files that mnist-hitl wrote before latest.json named them; reconcile removes them.
 RETIRED_COPIES = ("latest.keras", "latest.tflite")
@@ -80,36 +83,80 @@ def deployed_keras_path(settings: Settings) -> Path:
     return deployed.keras_path
 
 
-def save_version(
-    settings: Settings, network, accuracy: float, record: dict, run_id: str | None = None
-) -> tuple[SavedModel, str | None]:
-    """Write a trained model and its export, record it as ``candidate``, log it to MLflow when ``run_id``.
+def publish(
+    settings: Settings,
+    store: Store,
+    network,
+    accuracy: float,
+    record: dict,
+    *,
+    becomes: str = DEPLOYED,
+    reasons: list[str] | None = None,
+    run_id: str | None = None,
+    version: str | None = None,
+    mlflow_optional: bool = False,
+) -> Outcome:
+    """Publish a trained model as a new version: saved, registered, then deployed, rejected or kept.
 
-    Returns:
-        The saved files and the registered MLflow version (None without a run).
+    Args:
+        settings: where the models live, and the tracking URI.
+        store: where the version is recorded.
+        network: the trained Keras model.
+        accuracy: its MNIST holdout accuracy.
+        record: the store's record of it (parameters, data, reasons...); its MLflow run and version are added.
+        becomes: ``deployed``, ``rejected``, or ``candidate`` (a dry run: kept on file whatever the verdict).
+        reasons: why it is deployed or rejected (the registered version's tags).
+        run_id: the MLflow run it is registered from; None: nothing goes to MLflow.
+        version: its name (default: a new timestamp).
+        mlflow_optional: an MLflow failure is logged and the version published all the same (the first
+            model); otherwise it stops the publication where it happened.
+
+    Raises:
+        ModelFileError: no predictor could load the export; nothing is deployed.
     """
-    saved = model_lib.save_model(network, settings.models_dir)
-    _record(settings, saved, accuracy, "candidate", record)
-    mlflow_version = None
-    if run_id:
-        from mnist_hitl.learning import tracking
+    saved = model_lib.save_model(network, settings.models_dir, version)
+    _record(store, saved, accuracy, CANDIDATE, record)
+    mlflow_version = _register(settings, run_id, network, saved, accuracy, record, mlflow_optional) if run_id else None
+    pointer = None
+    if becomes == DEPLOYED:
+        pointer = deploy(settings, store, saved, accuracy, record, mlflow_version, reasons, mlflow_optional)
+    elif becomes == REJECTED:
+        reject(settings, store, saved, accuracy, record, mlflow_version, reasons or [])
+    else:
+        _record(store, saved, accuracy, CANDIDATE, {**record, "dry_run": True})
+    return Outcome(saved.version, becomes, saved.keras_path.name, mlflow_version, pointer)
 
+
+def _register(
+    settings: Settings, run_id: str, network, saved: SavedModel, accuracy: float, record: dict, optional: bool
+) -> str | None:
+    """Log the model and its files into ``run_id`` and register it; the record gets the run and the version."""
+    from mnist_hitl.learning import tracking
+
+    try:
         mlflow_version = tracking.log_keras_model(
             settings, run_id, network, saved.version, saved.tflite_path, accuracy, saved.keras_path
         )
-        record["mlflow_model_version"] = mlflow_version
-    return saved, mlflow_version
+    except Exception as error:
+        if not optional:
+            raise
+        log.warning("could not record %s in MLflow: %s", saved.version, error)  # the model stands without it
+        return None
+    record.update(mlflow_run_id=run_id, mlflow_model_version=mlflow_version)
+    return mlflow_version
 
 
 def deploy(
     settings: Settings,
+    store: Store,
     saved: SavedModel,
     accuracy: float | None,
     record: dict,
     mlflow_version: str | None = None,
     reasons: list[str] | None = None,
+    mlflow_optional: bool = False,
 ) -> dict:
-    """Make a saved model the deployed one: files, then the pointer, then the records.
+    """Make a saved model the deployed one: its export checked, the pointer, the record, then the alias.
 
     Returns:
         The new ``latest.json`` contents.
@@ -117,39 +164,54 @@ def deploy(
     Raises:
         ModelFileError: no predictor could load the export; nothing is changed.
     """
-    models_dir = Path(settings.models_dir)
     content = saved.tflite_path.read_bytes()
     load_export(Deployed(saved.version, saved.tflite_path, accuracy), content)  # what no predictor can load stays out
-    pointer = write_pointer(models_dir, saved.version, saved.tflite_path.name, content, accuracy, saved.keras_path.name)
-    _record(settings, saved, accuracy, "deployed", record)
+    pointer = write_pointer(
+        Path(settings.models_dir), saved.version, saved.tflite_path.name, content, accuracy, saved.keras_path.name
+    )
+    _record(store, saved, accuracy, DEPLOYED, record)
     if mlflow_version:
-        from mnist_hitl.learning import tracking
-
-        tracking.mark_promotion(settings, mlflow_version, saved.version, promoted=True, reasons=reasons or [])
+        _mark(settings, mlflow_version, saved.version, True, reasons or [], mlflow_optional)
     metrics.set_deployed_model(saved.version)
     log.info("deployed %s", saved.version)
     return pointer
 
 
 def reject(
-    settings: Settings, saved: SavedModel, accuracy: float, record: dict, mlflow_version: str | None, reasons: list[str]
+    settings: Settings,
+    store: Store,
+    saved: SavedModel,
+    accuracy: float,
+    record: dict,
+    mlflow_version: str | None,
+    reasons: list[str],
 ) -> None:
     """Keep a saved model on file, recorded (and tagged in MLflow) as rejected."""
-    _record(settings, saved, accuracy, "rejected", record)
+    _record(store, saved, accuracy, REJECTED, record)
     if mlflow_version:
-        from mnist_hitl.learning import tracking
-
-        tracking.mark_promotion(settings, mlflow_version, saved.version, promoted=False, reasons=reasons)
+        _mark(settings, mlflow_version, saved.version, False, reasons, optional=False)
     log.info("rejected %s", saved.version)
 
 
-def _record(settings: Settings, saved: SavedModel, accuracy: float | None, status: str, record: dict) -> None:
-    with Store(settings.store_location) as store:
-        store.record_model_version(saved.version, saved.keras_path.name, accuracy, status, record)
+def _mark(settings: Settings, mlflow_version: str, version: str, promoted: bool, reasons: list[str], optional: bool):
+    """Tag the registered version promoted (moving the ``champion`` alias) or rejected."""
+    from mnist_hitl.learning import tracking
+
+    try:
+        tracking.mark_promotion(settings, mlflow_version, version, promoted, reasons)
+    except Exception as error:
+        if not optional:
+            raise
+        log.warning("could not move the champion alias to %s: %s", version, error)
+
+
+def _record(store: Store, saved: SavedModel, accuracy: float | None, status: str, record: dict) -> None:
+    store.record_model_version(saved.version, saved.keras_path.name, accuracy, status, record)
 
 
 def apply_verdict(
     settings: Settings,
+    store: Store,
     challenger,
     verdict: Verdict,
     comparison: Comparison,
@@ -157,10 +219,11 @@ def apply_verdict(
     run_id: str | None = None,
     deploy_it: bool = True,
 ) -> Outcome:
-    """Save the challenger, record it, and deploy it if the verdict says so.
+    """Publish the challenger as the verdict says: deployed if promoted, else rejected (or kept, a dry run).
 
     Args:
-        settings: where the models and the store live.
+        settings: where the models live.
+        store: where the version is recorded.
         challenger: the trained Keras model.
         verdict: from :func:`mnist_hitl.learning.retrain.promotion.promotion_rule`.
         comparison: both models' scores (kept in the store's record).
@@ -175,20 +238,14 @@ def apply_verdict(
         "verdict": "promote" if verdict.promote else "reject",
         "mlflow_run_id": run_id,
     }
+    becomes = CANDIDATE if not deploy_it else DEPLOYED if verdict.promote else REJECTED
     accuracy = comparison.challenger.mnist_holdout
-    saved, mlflow_version = save_version(settings, challenger, accuracy, record, run_id)
-    name = saved.keras_path.name
-    if not deploy_it:
-        _record(settings, saved, accuracy, "candidate", {**record, "dry_run": True})
-        return Outcome(saved.version, "candidate", name, mlflow_version)
-    if verdict.promote:
-        pointer = deploy(settings, saved, accuracy, record, mlflow_version, verdict.reasons)
-        return Outcome(saved.version, "deployed", name, mlflow_version, pointer)
-    reject(settings, saved, accuracy, record, mlflow_version, verdict.reasons)
-    return Outcome(saved.version, "rejected", name, mlflow_version)
+    return publish(
+        settings, store, challenger, accuracy, record, becomes=becomes, reasons=verdict.reasons, run_id=run_id
+    )
 
 
-def reconcile(settings: Settings) -> list[str]:
+def reconcile(settings: Settings, store: Store) -> list[str]:
     """Make the store's record agree with the deployed pointer after an interrupted cycle.
 
     Run while holding the cycle lock. The pointer (``latest.json``) is the truth:
@@ -200,8 +257,26 @@ def reconcile(settings: Settings) -> list[str]:
     Returns:
         What was changed, one line each (empty when all agreed).
     """
-    changes = []
     models_dir = Path(settings.models_dir)
+    changes = _remove_stale_files(models_dir)
+    try:
+        deployed = deployed_model(models_dir).version
+    except ModelFileError:
+        deployed = None
+    for row in store.model_versions():
+        if row["version"] == deployed and row["status"] != DEPLOYED:
+            note = f"deployed but recorded {row['status']} (cycle interrupted after deployment)"
+            _rerecord(store, row, DEPLOYED, note)
+            changes.append(f"{row['version']}: recorded as deployed (the pointer says so)")
+        elif row["version"] != deployed and row["status"] == CANDIDATE and not row["details"].get("dry_run"):
+            _rerecord(store, row, REJECTED, "cycle interrupted before promotion")
+            changes.append(f"{row['version']}: candidate left by an interrupted cycle, recorded as rejected")
+    return changes
+
+
+def _remove_stale_files(models_dir: Path) -> list[str]:
+    """Remove half-written model files and the copies of the deployed files older versions kept."""
+    changes = []
     for partial in models_dir.glob(".*partial*"):
         partial.unlink(missing_ok=True)
         changes.append(f"removed half-written {partial.name}")
@@ -212,31 +287,10 @@ def reconcile(settings: Settings) -> list[str]:
                 f"removed {name}, a copy older versions kept of the deployed model ({DEPLOYED_POINTER} "
                 "names the deployed files)"
             )
-    try:
-        deployed = deployed_model(models_dir).version
-    except ModelFileError:
-        deployed = None
-    with Store(settings.store_location) as store:
-        for row in store.model_versions():
-            if row["version"] == deployed and row["status"] != "deployed":
-                store.record_model_version(
-                    row["version"],
-                    row["file"],
-                    row["holdout_accuracy"],
-                    "deployed",
-                    {
-                        **row["details"],
-                        "reconciled": f"deployed but recorded {row['status']} (cycle interrupted after deployment)",
-                    },
-                )
-                changes.append(f"{row['version']}: recorded as deployed (the pointer says so)")
-            elif row["version"] != deployed and row["status"] == "candidate" and not row["details"].get("dry_run"):
-                store.record_model_version(
-                    row["version"],
-                    row["file"],
-                    row["holdout_accuracy"],
-                    "rejected",
-                    {**row["details"], "reconciled": "cycle interrupted before promotion"},
-                )
-                changes.append(f"{row['version']}: candidate left by an interrupted cycle, recorded as rejected")
     return changes
+
+
+def _rerecord(store: Store, row: dict, status: str, reconciled: str) -> None:
+    """Record a version again with another status, saying why."""
+    details = {**row["details"], "reconciled": reconciled}
+    store.record_model_version(row["version"], row["file"], row["holdout_accuracy"], status, details)

@@ -177,6 +177,7 @@ def champion_through(store: Store, deployed_version: str | None) -> int:
 
 def retrain_data(
     settings: Settings,
+    store: Store,
     through_label_id: int | None = None,
     oversample: int = 5,
     folds: int = 2,
@@ -185,6 +186,8 @@ def retrain_data(
     """MNIST and all users' labels up to ``through_label_id``, split into those the champion saw and fresh ones.
 
     Args:
+        settings: MNIST, and the deployed model.
+        store: the users' labels, and the champion's record.
         deployed_version: the champion (default: the deployed model).
     """
     from mnist_hitl.learning.data import load_mnist
@@ -196,9 +199,8 @@ def retrain_data(
         except ModelFileError:
             deployed_version = None
     dataset = load_mnist(settings)
-    with Store(settings.store_location) as store:
-        labels = user_labels(store, 0, through_label_id)
-        seen_through = champion_through(store, deployed_version)
+    labels = user_labels(store, 0, through_label_id)
+    seen_through = champion_through(store, deployed_version)
     fresh = labels.label_ids > seen_through
     through = int(labels.label_ids.max()) if len(labels) else int(through_label_id or 0)
     return RetrainData(

@@ -171,9 +171,6 @@ def run_search(
     Raises:
         search_request.SearchTimeout: workers' trials did not finish within ``wait_seconds``.
     """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     records: list[dict] = []
 
     def note(record: dict) -> None:
@@ -183,44 +180,81 @@ def run_search(
 
     objective = make_objective(data, epochs_per_trial, seed, initial_weights, note)
     start = time.perf_counter()
-    shared = (get_settings().search_workers if workers is None else workers) > 0
-    storage_with_heartbeats = search_request.open_storage(storage) if shared else None
-    study = optuna.create_study(
-        storage=storage_with_heartbeats or storage,
+    shared_storage = search_request.open_storage(storage) if _shared(workers) else None
+    study = _open_study(shared_storage or storage, study_name, seed)
+    if shared_storage is None:
+        study.optimize(objective, n_trials=n_trials)
+    else:
+        request = _search_request(study, data, n_trials, epochs_per_trial, seed)
+        inputs = (initial_weights, data.pseudo)
+        records = _search_with_workers(
+            shared_storage, study, objective, request, inputs, wait_seconds, records, on_trial
+        )
+    study.set_user_attr(SEARCHED_THROUGH, int(through_label_id))
+    seconds = round(time.perf_counter() - start, 2)
+    return SearchResult(study_name, storage, dict(study.best_params), float(study.best_value), records, seconds)
+
+
+def _shared(workers: int | None) -> bool:
+    """Whether search workers run trials beside this process (default ``MNIST_HITL_SEARCH_WORKERS``)."""
+    return (get_settings().search_workers if workers is None else workers) > 0
+
+
+def _open_study(storage, study_name: str, seed: int):
+    """The lasting study, created on first use, sampled by a seeded TPE sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        storage=storage,
         study_name=study_name,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
-    if not shared:
-        study.optimize(objective, n_trials=n_trials)
-    else:
-        request = search_request.SearchRequest(
-            len(study.trials),
-            n_trials,
-            epochs_per_trial,
-            seed,
-            data.through_label_id,
-            data.champion_through,
-            data.oversample,
-            search_request.fingerprint(trial_arrays(data, seed)),
-        )
-        search_request.publish(storage_with_heartbeats, study, request, initial_weights, data.pseudo)
-        search_request.finish(study, objective, request, wait_seconds)
-        search_request.clear_inputs(storage_with_heartbeats, study)
-        mine, records = {r["number"] for r in records}, search_request.search_records(study, request)
-        for record in records:
-            if on_trial is not None and record["number"] not in mine:
-                on_trial(record)  # a worker's trial
-    study.set_user_attr(SEARCHED_THROUGH, int(through_label_id))
-    return SearchResult(
-        study_name,
-        storage,
-        dict(study.best_params),
-        float(study.best_value),
-        records,
-        round(time.perf_counter() - start, 2),
+
+
+def _search_request(
+    study, data: RetrainData, n_trials: int, epochs_per_trial: int, seed: int
+) -> search_request.SearchRequest:
+    """What the workers need to rebuild the trials' data and run trials of this search."""
+    return search_request.SearchRequest(
+        len(study.trials),
+        n_trials,
+        epochs_per_trial,
+        seed,
+        data.through_label_id,
+        data.champion_through,
+        data.oversample,
+        search_request.fingerprint(trial_arrays(data, seed)),
     )
+
+
+def _search_with_workers(
+    storage,
+    study,
+    objective: Callable,
+    request: search_request.SearchRequest,
+    inputs: tuple[list | None, object],
+    wait_seconds: float,
+    mine: list[dict],
+    on_trial: Callable[[dict], None] | None,
+) -> list[dict]:
+    """Ask for the search in the study, run trials here until the quota is met, and return every trial's record.
+
+    Args:
+        inputs: what the workers cannot rebuild: the champion's weights and the pseudo-labels.
+        mine: the records of the trials run here, already told to ``on_trial``; it hears of the workers' now.
+    """
+    search_request.publish(storage, study, request, *inputs)
+    search_request.finish(study, objective, request, wait_seconds)
+    search_request.clear_inputs(storage, study)
+    numbers = {record["number"] for record in mine}
+    records = search_request.search_records(study, request)
+    for record in records:
+        if on_trial is not None and record["number"] not in numbers:
+            on_trial(record)  # a worker's trial
+    return records
 
 
 def search_due(storage: str, study_name: str, through_label_id: int, every_labels: int) -> tuple[bool, str]:

@@ -19,6 +19,7 @@ from mnist_hitl.learning.retrain import search_request
 from mnist_hitl.learning.retrain.labels import RetrainData, user_labels
 from mnist_hitl.learning.retrain.search import STUDY_NAME, make_objective, trial_arrays
 from mnist_hitl.learning.retrain.search_request import SearchRequest
+from mnist_hitl.store import Store, open_store
 
 
 class SearchWorkerError(RuntimeError):
@@ -57,18 +58,19 @@ def serve_searches(
     ran: list[int] = []
     prepared: tuple[SearchRequest, Callable | None] | None = None
     say(f"search worker: waiting for a search of study {study_name!r}")
-    while True:
-        study = _load_study(storage, study_name)
-        request = None if study is None else search_request.current_request(study)
-        if request is not None and search_request.quota_open(study, request):
-            if prepared is None or prepared[0] != request:
-                prepared = (request, trial_objective(settings, storage, study, request, ran.append))
-            if prepared[1] is not None:
-                search_request.run_trials(study, prepared[1], request)
-                say(f"search worker: search from trial #{request.first_number} done, {len(ran)} trial(s) run here")
-                if once:
-                    return ran
-        time.sleep(poll_seconds)
+    with open_store(settings) as store:
+        while True:
+            study = _load_study(storage, study_name)
+            request = None if study is None else search_request.current_request(study)
+            if request is not None and search_request.quota_open(study, request):
+                if prepared is None or prepared[0] != request:
+                    prepared = (request, trial_objective(settings, store, storage, study, request, ran.append))
+                if prepared[1] is not None:
+                    search_request.run_trials(study, prepared[1], request)
+                    say(f"search worker: search from trial #{request.first_number} done, {len(ran)} trial(s) run here")
+                    if once:
+                        return ran
+            time.sleep(poll_seconds)
 
 
 def _load_study(storage, study_name: str):
@@ -82,7 +84,7 @@ def _load_study(storage, study_name: str):
 
 
 def trial_objective(
-    settings: Settings, storage, study, request: SearchRequest, on_trial: Callable[[int], None]
+    settings: Settings, store: Store, storage, study, request: SearchRequest, on_trial: Callable[[int], None]
 ) -> Callable | None:
     """The search's objective on the data the request describes (None: the search just ended).
 
@@ -95,7 +97,7 @@ def trial_objective(
     if inputs is None:
         return None
     weights, pseudo = inputs
-    data = request_data(settings, request)
+    data = request_data(settings, store, request)
     data.pseudo = pseudo
     if search_request.fingerprint(trial_arrays(data, request.seed)) != request.fingerprint:
         raise SearchWorkerError(
@@ -107,14 +109,12 @@ def trial_objective(
     )
 
 
-def request_data(settings: Settings, request: SearchRequest) -> RetrainData:
+def request_data(settings: Settings, store: Store, request: SearchRequest) -> RetrainData:
     """MNIST and the users' labels up to the request's label, the champion's seen ones first (no pseudo-labels)."""
     from mnist_hitl.learning.data import load_mnist
-    from mnist_hitl.store import open_store
 
     dataset = load_mnist(settings)
-    with open_store(settings) as store:
-        users = user_labels(store, 0, request.through_label_id)
+    users = user_labels(store, 0, request.through_label_id)
     fresh = users.label_ids > request.champion_through
     return RetrainData(
         dataset.x_train,

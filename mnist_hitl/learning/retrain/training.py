@@ -1,18 +1,22 @@
 """Training a model: the first one, trained on MNIST alone, and recording a retraining.
 
-Both end in :mod:`mnist_hitl.learning.retrain.deployment`, the one writer of model files.
+Both publish their model through :func:`mnist_hitl.learning.retrain.deployment.publish`, the one
+writer of model files; the first model's MLflow run (its lineage's start) is opened here, around it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from mnist_hitl.clock import Stopwatch
+from mnist_hitl.clock import Stopwatch, timestamp_id
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.retrain import deployment
-from mnist_hitl.model import deployed_model, model_files
+from mnist_hitl.model import deployed_model
+from mnist_hitl.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,35 @@ def train_first_model(
     if not force and deployment.has_deployed_model(settings):
         deployed = deployed_model(settings.models_dir)
         return {"trained": False, "model_version": deployed.version, "holdout_accuracy": deployed.holdout_accuracy}
+    reason = "forced retrain" if force else "first model"
+    network, accuracy, record = _train_on_mnist(settings, epochs, progress, reason)
+    version = timestamp_id()
+    run = _first_model_run(settings, version, accuracy, record) if record_run else contextlib.nullcontext()
+    with open_store(settings) as store, run as run_id:
+        outcome = deployment.publish(
+            settings,
+            store,
+            network,
+            accuracy,
+            record,
+            reasons=[f"{reason}, trained on MNIST alone"],
+            run_id=run_id,
+            version=version,
+            mlflow_optional=True,
+        )
+    log.info("deployed %s (holdout accuracy %.4f)", outcome.version, accuracy)
+    return {
+        "trained": True,
+        "model_version": outcome.version,
+        "holdout_accuracy": accuracy,
+        "train_seconds": record["train_seconds"],
+        "mlflow_run_id": record.get("mlflow_run_id"),
+        "mlflow_model_version": outcome.mlflow_version,
+    }
 
+
+def _train_on_mnist(settings: Settings, epochs: int | None, progress: bool, reason: str) -> tuple[object, float, dict]:
+    """Train a network on the MNIST train split and score it on the holdout: ``(network, accuracy, record)``."""
     from mnist_hitl.learning.data import load_mnist
     from mnist_hitl.learning.retrain import network as model_lib
 
@@ -61,71 +93,54 @@ def train_first_model(
         "params": asdict(params),
         "data": dataset.source,
         "train_seconds": clock.seconds["train"],
-        "reason": "forced retrain" if force else "first model",
+        "reason": reason,
         "sizes": {"train": len(dataset.y_train), "holdout": len(dataset.y_test)},
     }
-    saved, _ = deployment.save_version(settings, trained, accuracy, record)
-    lineage = _record_first_model(settings, trained, saved.version, accuracy, record) if record_run else {}
-    record.update(lineage)
-    deployment.deploy(settings, saved, accuracy, record)
-    if lineage:
-        _crown(settings, lineage["mlflow_model_version"], saved.version, record["reason"])
-    log.info("deployed %s (holdout accuracy %.4f)", saved.version, accuracy)
-    return {
-        "trained": True,
-        "model_version": saved.version,
-        "holdout_accuracy": accuracy,
-        "train_seconds": clock.seconds["train"],
-        "mlflow_run_id": lineage.get("mlflow_run_id"),
-        "mlflow_model_version": lineage.get("mlflow_model_version"),
-    }
+    return trained, accuracy, record
 
 
-def _record_first_model(settings: Settings, network, version: str, accuracy: float, record: dict) -> dict:
-    """Record the first model as an MLflow run and register it; ``{}`` if MLflow cannot be reached."""
+@contextlib.contextmanager
+def _first_model_run(settings: Settings, version: str, accuracy: float, record: dict) -> Iterator[str | None]:
+    """The first model's MLflow run while it is published, ended after; None when MLflow cannot be reached."""
+    from mnist_hitl.learning import tracking
+
+    run_id = _start_first_model_run(settings, version, accuracy, record)
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    finally:
+        if run_id:
+            try:
+                tracking.end_run(settings, run_id, status)
+            except Exception as error:  # the model stands without its record
+                log.warning("could not end the MLflow run of %s: %s", version, error)
+
+
+def _start_first_model_run(settings: Settings, version: str, accuracy: float, record: dict) -> str | None:
+    """Open the first model's run with its parameters and scores; None (said) if MLflow cannot be reached."""
     from mnist_hitl.learning import tracking
 
     if not tracking.reachable(settings):
         log.warning("MLflow at %s does not answer: %s is not recorded there", settings.tracking_uri, version)
-        return {}
+        return None
     try:
-        run_id = tracking.start_run(
-            settings,
-            f"first model {version}",
-            "first_model",
-            "init",
-            tags={
-                "model_version": version,
-                tracking.NOTE_TAG: tracking.note(
-                    f"{record['reason']}: {version}, deployed",
-                    [
-                        f"MNIST holdout accuracy {accuracy:.2%} ({record['sizes']['holdout']} "
-                        f"digits); trained on {record['sizes']['train']} {record['data']} digits"
-                    ],
-                ),
-            },
+        note = tracking.note(
+            f"{record['reason']}: {version}, deployed",
+            [
+                f"MNIST holdout accuracy {accuracy:.2%} ({record['sizes']['holdout']} "
+                f"digits); trained on {record['sizes']['train']} {record['data']} digits"
+            ],
         )
+        tags = {"model_version": version, tracking.NOTE_TAG: note}
+        run_id = tracking.start_run(settings, f"first model {version}", "first_model", "init", tags=tags)
         run = tracking.RunLog(settings, run_id)
         run.params({**record["params"], "data": record["data"], **{f"data.{k}": v for k, v in record["sizes"].items()}})
         run.metrics({"holdout_accuracy": accuracy, "train_seconds": record["train_seconds"]})
-        files = model_files(settings.models_dir, version)  # saved by save_version: served and fetched by followers
-        export, keras_file = files.tflite_path, files.keras_path
-        mlflow_version = tracking.log_keras_model(settings, run_id, network, version, export, accuracy, keras_file)
-        tracking.end_run(settings, run_id)
     except Exception as error:  # the model stands without its record
         log.warning("could not record %s in MLflow: %s", version, error)
-        return {}
-    return {"mlflow_run_id": run_id, "mlflow_model_version": mlflow_version}
-
-
-def _crown(settings: Settings, mlflow_version: str, version: str, reason: str) -> None:
-    """Point the ``champion`` alias at the deployed first model."""
-    from mnist_hitl.learning import tracking
-
-    try:
-        tracking.mark_promotion(settings, mlflow_version, version, True, [f"{reason}, trained on MNIST alone"])
-    except Exception as error:
-        log.warning("could not move the champion alias to %s: %s", version, error)
+        return None
+    return run_id
 
 
 def record_retrain(
@@ -146,15 +161,7 @@ def record_retrain(
 
     The result is what the cycle reads back (``retrain_result.json``).
     """
-    from mnist_hitl.learning import tracking
-    from mnist_hitl.learning.retrain import search as search_lib
-
-    output_dir = Path(output_dir)
-    trials_csv = output_dir / "optuna_trials.csv"
-    search_lib.trials_frame(search).to_csv(trials_csv, index=False)
-    study_db = tracking.sqlite_path(search.storage)
-    study_copy = tracking.snapshot_sqlite(study_db, output_dir / "optuna_study.sqlite") if study_db else None
-    scores = comparison.as_json()
+    study_files = _search_files(search, Path(output_dir))
     run_log.params(
         {
             **run_parameters,
@@ -165,26 +172,8 @@ def record_retrain(
         }
     )
     run_log.metrics(_retrain_metrics(search, comparison, outcome, seconds))
-    word = "promote" if verdict.promote else "reject"
-    became = {
-        "deployed": "deployed",
-        "rejected": "kept on file, not deployed",
-        "candidate": "kept on file as a candidate (dry run)",
-    }.get(outcome.status, outcome.status)
-    run_log.tags(
-        {
-            "verdict": word,
-            "status": outcome.status,
-            "model_version": outcome.version,
-            "reasons": "\n".join(verdict.reasons),
-            tracking.NOTE_TAG: tracking.note(
-                f"Verdict: {word}. {outcome.version} {became}",
-                verdict.reasons,
-                "The executed notebook is `notebooks/retrain.html`.",
-            ),
-        }
-    )
-    for path, folder in ((trials_csv, "optuna"), (study_copy, "optuna"), *((p, "plots") for p in plots.values())):
+    run_log.tags(_verdict_tags(verdict, outcome))
+    for path, folder in (*((p, "optuna") for p in study_files), *((p, "plots") for p in plots.values())):
         if path:
             run_log.artifact(path, folder)
     return {
@@ -192,13 +181,48 @@ def record_retrain(
         "status": outcome.status,
         "mlflow_model_version": outcome.mlflow_version,
         "reasons": verdict.reasons,
-        "comparison": scores,
+        "comparison": comparison.as_json(),
         "best_params": search.best_params,
         "best_value": search.best_value,
         "trials": search.trials,
         "through_label_id": data.through_label_id,
         "data": data.sizes(),
         "seconds": seconds,
+    }
+
+
+def _search_files(search, output_dir: Path) -> tuple[Path, Path | None]:
+    """The study's trials as CSV, and a copy of its SQLite database (None when it lives elsewhere)."""
+    from mnist_hitl.learning import tracking
+    from mnist_hitl.learning.retrain import search as search_lib
+
+    trials_csv = output_dir / "optuna_trials.csv"
+    search_lib.trials_frame(search).to_csv(trials_csv, index=False)
+    study_db = tracking.sqlite_path(search.storage)
+    study_copy = tracking.snapshot_sqlite(study_db, output_dir / "optuna_study.sqlite") if study_db else None
+    return trials_csv, study_copy
+
+
+def _verdict_tags(verdict, outcome) -> dict:
+    """The retraining run's tags: the verdict, what became of the challenger, and the run's description."""
+    from mnist_hitl.learning import tracking
+
+    word = "promote" if verdict.promote else "reject"
+    became = {
+        "deployed": "deployed",
+        "rejected": "kept on file, not deployed",
+        "candidate": "kept on file as a candidate (dry run)",
+    }.get(outcome.status, outcome.status)
+    return {
+        "verdict": word,
+        "status": outcome.status,
+        "model_version": outcome.version,
+        "reasons": "\n".join(verdict.reasons),
+        tracking.NOTE_TAG: tracking.note(
+            f"Verdict: {word}. {outcome.version} {became}",
+            verdict.reasons,
+            "The executed notebook is `notebooks/retrain.html`.",
+        ),
     }
 
 

@@ -246,6 +246,27 @@ def test_the_api_never_imports_tensorflow(home_with_model: Settings) -> None:
     assert out.stdout.strip() == "False False"
 
 
+def test_the_answers_made_from_library_records_document_every_field(home: Settings) -> None:
+    schemas = create_app(home).openapi()["components"]["schemas"]
+    answered = {
+        "PredictionOut": {"prediction_id", "predicted_label", "probabilities", "model_version", "latency_ms"},
+        "PredictionDetail": {
+            *("prediction_id", "created_at", "predicted_label", "probabilities"),
+            *("model_version", "latency_ms", "source", "labels"),
+        },
+        "QueueEntry": {
+            *("prediction_id", "predicted_label", "probabilities", "uncertainty"),
+            *("model_version", "source", "random"),
+        },
+        "HistoryEntry": {"id", "label", "kind", "created_at"},
+    }
+    for name, properties in answered.items():
+        schema = schemas[name]
+        assert set(schema["properties"]) == set(schema["required"]) == properties, name
+        assert schema["description"] and all(field.get("description") for field in schema["properties"].values())
+    assert list(schemas["PredictionOut"]["properties"])[0] == "prediction_id"  # the record's own fields first
+
+
 def test_every_operation_keeps_to_its_schema(home_with_model: Settings) -> None:
     """Schemathesis over the app's own schema, in process: no 5xx, every answer as documented."""
     client = TestClient(create_app(home_with_model))

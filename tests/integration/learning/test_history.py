@@ -53,10 +53,11 @@ def add_version(
         "through_label_id": through_label_id,
         "comparison": {"challenger": {"users_heldout": 0.9}, "champion": {"users_heldout": 0.8}},
     }
-    if promote:
-        deploy(settings, saved, pointer["holdout_accuracy"], record, reasons=reasons)
-    else:
-        reject(settings, saved, pointer["holdout_accuracy"], record, None, reasons)
+    with Store(settings.db_path) as store:
+        if promote:
+            deploy(settings, store, saved, pointer["holdout_accuracy"], record, reasons=reasons)
+        else:
+            reject(settings, store, saved, pointer["holdout_accuracy"], record, None, reasons)
 
 
 @pytest.fixture
@@ -84,7 +85,8 @@ def accuracy(read: np.ndarray, truth: np.ndarray) -> str:
 
 def test_every_version_is_scored_on_the_users_drawings(home_with_history):
     settings = home_with_history
-    past = history.load_history(settings)
+    with Store(settings.db_path) as store:
+        past = history.load_history(settings, store)
     versions = past.versions.set_index("version")
     first = versions.index[0]
     assert list(versions["what"]) == ["first model", "rejected", "promoted"]

@@ -111,8 +111,8 @@ def test_newest_label_and_window(home):
     with Store(home.db_path) as store:
         assert watermarks.newest_label_id(store) == ids[-1]
         watermarks.advance_watermarks(store, ids[0], ids[0])
-    assert resolve_window(home, None, None) == (ids[0], ids[-1])
-    assert resolve_window(home, 0, 2) == (0, 2)
+        assert resolve_window(store, None, None) == (ids[0], ids[-1])
+        assert resolve_window(store, 0, 2) == (0, 2)
 
 
 # one cycle at a time -------------------------------------------------------------------
@@ -167,7 +167,8 @@ def test_a_cycle_without_new_labels_only_records_that(home):
     first = cycle.run_cycle(settings=home)
     assert first["outcome"] == "no_new_data" and "nothing to do" in first["message"]
     assert not home.runs_dir.exists()  # no notebook ran
-    assert cycle.last_cycle(home)["cycle_id"] == first["cycle_id"]
+    with Store(home.db_path) as store:
+        assert cycle.last_cycle(store)["cycle_id"] == first["cycle_id"]
     from mnist_hitl.learning import tracking
 
     client = tracking.client(home)
@@ -218,7 +219,7 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
     with Store(home.db_path) as store:
         assert watermarks.watermarks(store) == watermarks.Watermarks(0, 0, None)
         assert not store.get_meta(cycle.RUNNING_CYCLE)
-    summary = cycle.last_cycle(home)
+        summary = cycle.last_cycle(store)
     assert summary["outcome"] == "failed" and "the monitor broke" in summary["error"]
     from mnist_hitl.learning import tracking
 

@@ -12,6 +12,7 @@ from mnist_hitl.learning.data import load_bundled
 from mnist_hitl.learning.retrain.deployment import deploy, deployed_keras_path
 from mnist_hitl.learning.retrain.network import SavedModel, load_model, predict_proba
 from mnist_hitl.model import ModelFileError, Predictor, deployed_model
+from mnist_hitl.store import Store
 
 
 def _deployed_files(models_dir):
@@ -50,7 +51,8 @@ def test_predictor_follows_a_new_deployment_and_survives_a_bad_pointer(home_with
     )
     shutil.copyfile(keras_path, copy.keras_path)
     shutil.copyfile(deployed.tflite_path, copy.tflite_path)
-    deploy(home_with_model, copy, 0.5, {"reason": "test"})
+    with Store(home_with_model.db_path) as store:
+        deploy(home_with_model, store, copy, 0.5, {"reason": "test"})
     assert predictor.predict(digit)[1] == "20990101-000000-000"
     assert json.loads((models / "latest.json").read_text())["version"] == "20990101-000000-000"
 

@@ -75,7 +75,8 @@ def cycle_data(settings: Settings) -> tuple[labels.RetrainData, list]:
     """The retraining's data as the notebook builds them, pseudo-labels and start weights included."""
     from mnist_hitl.learning.retrain.network import build_model
 
-    data = labels.retrain_data(settings, None, oversample=2)
+    with open_store(settings) as store:
+        data = labels.retrain_data(settings, store, None, oversample=2)
     digits = load_bundled(holdout_size=100)
     x, y = digits.x_test[20:40], digits.y_test[20:40]
     data.pseudo = UserLabels(x, y, np.arange(1000, 1020), np.zeros(20, dtype=np.int64), y)
@@ -176,5 +177,5 @@ def test_a_worker_whose_data_differ_refuses_the_search_saying_why(home: Settings
     request = search_request.SearchRequest(0, 4, 1, 0, 0, 0, 5, fingerprint="of-other-data")
     search_request.publish(storage, study, request, None, None)
     assert search_request.current_request(study) == request and search_request.quota_open(study, request)
-    with pytest.raises(SearchWorkerError, match="MNIST_HITL_DATABASE_URL"):
-        trial_objective(home, storage, study, request, print)
+    with open_store(home) as store, pytest.raises(SearchWorkerError, match="MNIST_HITL_DATABASE_URL"):
+        trial_objective(home, store, storage, study, request, print)

@@ -23,20 +23,15 @@ import pytest
 
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.learning import tracking
-from mnist_hitl.learning.data import load_bundled
 from mnist_hitl.learning.loop.cycle import CycleFailed, prepare_cycle
 from mnist_hitl.learning.retrain import deployment
 from mnist_hitl.model import DEPLOYED_POINTER, ModelFileError, Predictor, deployed_model
 from mnist_hitl.model.follow import Follower, RegistryError, champion_export, follow, sync_from_registry
 from mnist_hitl.services.exporter import exporter_registry
 from mnist_hitl.services.stack import busy_ports, services, stack_environment
+from mnist_hitl.store import Store
 from tests.support.helpers import free_port, run_cli
 from tests.support.scale import cycle_home, publish, start_mlflow_server, stop
-
-
-@pytest.fixture
-def digit() -> np.ndarray:
-    return load_bundled().x_test[0].astype(np.float32) / 255.0
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +161,22 @@ def test_a_version_registered_without_a_keras_file_is_served_alone(cycle, servin
 def test_a_cycle_node_starts_from_the_registrys_champion(cycle, serving, network, quick_models, tmp_path):
     version, _ = publish(cycle, network)
     node = serving  # a second cycle node: an empty home of its own, MNIST_HITL_MODEL_SOURCE=registry
-    plan = prepare_cycle(node, "test", force_retrain=True)
+    with Store(node.db_path) as store:
+        plan = prepare_cycle(node, store, "test", force_retrain=True)
     assert plan.reconciled[0] == f"fetched the registry's champion {version}"
     assert sha256(deployment.deployed_keras_path(node)) == sha256(cycle.models_dir / f"model_{version}.keras")
 
     # A node whose own disk holds an older champion starts from the registry's all the same.
     stale = cycle_home(tmp_path / "stale", quick_models, cycle.tracking_uri, model_source="registry")
     assert deployed_model(stale.models_dir).version != version
-    prepare_cycle(stale, "test", force_retrain=True)
+    with Store(stale.db_path) as store:
+        prepare_cycle(stale, store, "test", force_retrain=True)
     assert deployment.deployed_keras_path(stale).name == f"model_{version}.keras"
     # And one that cannot reach the registry does not start at all.
     down = node.replace(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(CycleFailed, match="cannot start from the registry's champion: .* does not answer"):
-        prepare_cycle(down, "test", force_retrain=True)
+    unreachable = "cannot start from the registry's champion: .* does not answer"
+    with Store(down.db_path) as store, pytest.raises(CycleFailed, match=unreachable):
+        prepare_cycle(down, store, "test", force_retrain=True)
 
 
 def test_a_running_predictor_switches_to_a_promoted_version_without_a_restart(cycle, serving, network, digit):

@@ -20,11 +20,11 @@ import pytest
 
 from mnist_hitl.config import Settings
 from mnist_hitl.files import atomic_write
-from mnist_hitl.learning.data import load_bundled
 from mnist_hitl.learning.retrain import deployment
 from mnist_hitl.learning.retrain.network import SavedModel
 from mnist_hitl.model import DEPLOYED_POINTER, Deployed, ModelFileError, Predictor, deployed_model
 from mnist_hitl.services.exporter import exporter_registry
+from mnist_hitl.store import Store
 
 # A predictor in its own process: predicts once, says "ready", then predicts a batch for each line it is sent,
 # checking that it still answers with the model it loaded first.
@@ -45,18 +45,14 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture
-def digit() -> np.ndarray:
-    return load_bundled().x_test[0].astype(np.float32) / 255.0
-
-
 def _deploy_copy(settings: Settings, source: Deployed, version: str) -> SavedModel:
     """Deploy a copy of a deployed model's files under a new version name."""
     models = settings.models_dir
     saved = SavedModel(version, models / f"model_{version}.keras", models / f"model_{version}.tflite")
     shutil.copyfile(models / f"model_{source.version}.keras", saved.keras_path)
     shutil.copyfile(source.tflite_path, saved.tflite_path)
-    deployment.deploy(settings, saved, source.holdout_accuracy, {"reason": "deployed by a test"})
+    with Store(settings.db_path) as store:
+        deployment.deploy(settings, store, saved, source.holdout_accuracy, {"reason": "deployed by a test"})
     return saved
 
 
@@ -228,8 +224,8 @@ def test_deploy_refuses_an_export_no_predictor_could_load(home_with_model):
     saved = SavedModel(version, models / f"model_{version}.keras", models / f"model_{version}.tflite")
     shutil.copyfile(deployment.deployed_keras_path(home_with_model), saved.keras_path)
     saved.tflite_path.write_bytes(b"\0" * 4096)
-    with pytest.raises(ModelFileError, match="corrupt"):
-        deployment.deploy(home_with_model, saved, 0.5, {"reason": "test"})
+    with pytest.raises(ModelFileError, match="corrupt"), Store(home_with_model.db_path) as store:
+        deployment.deploy(home_with_model, store, saved, 0.5, {"reason": "test"})
     assert (models / DEPLOYED_POINTER).read_bytes() == before
 
 
@@ -241,7 +237,8 @@ def test_the_pointer_is_the_one_source_of_truth(home_with_model):
     assert not (models / "latest.keras").exists() and not (models / "latest.tflite").exists()
     for stale in ("latest.keras", "latest.tflite"):  # left by an older version of mnist-hitl
         shutil.copyfile(deployed.tflite_path, models / stale)
-    changes = deployment.reconcile(home_with_model)
+    with Store(home_with_model.db_path) as store:
+        changes = deployment.reconcile(home_with_model, store)
     assert not (models / "latest.keras").exists() and not (models / "latest.tflite").exists()
     assert len(changes) == 2 and all("latest.json" in change for change in changes)
 

@@ -7,12 +7,14 @@ Every test runs against both: the embedded SQLite file and a real PostgreSQL 15 
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import fields, replace
 
 import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from mnist_hitl.store import SCHEMA_VERSION, Store, StoreError
+from mnist_hitl.store import SCHEMA_VERSION, NewPrediction, Prediction, Store, StoreError
+from mnist_hitl.store.rows import PREDICTION_COLUMNS
 
 PNG = b"\x89PNG fake but non-empty"
 PROBS = [0.01] * 9 + [0.91]
@@ -45,6 +47,16 @@ def test_prediction_round_trip(store):
     assert (stored.png, stored.predicted_label, stored.model_version, stored.source) == (PNG, 9, "v1", "cli")
     assert stored.probabilities == pytest.approx(PROBS)
     assert stored.latency_ms == 1.5 and stored.created_at.endswith("+00:00")
+
+
+def test_a_predictions_fields_are_the_tables_columns(store):
+    """One list of fields (NewPrediction): the table, the stored record and what a caller gives agree."""
+    columns = {column["name"] for column in sqlalchemy.inspect(store.engine).get_columns("predictions")}
+    assert columns == {"id", *PREDICTION_COLUMNS}
+    assert {field.name for field in fields(Prediction)} == columns - {"content_hash"}
+    first = store.get_prediction(store.record_prediction(PNG, 9, PROBS, "v1", 1.5, source="cli"))
+    again = store.record_prediction(**{field.name: getattr(first, field.name) for field in fields(NewPrediction)})
+    assert store.get_prediction(again) == replace(first, id=again, created_at=store.get_prediction(again).created_at)
 
 
 def test_store_has_the_schema_version_and_sqlite_is_wal(store):

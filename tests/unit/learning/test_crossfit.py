@@ -84,10 +84,10 @@ def test_the_labels_the_champion_never_saw_are_the_fresh_ones(home):
         ids = [store.record_prediction(encode_png(np.eye(28) * (i + 1)), 1, [0.1] * 10, "v1", 1.0) for i in range(6)]
         label_ids = [store.add_label(pid, 1, "confirm") for pid in ids]
         store.record_model_version("v2", "model_v2.keras", 0.98, "deployed", {"through_label_id": label_ids[3]})
-    data = labels.retrain_data(home, deployed_version="v2")
+        data = labels.retrain_data(home, store, deployed_version="v2")
+        first = labels.retrain_data(home, store, deployed_version="v1")  # no record: the first model saw no label
     assert list(data.users_seen.prediction_ids) == ids[:4]
     assert list(data.users_fresh.prediction_ids) == ids[4:]
-    first = labels.retrain_data(home, deployed_version="v1")  # no record: the first model saw no label
     assert len(first.users_fresh) == 6 and len(first.users_seen) == 0
 
 
@@ -106,10 +106,10 @@ def test_pseudo_labels_are_unlabelled_sure_drawings_and_never_judge(home):
 
         pseudo = crossfit.pseudo_labels(store, read, confidence=0.99)
         assert crossfit.pseudo_labels(store, read, confidence=0) is None
+        data = labels.retrain_data(home, store, deployed_version="v1")
     unlabelled = ids[3:]
     assert list(pseudo.prediction_ids) == unlabelled[1::2] and set(pseudo.y.tolist()) == {7}
 
-    data = labels.retrain_data(home, deployed_version="v1")
     data.pseudo = pseudo
     assert not set(pseudo.prediction_ids) & set(data.users_heldout.prediction_ids)
     x, y = data.training_set()

@@ -112,12 +112,11 @@ def test_reconcile_trusts_the_deployed_pointer(home):
         store.record_model_version("v1", "model_v1.keras", 0.98, "deployed")
         store.record_model_version("v2", "model_v2.keras", 0.985, "candidate", {"cycle_id": "c1"})  # died after deploy
         store.record_model_version("v3", "model_v3.keras", 0.97, "candidate", {"cycle_id": "c2"})  # died before
-    changes = deployment.reconcile(home)
-    assert len(changes) == 3
-    assert not (models / ".model_v3.partial.keras").exists()
-    with Store(home.db_path) as store:
+        changes = deployment.reconcile(home, store)
+        assert len(changes) == 3
+        assert not (models / ".model_v3.partial.keras").exists()
         status = {row["version"]: row["status"] for row in store.model_versions()}
         details = {row["version"]: row["details"] for row in store.model_versions()}
-    assert status == {"v1": "deployed", "v2": "deployed", "v3": "rejected"}
-    assert details["v2"]["cycle_id"] == "c1" and "reconciled" in details["v3"]
-    assert deployment.reconcile(home) == []  # settled: nothing more to do
+        assert status == {"v1": "deployed", "v2": "deployed", "v3": "rejected"}
+        assert details["v2"]["cycle_id"] == "c1" and "reconciled" in details["v3"]
+        assert deployment.reconcile(home, store) == []  # settled: nothing more to do

@@ -53,7 +53,8 @@ def test_below_the_threshold_nothing_is_asked_and_undos_do_not_count(home):
     with Store(home.db_path) as store:
         store.undo_label(1)
     start = Requests()
-    assert trigger.labels_since_retraining(home) == 99
+    with Store(home.db_path) as store:
+        assert trigger.labels_since_retraining(store) == 99
     assert trigger.check_and_request(home, start) is None
     assert start.reasons == []
 

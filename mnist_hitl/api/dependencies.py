@@ -1,0 +1,47 @@
+"""What a route is given rather than builds: the app's one workbench and settings, and the token check.
+
+The application (:func:`mnist_hitl.api.server.create_app`) keeps them on ``app.state``; a route
+names them in its parameters (``workbench: CurrentWorkbench``) and FastAPI hands them over.
+The dependencies are ``async``: FastAPI runs a plain function in its thread pool, and these
+only read an attribute.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mnist_hitl.config import Settings
+from mnist_hitl.workbench import Workbench
+
+
+async def _workbench(request: Request) -> Workbench:
+    return request.app.state.workbench
+
+
+async def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+CurrentWorkbench = Annotated[Workbench, Depends(_workbench)]
+CurrentSettings = Annotated[Settings, Depends(_settings)]
+
+BEARER = HTTPBearer(auto_error=False, description="MNIST_HITL_API_TOKEN, when it is set")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+
+
+async def _check_token(settings: CurrentSettings, credentials: Credentials) -> None:
+    token = settings.api_token
+    if token is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            401, "a bearer token is required (MNIST_HITL_API_TOKEN)", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+TOKEN_REQUIRED = Depends(_check_token)  # a writing route's dependency: MNIST_HITL_API_TOKEN, when it is set

@@ -1,0 +1,182 @@
+"""The serving commands: the whole local stack, and each of its services on its own.
+
+Every line of the ``Procfile`` and every service of ``docker-compose.yml`` that runs the mnist-hitl image
+is one of these (or a learning command): the app, the HTTP API, JupyterLab, the metrics exporter, the
+registry follower, the Prefect server, MLflow and Prometheus, and the start-up steps ``wait-for`` and
+``prepare``. A server that is another program (Voila, JupyterLab, MLflow, Prometheus) replaces this
+process (``exec``), so Ctrl-C and ``docker stop`` reach it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from mnist_hitl.cli.errors import fail
+
+commands = typer.Typer()
+
+
+@commands.command()
+def run() -> None:
+    """Start the whole local stack: app, Prefect server and schedule, MLflow UI, JupyterLab, metrics, Prometheus."""
+    from mnist_hitl.services.stack import run_stack
+
+    run_stack()
+
+
+@commands.command(name="app")
+def serve_app(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_APP_PORT, 8866)")] = None,
+) -> None:
+    """Serve the drawing app with Voila."""
+    from mnist_hitl.app.command import voila_command
+    from mnist_hitl.config import get_settings
+
+    settings = get_settings()
+    command = voila_command(settings, port=port)
+    typer.echo(f"drawing app: http://{settings.app_host}:{port or settings.app_port}/", err=True)
+    os.execvp(command[0], command)
+
+
+@commands.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_API_PORT, 8000)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (FastAPI, uvicorn): predict, label, history, reload; docs at /docs."""
+    from mnist_hitl.api import serve_api
+
+    serve_api(port=port, workers=workers)
+
+
+@commands.command()
+def lab(port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_LAB_PORT, 8888)")] = None) -> None:
+    """Serve JupyterLab on the notebooks, with a token (MNIST_HITL_LAB_TOKEN, or a new one printed here)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.lab import lab_command, lab_environment, lab_folder, lab_url, with_token
+
+    settings = with_token(get_settings())
+    folder = lab_folder(settings)
+    command = lab_command(settings, folder, port=port)
+    typer.echo(f"jupyterlab: {lab_url(settings, port)} (notebooks in {folder})", err=True)
+    os.execvpe(command[0], command, lab_environment(settings))
+
+
+@commands.command()
+def metrics(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_METRICS_PORT, 9108)")] = None,
+) -> None:
+    """Serve the Prometheus metrics of every mnist-hitl process on one endpoint."""
+    from mnist_hitl.services.exporter import serve_exporter
+
+    serve_exporter(port=port)
+
+
+@commands.command()
+def follow(once: Annotated[bool, typer.Option(help="sync once, print the outcome as JSON and exit")] = False) -> None:
+    """Serve the MLflow registry's champion on this node (MNIST_HITL_MODEL_SOURCE=registry), checked every
+    MNIST_HITL_REGISTRY_POLL_SECONDS; running predictors switch by themselves."""
+    import logging
+    import signal
+    import threading
+
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.model import ModelFileError, deployed_model
+    from mnist_hitl.model.follow import RegistryError, follow, sync_from_registry
+
+    settings = get_settings()
+    if settings.model_source != "registry":
+        fail("MNIST_HITL_MODEL_SOURCE is local: set it to registry to serve the registry's champion here")
+    if once:
+        try:
+            changed = sync_from_registry(settings)
+        except (RegistryError, ModelFileError) as error:
+            fail(str(error))
+        typer.echo(json.dumps({"model_version": deployed_model(settings.models_dir).version, "changed": bool(changed)}))
+        return
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("mnist_hitl").setLevel(logging.INFO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    follow(settings, stop)
+
+
+@commands.command(name="prefect-server")
+def prefect_server(
+    host: Annotated[str | None, typer.Option(help="the address to bind (default MNIST_HITL_APP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_PREFECT_PORT, 4200)")] = None,
+) -> None:
+    """Serve Prefect's server (UI and API) behind a Host check (MNIST_HITL_ALLOWED_HOSTS), CSRF protection on."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.prefect_server import serve_prefect
+
+    serve_prefect(get_settings(), host=host, port=port)
+
+
+@commands.command()
+def mlflow(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_MLFLOW_PORT, 5000)")] = None,
+    backend_store_uri: Annotated[
+        str | None, typer.Option(help="the runs' and the registry's database (default: the stack's tracking store)")
+    ] = None,
+    artifacts_destination: Annotated[
+        str | None, typer.Option(help="serve the artifacts from here, through the server (several machines)")
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None, typer.Option(help="MLflow's Host check: name:port patterns, comma-separated")
+    ] = None,
+) -> None:
+    """Serve MLflow's tracking server and UI on the stack's runs, registry and artifacts (MLFLOW_TRACKING_URI)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.tools import mlflow_command
+
+    command = mlflow_command(
+        get_settings(mlflow_port=port),
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        allowed_hosts=allowed_hosts,
+    )
+    os.execvp(command[0], command)
+
+
+@commands.command()
+def prometheus(
+    port: Annotated[int | None, typer.Option(help="port (default MNIST_HITL_PROMETHEUS_PORT, 9090)")] = None,
+) -> None:
+    """Serve Prometheus, scraping the local stack (its config written from the settings, its data in the home)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.tools import prometheus_command, write_prometheus_config
+
+    settings = get_settings(prometheus_port=port)
+    try:
+        command = prometheus_command(settings)
+    except FileNotFoundError as error:
+        fail(str(error))
+    write_prometheus_config(settings)
+    os.execvp(command[0], command)
+
+
+@commands.command(name="wait-for")
+def wait_for(
+    url: Annotated[str, typer.Argument(help="the address to ask (a health endpoint)")],
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 300.0,
+) -> None:
+    """Wait until URL answers 200 (a service's start-up waits for another; the containers' healthchecks)."""
+    from mnist_hitl.clock import wait_for as answers_within
+
+    if not answers_within(url, timeout):
+        fail(f"{url} did not answer within {timeout:.0f} s")
+
+
+@commands.command()
+def prepare() -> None:
+    """Create the data folders and remove the metrics files of ended processes (each container's start)."""
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.stack import prepare_home
+
+    prepare_home(get_settings())

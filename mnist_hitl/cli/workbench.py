@@ -1,0 +1,177 @@
+"""A person's commands: predict, correct, confirm, undo, history, import, the review queue, status, backup.
+
+Thin wrappers over :class:`mnist_hitl.workbench.Workbench`, printing JSON lines. They never import
+TensorFlow: the deployed model predicts with its LiteRT export, so each starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mnist_hitl.cli.errors import fail
+
+commands = typer.Typer()
+# A label or an id may be negative: "-1" is then an argument (refused with a reason), not an unknown option.
+NUMBERS = {"ignore_unknown_options": True}
+
+
+@commands.command()
+def predict(images: Annotated[list[Path], typer.Argument(help="image files (PNG, any size)")]) -> None:
+    """Predict each image, store it, print one JSON line per image."""
+    from mnist_hitl.model import ModelFileError
+    from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError
+    from mnist_hitl.workbench import Workbench
+
+    failures = 0
+    with Workbench(source="cli") as bench:
+        for path in images:
+            try:
+                result = bench.predict_file(path)
+            except ModelFileError as error:
+                fail(str(error))
+            except (OSError, EmptyDrawingError, InvalidImageError) as error:
+                failures += 1
+                message = f"{error.strerror}: {path}" if isinstance(error, OSError) and error.strerror else str(error)
+                typer.echo(json.dumps({"file": str(path), "error": message}), err=True)
+                continue
+            typer.echo(json.dumps({"file": str(path), **result.as_json()}))
+    if failures:
+        raise typer.Exit(1)
+
+
+def _label(prediction_id: int, label: int, kind: str) -> None:
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            label_id = bench.label(prediction_id, label, kind)
+        except StoreError as error:
+            fail(str(error))
+    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "label": label, "kind": kind}))
+
+
+@commands.command(context_settings=NUMBERS)
+def correct(prediction_id: int, label: int) -> None:
+    """Store the right digit for a prediction."""
+    _label(prediction_id, label, "correct")
+
+
+@commands.command(context_settings=NUMBERS)
+def confirm(prediction_id: int) -> None:
+    """Confirm a prediction was right (stored as a label too)."""
+    from mnist_hitl.store import StoreError, open_store
+
+    with open_store() as store:
+        try:
+            predicted = store.get_prediction(prediction_id).predicted_label
+        except StoreError as error:
+            fail(str(error))
+    _label(prediction_id, predicted, "confirm")
+
+
+@commands.command(name="import")
+def import_pictures(
+    paths: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, folders (recursively), zips")],
+) -> None:
+    """Predict and store pictures unlabelled in the review pool; one JSON line per picture, counts on stderr."""
+    from collections import Counter
+
+    from mnist_hitl.model import ModelFileError
+    from mnist_hitl.workbench import Workbench
+
+    counts = Counter()
+    with Workbench(source="cli") as bench:
+        try:
+            for outcome in bench.import_pictures(paths, progress=True):
+                counts[next(key for key in ("prediction_id", "duplicate_of", "error") if key in outcome)] += 1
+                typer.echo(json.dumps(outcome))
+        except ModelFileError as error:
+            fail(str(error))
+    typer.echo(
+        json.dumps(
+            {"imported": counts["prediction_id"], "duplicates": counts["duplicate_of"], "refused": counts["error"]}
+        ),
+        err=True,
+    )
+    if counts["error"]:
+        raise typer.Exit(1)
+
+
+@commands.command()
+def queue(
+    limit: Annotated[int, typer.Option(min=0, help="at most this many drawings")] = 20,
+    strategy: Annotated[str, typer.Option(help="margin, entropy, or doubtful (labels the model doubts)")] = "margin",
+) -> None:
+    """Print the review queue, least sure first, as JSON lines, scored by the deployed model."""
+    from mnist_hitl.model import ModelFileError
+    from mnist_hitl.workbench import STRATEGIES, Workbench
+
+    if strategy not in STRATEGIES:
+        fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", code=2)
+    with Workbench(source="cli") as bench:
+        try:
+            items = bench.queue(limit=limit, strategy=strategy)
+        except ModelFileError as error:
+            fail(str(error))
+    for item in items:
+        typer.echo(json.dumps(item.as_json()))
+
+
+@commands.command(context_settings=NUMBERS)
+def history(prediction_id: int) -> None:
+    """Print every label of a prediction, oldest first, as JSON lines (an undo has no label)."""
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            labels = bench.history(prediction_id)
+        except StoreError as error:
+            fail(str(error))
+    for label in labels:
+        typer.echo(json.dumps(label))
+
+
+@commands.command(context_settings=NUMBERS)
+def undo(prediction_id: int) -> None:
+    """Undo a prediction's label (appended as a label of kind undo): it returns to the review queue."""
+    from mnist_hitl.store import StoreError
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        try:
+            label_id = bench.undo(prediction_id)
+        except StoreError as error:
+            fail(str(error))
+    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "kind": "undo"}))
+
+
+@commands.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="the copy to write (a new file)")],
+    force: Annotated[bool, typer.Option(help="replace PATH if it exists")] = False,
+) -> None:
+    """Copy the store to PATH while the app keeps writing (SQLite's online backup), check the copy, print its counts."""
+    from mnist_hitl.store import open_store
+
+    if path.is_dir():
+        fail(f"{path} is a folder: name a file")
+    if path.exists() and not force:
+        fail(f"{path} exists: name a new file, or add --force to replace it")
+    with open_store() as store:
+        counts = store.backup(path)
+    typer.echo(json.dumps({"backup": str(path), "integrity": "ok", **counts}))
+
+
+@commands.command()
+def status() -> None:
+    """Print the deployed model version and the store's counts as JSON."""
+    from mnist_hitl.workbench import Workbench
+
+    with Workbench(source="cli") as bench:
+        typer.echo(json.dumps(bench.status()))
