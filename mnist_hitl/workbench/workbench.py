@@ -20,7 +20,7 @@ from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError, Predictor, deployed_model
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, read_picture_file, to_mnist
-from mnist_hitl.store import UNDO, Prediction, Store, StoreError
+from mnist_hitl.store import UNDO, Prediction, StoreError, open_store
 from mnist_hitl.workbench import pool
 from mnist_hitl.workbench.ranking import QueueItem, ScoreCache, doubtful, labelled_scores, review_queue
 from mnist_hitl.workbench.recording import PredictionResult, predict_and_store
@@ -41,7 +41,7 @@ class Workbench:
     def __init__(self, settings: Settings | None = None, source: str = "app") -> None:
         self.settings = settings or get_settings()
         self.source = source
-        self.store = Store(self.settings.store_location)
+        self.store = open_store(self.settings)  # the session owns its store: every way in builds one Workbench
         self.predictor = Predictor(self.settings.models_dir)
         self.scores = ScoreCache(self.store, self.predictor)
 

@@ -4,6 +4,7 @@ modules and functions small enough to read, and settings that refuse bad values 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,26 @@ def test_every_setting_is_documented_in_the_readme():
     readme = README.read_text()
     variables = [str(field.validation_alias) for field in Settings.model_fields.values()]
     assert [v for v in variables if f"`{v}`" not in readme] == []
+
+
+def layout_rows() -> list[str]:
+    """The first cells of the README's layout table."""
+    section = README.read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
+def test_every_module_is_in_the_readmes_layout_table():
+    """A row names a module by its whole path, or by its file name after a whole path in the same folder."""
+    listed = set()
+    for cell in layout_rows():
+        folder = None
+        for item in re.findall(r"`([^`]+)`", cell):
+            if "/" in item:
+                folder = item.rpartition("/")[0]
+                listed.add(item)
+            elif folder:
+                listed.add(f"{folder}/{item}")
+    modules = {
+        str(path.relative_to(PACKAGE.parent)) for path in MODULES if path.name not in ("__init__.py", "__main__.py")
+    }
+    assert sorted(modules - listed) == []
