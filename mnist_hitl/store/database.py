@@ -49,14 +49,8 @@ class Store(StoreAccess):
     """The store: predictions, append-only labels, model versions, the loop's watermarks, the queue's score cache.
 
     Cheap to create; one per process, shared by its threads (they take turns on its connection).
-
-    Args:
-        location: the SQLite file (its folder is created if needed), or a
-            ``postgresql+psycopg://`` URL (``MNIST_HITL_DATABASE_URL``).
-        timeout: seconds a writer waits for another writer's lock.
-
-    Raises:
-        StoreError: the store cannot be created, written or read; nothing was touched.
+    Opened as :class:`~mnist_hitl.store.access.StoreAccess` says (its location, timeout and errors);
+    a process builds it with :func:`open_store`.
     """
 
     def _lock_prediction(self, conn: Connection, prediction_id: int) -> bool:
