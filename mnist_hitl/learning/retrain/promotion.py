@@ -6,7 +6,9 @@ The rule (``promotion_rule``): promote the challenger when
   labels given since the champion was trained, which the champion never saw, read
   by models of the challenger's recipe that did not train on them either (the
   cross-fit, :mod:`mnist_hitl.learning.retrain.crossfit`); the reasons state how sure
-  that is (a McNemar p-value and a 95% interval on the gain), and
+  that is (a McNemar p-value and a 95% interval on the gain). On an exact tie, frequent
+  on a few dozen drawings, the proper scoring rule decides: a lower log-loss on the same
+  drawings with the challenger surer of the true digit on most of them; and
 * it is not more than ``max_holdout_drop`` (0.5 points) worse on the MNIST
   holdout, **or** its drop there is within the holdout's noise: not significant
   in an exact one-sided McNemar test at ``significance`` (5%) on the digits one
@@ -60,6 +62,12 @@ class Comparison:
     mnist_only_challenger_right: int = 0
     users_only_champion_right: int = 0  # judged drawings only the champion reads right
     users_only_challenger_right: int = 0
+    # A proper scoring rule on the same judged drawings (None: the challenger's probabilities are not at hand):
+    # the mean log-loss of each model, and the drawings where the challenger gives the true digit more or less
+    # probability than the champion.
+    users_log_loss: dict[str, float] | None = None
+    users_surer: int = 0
+    users_less_sure: int = 0
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -96,21 +104,42 @@ def compare(challenger, champion, data, challenger_users: np.ndarray | None = No
 
     Args:
         challenger_users: the challenger's answers on ``data.users_heldout`` when they come from
-            elsewhere (the cross-fit's out-of-fold answers); default: the challenger reads them.
+            elsewhere (the cross-fit's out-of-fold answers); default: the challenger reads them, and
+            the comparison also carries both models' log-loss on them.
     """
-    x_users = data.users_heldout.x
-    return judge(
+    x_users, y_users = data.users_heldout.x, np.asarray(data.users_heldout.y)
+    old_users = predict_proba(champion, x_users)
+    new_users = predict_proba(challenger, x_users) if challenger_users is None else None
+    comparison = judge(
         {
             "challenger": read_digits(challenger, data.x_mnist_holdout),
             "champion": read_digits(champion, data.x_mnist_holdout),
         },
         {
-            "challenger": read_digits(challenger, x_users) if challenger_users is None else challenger_users,
-            "champion": read_digits(champion, x_users),
+            "challenger": new_users.argmax(axis=1) if new_users is not None else challenger_users,
+            "champion": old_users.argmax(axis=1),
         },
         np.asarray(data.y_mnist_holdout),
-        np.asarray(data.users_heldout.y),
+        y_users,
     )
+    return with_log_loss(comparison, new_users, old_users, y_users) if new_users is not None else comparison
+
+
+def with_log_loss(comparison: Comparison, new: np.ndarray, old: np.ndarray, labels: np.ndarray) -> Comparison:
+    """The comparison with both models' log-loss on the judged drawings (probabilities (n, 10) of each)."""
+    labels = np.asarray(labels, dtype=int)
+    if not len(labels):
+        return comparison
+    rows = np.arange(len(labels))
+    new_true, old_true = np.asarray(new)[rows, labels], np.asarray(old)[rows, labels]
+    loss = {
+        "challenger": float(-np.log(np.clip(new_true, 1e-7, 1)).mean()),
+        "champion": float(-np.log(np.clip(old_true, 1e-7, 1)).mean()),
+    }
+    comparison.users_log_loss = loss
+    comparison.users_surer = int((new_true > old_true).sum())
+    comparison.users_less_sure = int((new_true < old_true).sum())
+    return comparison
 
 
 def judge(mnist: dict[str, np.ndarray], users: dict[str, np.ndarray], y_mnist, y_users) -> Comparison:
@@ -179,14 +208,38 @@ def promotion_rule(
         )
         return Verdict(better and holdout_ok, reasons)
     gain = challenger.users_heldout - champion.users_heldout
-    users_ok = gain > 0
+    surer = gain == 0 and surer_on_the_true_digit(comparison)
+    users_ok = gain > 0 or surer
     reasons.append(
         f"users' judged drawings ({comparison.n_users_heldout}, never trained on by the model that read them) "
         f"{challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} ({gain * 100:+.2f} points): "
-        + ("better" if users_ok else "not better")
+        + ("better" if gain > 0 else "as many read right, and surer of the true digit" if surer else "not better")
         + f"; {users_uncertainty(comparison)}"
     )
+    if comparison.users_log_loss is not None:
+        reasons.append(users_log_loss(comparison))
     return Verdict(users_ok and holdout_ok, reasons)
+
+
+def surer_on_the_true_digit(comparison: Comparison) -> bool:
+    """On an accuracy tie, the proper scoring rule decides: a lower log-loss on the same drawings, with the
+    challenger giving the true digit more probability on most of the drawings where the two differ."""
+    loss = comparison.users_log_loss
+    return (
+        loss is not None
+        and loss["challenger"] < loss["champion"]
+        and comparison.users_surer > comparison.users_less_sure
+    )
+
+
+def users_log_loss(comparison: Comparison) -> str:
+    """The log-loss reason: both models' mean, and a one-sided sign test over the drawings."""
+    loss, surer, less = comparison.users_log_loss, comparison.users_surer, comparison.users_less_sure
+    p_value = holdout_drop_p_value(surer, less)  # a sign test: is the challenger surer more often than chance?
+    return (
+        f"log-loss on the same drawings {loss['challenger']:.3f} vs {loss['champion']:.3f} (lower is better); "
+        f"the challenger gives the true digit more probability on {surer}, less on {less} (sign test p={p_value:.2f})"
+    )
 
 
 def users_uncertainty(comparison: Comparison) -> str:

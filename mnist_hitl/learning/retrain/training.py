@@ -236,6 +236,7 @@ def _retrain_metrics(search, comparison, outcome, seconds: dict) -> dict:
         "challenger_users_heldout": challenger.users_heldout,
         "champion_users_heldout": champion.users_heldout,
         "promoted": int(outcome.status == "deployed"),
+        **{f"{who}_users_log_loss": loss for who, loss in (comparison.users_log_loss or {}).items()},
         **{f"challenger_users_class_{d}": a for d, a in challenger.users_per_class.items()},
         **{f"champion_users_class_{d}": a for d, a in champion.users_per_class.items()},
         **{f"seconds_{k}": v for k, v in seconds.items()},

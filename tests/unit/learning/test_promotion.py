@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mnist_hitl.learning.retrain import deployment, promotion
 from mnist_hitl.learning.retrain.labels import judging_fold
-from mnist_hitl.learning.retrain.promotion import Comparison, Scores, promotion_rule
+from mnist_hitl.learning.retrain.promotion import Comparison, Scores, promotion_rule, with_log_loss
 from mnist_hitl.model import DEPLOYED_POINTER
 from mnist_hitl.store import Store
 
@@ -120,3 +121,31 @@ def test_reconcile_trusts_the_deployed_pointer(home):
         assert status == {"v1": "deployed", "v2": "deployed", "v3": "rejected"}
         assert details["v2"]["cycle_id"] == "c1" and "reconciled" in details["v3"]
         assert deployment.reconcile(home, store) == []  # settled: nothing more to do
+
+
+def with_probabilities(new_true: list[float], old_true: list[float]) -> Comparison:
+    """A tie on 4 judged drawings (both read 3 right), with the probability each model gives the true digit."""
+    verdict_input = comparison(0.99, 0.99, 0.75, 0.75)
+    labels = np.zeros(len(new_true), dtype=int)
+    new, old = np.full((len(labels), 10), 0.0), np.full((len(labels), 10), 0.0)
+    new[:, 0], old[:, 0] = new_true, old_true
+    new[:, 1], old[:, 1] = 1 - np.asarray(new_true), 1 - np.asarray(old_true)
+    return with_log_loss(verdict_input, new, old, labels)
+
+
+def test_an_accuracy_tie_goes_to_the_model_surer_of_the_true_digit():
+    surer = promotion_rule(with_probabilities([0.9, 0.8, 0.7, 0.4], [0.6, 0.55, 0.6, 0.3]))
+    assert surer.promote, surer.reasons
+    assert "surer of the true digit" in surer.reasons[1] and "log-loss" in surer.reasons[2]
+    less_sure = promotion_rule(with_probabilities([0.6, 0.55, 0.6, 0.3], [0.9, 0.8, 0.7, 0.4]))
+    assert not less_sure.promote and "not better" in less_sure.reasons[1]
+
+
+def test_a_lower_log_loss_carried_by_one_drawing_does_not_break_a_tie():
+    # the challenger is far surer on one drawing and a little less sure on the three others
+    one_drawing = promotion_rule(with_probabilities([0.99, 0.6, 0.6, 0.6], [0.05, 0.62, 0.62, 0.62]))
+    assert not one_drawing.promote, one_drawing.reasons
+
+
+def test_a_tie_without_the_challengers_probabilities_is_still_rejected():
+    assert not promotion_rule(comparison(0.99, 0.99, 0.75, 0.75)).promote
