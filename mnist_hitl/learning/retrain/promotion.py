@@ -215,9 +215,8 @@ def promotion_rule(
         f"{challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} ({gain * 100:+.2f} points): "
         + ("better" if gain > 0 else "as many read right, and surer of the true digit" if surer else "not better")
         + f"; {users_uncertainty(comparison)}"
+        + (f"; {users_log_loss(comparison)}" if comparison.users_log_loss is not None else "")
     )
-    if comparison.users_log_loss is not None:
-        reasons.append(users_log_loss(comparison))
     return Verdict(users_ok and holdout_ok, reasons)
 
 
