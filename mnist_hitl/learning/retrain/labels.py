@@ -1,9 +1,11 @@
 """The users' labels and the data a retraining learns from.
 
-The training data is the MNIST train split plus the users' labelled drawings
-(the latest label of each prediction wins), the drawings repeated
-``oversample`` times so a few hundred of them weigh against thousands of MNIST
-digits. Every label trains the deployed model eventually; a challenger is judged
+The training data is a replay of the MNIST train split (``MNIST_HITL_REPLAY`` digits drawn
+once per retraining, all of them when 0) plus the users' labelled drawings (the latest label of
+each prediction wins). The drawings make a fixed share of the examples (``MNIST_HITL_LABEL_SHARE``):
+each appears as itself and as variants of it (:mod:`~mnist_hitl.learning.retrain.variants`), as
+many as that share asks, so 25 labels weigh as much as 500. With the share at 0 they are repeated
+``oversample`` times instead. Every label trains the deployed model eventually; a challenger is judged
 only on the labels the champion never saw (``fresh``: labelled after it was
 trained), each by a model of the same recipe that did not train on it either
 (a cross-fit over judging folds, see :mod:`mnist_hitl.learning.retrain.crossfit`).
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from mnist_hitl.config import Settings
+from mnist_hitl.learning.retrain.variants import copies_for_share, variants
 from mnist_hitl.preprocess import decode_image
 from mnist_hitl.store import Store
 
@@ -89,6 +93,23 @@ class RetrainData:
     fold_count: int = 2
     pseudo: UserLabels | None = None
     judged_fold: int | None = None  # one fold judges (the quick way, see crossfit.judge); None: every fold does
+    label_share: float = 0.0  # people's drawings' share of the training examples; 0: ``oversample`` repeats
+    seed: int = 0  # the variants' seed
+
+    @cached_property
+    def copies(self) -> int:
+        """How many times each person's drawing appears in a training set (itself, then its variants)."""
+        if self.label_share <= 0:
+            return max(1, self.oversample)
+        others = len(self.y_mnist) + (0 if self.pseudo is None else len(self.pseudo))
+        return copies_for_share(len(self.users_seen) + len(self.users_fresh), others, self.label_share)
+
+    @cached_property
+    def _variants(self) -> np.ndarray:
+        """``copies - 1`` variants of each of :attr:`users_train`'s drawings, made once (n, copies - 1, 28, 28)."""
+        if self.label_share <= 0:
+            return np.zeros((len(self.users_train), 0, 28, 28), dtype=np.uint8)
+        return variants(self.users_train.x, self.copies - 1, self.seed)
 
     @property
     def users_train(self) -> UserLabels:
@@ -122,18 +143,25 @@ class RetrainData:
         """
         xm = self.x_mnist if mnist_index is None else self.x_mnist[mnist_index]
         ym = self.y_mnist if mnist_index is None else self.y_mnist[mnist_index]
-        users = self.users_train
+        keep = np.arange(len(self.users_train))
         if leave_out_fold is not None:
-            keep = np.concatenate([np.ones(len(self.users_seen), dtype=bool), self.folds != leave_out_fold])
-            users = users.subset(keep)
+            keep = keep[np.concatenate([np.ones(len(self.users_seen), dtype=bool), self.folds != leave_out_fold])]
         if users_index is not None:
-            users = users.subset(users_index)
-        repeat = max(1, self.oversample)
-        parts_x, parts_y = [xm, np.repeat(users.x, repeat, axis=0)], [ym, np.repeat(users.y, repeat)]
+            keep = keep[users_index]
+        users_x, users_y = self._copies_of(keep)
+        parts_x, parts_y = [xm, users_x], [ym, users_y]
         if self.pseudo is not None and len(self.pseudo):
             parts_x.append(self.pseudo.x)
             parts_y.append(self.pseudo.y)
         return np.concatenate(parts_x), np.concatenate(parts_y)
+
+    def _copies_of(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The drawings of :attr:`users_train` at ``index``, each :attr:`copies` times (repeated, or with variants)."""
+        users = self.users_train.subset(index)
+        if self.label_share <= 0:
+            return np.repeat(users.x, self.copies, axis=0), np.repeat(users.y, self.copies)
+        x = np.concatenate([users.x[:, None], self._variants[index]], axis=1).reshape(-1, 28, 28)
+        return x, np.repeat(users.y, self.copies)
 
     def sizes(self) -> dict[str, int]:
         return {
@@ -146,6 +174,7 @@ class RetrainData:
             "users_judged": len(self.users_heldout),
             "pseudo_labels": 0 if self.pseudo is None else len(self.pseudo),
             "oversample": self.oversample,
+            "label_copies": self.copies,
             "through_label_id": self.through_label_id,
             "champion_through_label_id": self.champion_through,
         }
@@ -202,19 +231,33 @@ def retrain_data(
     labels = user_labels(store, 0, through_label_id)
     seen_through = champion_through(store, deployed_version)
     fresh = labels.label_ids > seen_through
-    through = int(labels.label_ids.max()) if len(labels) else int(through_label_id or 0)
+    through = max(int(labels.label_ids.max()) if len(labels) else 0, int(through_label_id or 0))
+    replay = replay_sample(len(dataset.y_train), settings.replay, seed=settings.seed + through)
     return RetrainData(
-        dataset.x_train,
-        dataset.y_train,
+        dataset.x_train[replay],
+        dataset.y_train[replay],
         dataset.x_test,
         dataset.y_test,
         labels.subset(~fresh),
         labels.subset(fresh),
         oversample,
-        max(through, int(through_label_id or 0)),
+        through,
         seen_through,
         folds,
+        label_share=settings.label_share,
+        seed=settings.seed + through,
     )
+
+
+def replay_sample(available: int, size: int, seed: int) -> np.ndarray:
+    """Which MNIST train digits a retraining replays: ``size`` of them at random (all when 0 or more than there are).
+
+    A retraining that replays a sample rather than the whole split is quicker, and its people's labels weigh
+    more; the seed changes with the data (the newest label), so successive retrainings replay different digits.
+    """
+    if size <= 0 or size >= available:
+        return np.arange(available)
+    return np.sort(np.random.default_rng(seed).choice(available, size, replace=False))
 
 
 def unlabelled_pictures(store: Store, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,7 +113,7 @@ def test_pseudo_labels_are_unlabelled_sure_drawings_and_never_judge(home):
     data.pseudo = pseudo
     assert not set(pseudo.prediction_ids) & set(data.users_heldout.prediction_ids)
     x, y = data.training_set()
-    assert len(y) == len(data.y_mnist) + 3 * data.oversample + len(pseudo)  # once each, people's labels oversampled
+    assert len(y) == len(data.y_mnist) + 3 * data.copies + len(pseudo)  # once each, people's labels copied
     for fold in set(data.folds.tolist()):  # pseudo-labels train every model of the cross-fit
         trained = {p.tobytes() for p in data.training_set(leave_out_fold=fold)[0]}
         assert {p.tobytes() for p in pseudo.x} <= trained
