@@ -4,8 +4,8 @@ The training data is a replay of the MNIST train split (``MNIST_HITL_REPLAY`` di
 once per retraining, all of them when 0) plus the users' labelled drawings (the latest label of
 each prediction wins). The drawings make a fixed share of the examples (``MNIST_HITL_LABEL_SHARE``):
 each appears as itself and as variants of it (:mod:`~mnist_hitl.learning.retrain.variants`), as
-many as that share asks, so 25 labels weigh as much as 500. With the share at 0 they are repeated
-``oversample`` times instead. Every label trains the deployed model eventually; a challenger is judged
+many as that share asks (and at least ``oversample``), so 25 labels weigh as much as 500. With the
+share at 0 they are repeated ``oversample`` times instead. Every label trains the deployed model eventually; a challenger is judged
 only on the labels the champion never saw (``fresh``: labelled after it was
 trained), each by a model of the same recipe that did not train on it either
 (a cross-fit over judging folds, see :mod:`mnist_hitl.learning.retrain.crossfit`).
@@ -102,7 +102,8 @@ class RetrainData:
         if self.label_share <= 0:
             return max(1, self.oversample)
         others = len(self.y_mnist) + (0 if self.pseudo is None else len(self.pseudo))
-        return copies_for_share(len(self.users_seen) + len(self.users_fresh), others, self.label_share)
+        share = copies_for_share(len(self.users_seen) + len(self.users_fresh), others, self.label_share)
+        return max(share, self.oversample)  # many labels still weigh as they did: the share is a least weight
 
     @cached_property
     def _variants(self) -> np.ndarray:

@@ -96,3 +96,10 @@ def test_the_replay_is_a_sample_that_changes_with_the_seed():
     assert not np.array_equal(sample, replay_sample(4000, 2000, seed=4))
     assert np.array_equal(replay_sample(4000, 0, seed=3), np.arange(4000))
     assert np.array_equal(replay_sample(1000, 2000, seed=3), np.arange(1000))
+
+
+def test_many_labels_still_appear_at_least_oversample_times():
+    split = data(200, 200, 1 / 3, mnist=600)  # the share alone would ask for one copy each
+    x, y = split.training_set()
+    assert split.copies == split.oversample == 5
+    assert len(y) - len(split.y_mnist) == 400 * 5
