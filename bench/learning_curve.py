@@ -54,23 +54,19 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="a home whose deployed first model every run starts from")
     args = parser.parse_args()
     first = home_with_model(deployed_models(args.models), prefix="mnist-hitl-bench-first-") / "models"
-    done = {tuple(row["key"]) for row in map(json.loads, RAW.read_text().splitlines())} if RAW.exists() else set()
+    done = {json.dumps(row["key"]) for row in map(json.loads, RAW.read_text().splitlines())} if RAW.exists() else set()
     totals = [int(n) for n in args.labels.split(",")]
     for seed in map(int, args.seeds.split(",")):  # seed by seed: a run stopped early still has whole sets
         for recipe in args.recipes.split(","):
             for name in args.populations.split(","):
                 for strategy in args.strategies.split(","):
                     key = [name, recipe, strategy, seed, totals if strategy != "all" else ["pool"]]
-                    if tuple(map(_hashable, key)) in {tuple(map(_hashable, k)) for k in done}:
+                    if json.dumps(key) in done:
                         continue
                     row = run(name, recipe, strategy, seed, totals, first)
                     RESULTS.mkdir(exist_ok=True)
                     with RAW.open("a") as out:
                         out.write(json.dumps({"key": key, **row}) + "\n")
-
-
-def _hashable(value):
-    return tuple(value) if isinstance(value, list) else value
 
 
 def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], first_models: Path) -> dict:
