@@ -93,11 +93,12 @@ def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], fir
                 bench.label(pid, digit_of[pid], kind)
                 labelled.add(pid)
         start = time.perf_counter()
-        verdict = retrain(settings, seed)
+        verdict = retrain(settings, seed, held_digits, held_truth)
         rounds.append(
             {
                 "labels": len(labelled),
                 **_read(settings, held_digits, held_truth),
+                "challenger_heldout": verdict["challenger_heldout"],
                 "promoted": verdict["promoted"],
                 "reasons": verdict["reasons"],
                 "retrain_seconds": round(time.perf_counter() - start, 1),
@@ -147,8 +148,11 @@ def _corrections(settings, left, count, rng, pool_digits, digit_of) -> list[tupl
     return picks
 
 
-def retrain(settings, seed: int) -> dict:
-    """The retrain notebook's steps, in process, without a search: train, judge, and deploy if promoted."""
+def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray) -> dict:
+    """The retrain notebook's steps, in process, without a search: train, judge, and deploy if promoted.
+
+    Also reads the held-out drawings with the challenger itself, promoted or not (the ceiling's figure).
+    """
     from mnist_hitl.learning.retrain import crossfit, deployment, labels, network, promotion, search
     from mnist_hitl.store import open_store
 
@@ -165,8 +169,9 @@ def retrain(settings, seed: int) -> dict:
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)
         details = {"through_label_id": data.through_label_id, "data": data.sizes(), "judging": judging}
         deployment.apply_verdict(settings, store, challenger, verdict, comparison, details)
+        own = network.evaluate(challenger, held_digits, held_truth)
     network.keras_module().backend.clear_session()
-    return {"promoted": bool(verdict.promote), "reasons": verdict.reasons}
+    return {"promoted": bool(verdict.promote), "reasons": verdict.reasons, "challenger_heldout": own}
 
 
 def _read(settings, digits: np.ndarray, truth: np.ndarray) -> dict:

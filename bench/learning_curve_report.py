@@ -1,10 +1,11 @@
 """The learning curves' table and plot, from ``bench/results/learning_curve.jsonl``; logged to MLflow.
 
 For each population, recipe, strategy and label count: the held-out accuracy's mean over the seeds
-with its range, how far that is of the way from the first model to the ceiling (every drawing of
-the pool labelled, same recipe), and the worst seed's MNIST holdout change. Writes
-``bench/results/learning_curve.md`` and ``learning_curve.png``, and logs both, with one metric per
-cell, to the MLflow experiment ``mnist-hitl-bench`` (``MLFLOW_TRACKING_URI``, else the home's).
+with its range, how far that is of the way from the first model to the ceiling (every drawing of the
+pool labelled, same recipe, read by the challenger itself whether the gate promoted it or not), and
+the worst seed's MNIST holdout change. Writes ``bench/results/learning_curve.md`` and
+``learning_curve.png``, and logs both, with one metric per cell, to the MLflow experiment
+``mnist-hitl-bench`` (``MLFLOW_TRACKING_URI``, else the home's).
 
     .venv/bin/python bench/learning_curve_report.py [--no-mlflow]
 """
@@ -29,9 +30,11 @@ def cells(rows: list[dict]) -> dict:
         start = row["rounds"][0]
         first[row["population"]].append(start["heldout"])
         for round_ in row["rounds"][1:]:
-            labels = "pool" if row["strategy"] == "all" else round_["labels"]
+            ceiling = row["strategy"] == "all"  # the challenger's own reading, whatever the gate said
+            labels = "pool" if ceiling else round_["labels"]
+            held = round_["challenger_heldout"] if ceiling else round_["heldout"]
             change = round_["mnist"] - start["mnist"]
-            table[row["population"], row["recipe"], row["strategy"]][labels].append((round_["heldout"], change))
+            table[row["population"], row["recipe"], row["strategy"]][labels].append((held, change))
     return table, {name: float(np.mean(values)) for name, values in first.items()}
 
 

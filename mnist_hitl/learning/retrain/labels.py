@@ -4,10 +4,11 @@ The training data is a replay of the MNIST train split (``MNIST_HITL_REPLAY`` di
 once per retraining, all of them when 0) plus the users' labelled drawings (the latest label of
 each prediction wins). The drawings make a fixed share of the examples (``MNIST_HITL_LABEL_SHARE``):
 each appears as itself and as variants of it (:mod:`~mnist_hitl.learning.retrain.variants`), as
-many as that share asks (and at least ``oversample``), so 25 labels weigh as much as 500. With the
-share at 0 they are repeated ``oversample`` times instead. Every label trains the deployed model eventually; a challenger is judged
-only on the labels the champion never saw (``fresh``: labelled after it was
-trained), each by a model of the same recipe that did not train on it either
+many as that share asks (and at least ``oversample``), so 25 labels weigh as much as 500; the replay
+grows when hundreds of labels would outnumber it. With the share at 0 they are repeated ``oversample``
+times instead. Every label trains the deployed model eventually; a challenger is judged only on the
+labels the champion never saw (``fresh``: labelled after it was trained), each by a model of the
+same recipe that did not train on it either
 (a cross-fit over judging folds, see :mod:`mnist_hitl.learning.retrain.crossfit`).
 """
 
@@ -233,7 +234,9 @@ def retrain_data(
     seen_through = champion_through(store, deployed_version)
     fresh = labels.label_ids > seen_through
     through = max(int(labels.label_ids.max()) if len(labels) else 0, int(through_label_id or 0))
-    replay = replay_sample(len(dataset.y_train), settings.replay, seed=settings.seed + through)
+    replay = replay_sample(
+        len(dataset.y_train), _replay_size(settings, oversample, len(labels)), settings.seed + through
+    )
     return RetrainData(
         dataset.x_train[replay],
         dataset.y_train[replay],
@@ -248,6 +251,18 @@ def retrain_data(
         label_share=settings.label_share,
         seed=settings.seed + through,
     )
+
+
+def _replay_size(settings: Settings, oversample: int, labels: int) -> int:
+    """``MNIST_HITL_REPLAY``, or more when the labels' copies outnumber it: MNIST stays at least half of the examples.
+
+    A few dozen labels train beside the replay as a fixed share; hundreds of labels copied ``oversample``
+    times would outweigh it and wear the model's MNIST skill away, so the replay grows with them (0: all).
+    """
+    if settings.replay <= 0:
+        return 0
+    copies = max(oversample, copies_for_share(labels, settings.replay, settings.label_share))
+    return max(settings.replay, labels * copies) if settings.label_share > 0 else settings.replay
 
 
 def replay_sample(available: int, size: int, seed: int) -> np.ndarray:

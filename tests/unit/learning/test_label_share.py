@@ -103,3 +103,14 @@ def test_many_labels_still_appear_at_least_oversample_times():
     x, y = split.training_set()
     assert split.copies == split.oversample == 5
     assert len(y) - len(split.y_mnist) == 400 * 5
+
+
+def test_the_replay_grows_so_hundreds_of_labels_never_outnumber_mnist():
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.learning.retrain.labels import _replay_size
+
+    settings = get_settings(replay=2000, label_share=1 / 3, oversample=5)
+    assert _replay_size(settings, 5, 50) == 2000  # 50 labels x 20 copies = 1,000: the replay as set
+    assert _replay_size(settings, 5, 800) == 4000  # 800 labels x 5 copies: as many MNIST digits
+    assert _replay_size(get_settings(replay=0, label_share=1 / 3), 5, 800) == 0  # 0: all of them
+    assert _replay_size(get_settings(replay=2000, label_share=0.0), 5, 800) == 2000
