@@ -229,11 +229,21 @@ def retrain_data(
             deployed_version = deployed_model(settings.models_dir).version
         except ModelFileError:
             deployed_version = None
-    dataset = load_mnist(settings)
     labels = user_labels(store, 0, through_label_id)
     seen_through = champion_through(store, deployed_version)
-    fresh = labels.label_ids > seen_through
     through = max(int(labels.label_ids.max()) if len(labels) else 0, int(through_label_id or 0))
+    return training_data(settings, load_mnist(settings), labels, oversample, through, seen_through, folds)
+
+
+def training_data(
+    settings: Settings, dataset, labels: UserLabels, oversample: int, through: int, seen_through: int, folds: int = 2
+) -> RetrainData:
+    """A retraining's data: a replay of ``dataset``'s train split and ``labels``, those up to ``seen_through`` first.
+
+    The retraining and the search's workers both build their data here, so a worker's trials are the
+    retraining's (the replay's seed is the newest label's id).
+    """
+    fresh = labels.label_ids > seen_through
     replay = replay_sample(
         len(dataset.y_train), _replay_size(settings, oversample, len(labels)), settings.seed + through
     )
