@@ -10,14 +10,16 @@ retraining runs after each round and deploys the challenger if the gate promotes
 - ``random``: drawings picked at random from the pool;
 - ``corrections``: people draw: each drawing of the pool, in a random order, is read by the model
   deployed at the time; a wrong answer is corrected, a right one confirmed one time in five;
-- ``all``: every drawing of the pool labelled at once (the ceiling).
+- ``all``: every drawing of the pool labelled at once, and the challenger trained on all of them
+  (``MNIST_HITL_FINAL_FIT=true``): the ceiling, read with the challenger whatever the gate says.
 
 The retraining is the retrain notebook's, in process: the same library calls (``retrain_data``,
 ``crossfit.judge``, ``promotion.compare`` and ``promotion_rule``, ``deployment.apply_verdict``)
 with the search's middle parameters instead of a search (learning rate 1e-3, dropout 0.3, batch 64,
 ``MNIST_HITL_FINAL_EPOCHS`` epochs from the champion); no monitor, no papermill, no MLflow. A
-recipe is a set of settings: ``labels-weigh`` (the defaults) or ``before`` (the learning of
-commit 37b6094: the whole MNIST split, each label repeated 5 times, pseudo-labels at 0.99).
+recipe is a set of settings: ``labels-weigh`` (the defaults), ``full-replay`` (the defaults with the
+whole MNIST split replayed, ``MNIST_HITL_REPLAY=0``) or ``before`` (the learning of commit 37b6094:
+the whole MNIST split, each label repeated 5 times, pseudo-labels at 0.99).
 
 After each round it reads the held-out drawings and the MNIST holdout with the app's predictor,
 and appends one line per run to ``bench/results/learning_curve.jsonl`` (a run already there is
@@ -40,7 +42,11 @@ from populations import population
 from support import RESULTS, deployed_models, home_with_model
 
 RAW = RESULTS / "learning_curve.jsonl"
-RECIPES = {"labels-weigh": {}, "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99}}
+RECIPES = {
+    "labels-weigh": {},
+    "full-replay": {"replay": 0},
+    "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99},
+}
 PARAMS = {"learning_rate": 1e-3, "dropout": 0.3, "batch_size": 64}
 
 
@@ -76,7 +82,8 @@ def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], fir
     from mnist_hitl.workbench import Workbench
 
     home = home_with_model(first_models, prefix="mnist-hitl-bench-curve-")
-    settings = get_settings(home=home, **RECIPES[recipe])
+    ceiling = {"final_fit": True} if strategy == "all" else {}  # every label trains it, every label judges it
+    settings = get_settings(home=home, **RECIPES[recipe], **ceiling)
     pool, truth, held, held_truth = population(name)
     held_digits = np.stack([to_mnist(c) for c in held])
     with Workbench(settings, source="import") as bench:

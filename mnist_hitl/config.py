@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     lab_token: str | None = _env("MNIST_HITL_LAB_TOKEN", min_length=16, repr=False)
     queue_random_share: float = _env("MNIST_HITL_QUEUE_RANDOM_SHARE", ge=0, le=1, default=0.1)
     doubt_confidence: float = _env("MNIST_HITL_DOUBT_CONFIDENCE", ge=0, le=1, default=0.95)
+    lease_seconds: float = _env("MNIST_HITL_LEASE_SECONDS", gt=0, le=86400, default=300.0)
+    second_opinion_share: float = _env("MNIST_HITL_SECOND_OPINION_SHARE", ge=0, le=1, default=0.1)
     extra_hosts: str = _env("MNIST_HITL_ALLOWED_HOSTS", default="")
     app_max_kernels: int = _env("MNIST_HITL_APP_MAX_KERNELS", ge=1, default=20)
     app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
@@ -85,6 +87,15 @@ class Settings(BaseSettings):
     work_pool: str = _env("MNIST_HITL_WORK_POOL", default="")
     model_source: Literal["local", "registry"] = _env("MNIST_HITL_MODEL_SOURCE", default="local")
     registry_poll_seconds: float = _env("MNIST_HITL_REGISTRY_POLL_SECONDS", ge=0.1, default=10.0)
+    # Faults (README, "Settings"): how long the store and the servers wait, and how much they take.
+    database_connect_timeout: int = _env("MNIST_HITL_DATABASE_CONNECT_TIMEOUT", ge=1, default=10)
+    database_statement_timeout: float = _env("MNIST_HITL_DATABASE_STATEMENT_TIMEOUT", gt=0, default=30.0)
+    health_timeout: float = _env("MNIST_HITL_HEALTH_TIMEOUT", gt=0, default=2.0)
+    server_read_timeout: float = _env("MNIST_HITL_SERVER_READ_TIMEOUT", gt=0, default=30.0)
+    server_keep_alive: int = _env("MNIST_HITL_SERVER_KEEP_ALIVE", ge=1, default=5)
+    server_max_connections: int = _env("MNIST_HITL_SERVER_MAX_CONNECTIONS", ge=1, default=100)
+    server_max_header_bytes: int = _env("MNIST_HITL_SERVER_MAX_HEADER_BYTES", ge=1024, default=65536)
+    server_shutdown_timeout: int = _env("MNIST_HITL_SERVER_SHUTDOWN_TIMEOUT", ge=1, default=10)
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,11 @@ used, they log one warning and do nothing, so metrics never break a prediction o
 learning cycle. The folder is set up on the first call, from the settings of that
 moment; a process whose ``MNIST_HITL_HOME`` changes (a test) moves to the new folder.
 
+A full disk breaks nothing either. prometheus_client grows its files sparse, and writing a mapped
+page with no block behind it on a full disk kills the process (SIGBUS); here each file gets its blocks
+(``posix_fallocate``) before it is mapped or grown, so a full disk is an ``OSError`` then; the
+process keeps its metrics in memory from there on (not exported) and says so once.
+
 Files are named after the process that writes them, ``<host>-<pid>``, so containers
 sharing one volume never write to the same file. :func:`clean_metrics_dir` removes the
 files of processes of this host that are no longer alive, at start-up.
@@ -34,6 +39,7 @@ Metrics (all prefixed ``mnist_hitl_``):
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -60,6 +66,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Gauge files of these modes keep a last known value that stays true after its writer
 # exits (the last drift score, the last cycle's time), so start-up cleaning keeps them.
 _LAST_VALUE_MODES = ("mostrecent", "max")
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 _FILE_NAME = re.compile(r"^(?P<prefix>counter|histogram|summary|gauge_(?P<mode>[a-z]+))_(?P<writer>[^_]+)\.db$")
 
 
@@ -74,20 +81,53 @@ def process_identifier() -> str:
     return f"{_host()}-{os.getpid()}"
 
 
-class _Instruments:
-    """The metric objects of one process, writing to one multiprocess folder."""
+@functools.cache
+def _allocated_files() -> type:
+    """prometheus_client's memory-mapped file, every byte it maps given a block first (a full disk: ENOSPC)."""
+    from prometheus_client import mmap_dict
 
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        # prometheus_client reads the folder from the environment whenever it opens a file,
-        # and chooses its value class when it is imported: set both here, so the import
-        # order of the process (Voila, Prefect, the CLI) does not matter.
-        config.export("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    class AllocatedMmapedDict(mmap_dict.MmapedDict):
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                with open(filename, "a+b") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    try:
+                        os.posix_fallocate(file.fileno(), 0, size or mmap_dict._INITIAL_MMAP_SIZE)
+                    except OSError:
+                        if not size:  # an empty file would break the exporter's reading of the folder
+                            os.unlink(filename)
+                        raise
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key: str) -> None:
+            # The entry's size as the parent lays it out; the parent doubles the file until it fits.
+            encoded = len(key.encode("utf-8"))
+            needed, capacity = self._used + 4 + encoded + (8 - (encoded + 4) % 8) + 16, self._capacity
+            while needed > capacity:
+                capacity *= 2
+            if capacity > self._capacity:
+                os.posix_fallocate(self._f.fileno(), 0, capacity)
+            super()._init_value(key)
+
+    return AllocatedMmapedDict
+
+
+class _Instruments:
+    """The metric objects of one process, writing to one multiprocess folder (or, ``in_memory``, to none)."""
+
+    def __init__(self, directory: Path, in_memory: bool = False) -> None:
         from prometheus_client import Counter, Gauge, Histogram, values
 
-        self.directory = directory
-        self.value_class = values.MultiProcessValue(process_identifier=process_identifier)
-        values.ValueClass = self.value_class
+        self.in_memory = in_memory
+        if in_memory:
+            self.value_class = values.ValueClass = values.MutexValue
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            # Read by prometheus_client at each file it opens; its value class is chosen at import: set both.
+            config.export("PROMETHEUS_MULTIPROC_DIR", str(directory))
+            values.MmapedDict = _allocated_files()  # the name its values open their files with
+            self.value_class = values.MultiProcessValue(process_identifier=process_identifier)
+            values.ValueClass = self.value_class
 
         def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, documentation, labels, namespace=PREFIX, registry=None)
@@ -95,15 +135,14 @@ class _Instruments:
         def gauge(name: str, documentation: str, mode: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, documentation, labels, namespace=PREFIX, registry=None, multiprocess_mode=mode)
 
+        def histogram(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(name, documentation, labels, namespace=PREFIX, registry=None, buckets=LATENCY_BUCKETS)
+
         self.predictions = counter(
             "predictions", "Predictions served, by predicted digit and model version.", ("digit", "model_version")
         )
-        self.latency = Histogram(
-            "prediction_latency_seconds",
-            "Time to preprocess, predict and store one drawing, in seconds.",
-            namespace=PREFIX,
-            registry=None,
-            buckets=LATENCY_BUCKETS,
+        self.latency = histogram(
+            "prediction_latency_seconds", "Time to preprocess, predict and store one drawing, in seconds."
         )
         self.labels = counter(
             "labels", "Labels given by users, by kind (confirm or correct) and true digit.", ("kind", "digit")
@@ -116,13 +155,10 @@ class _Instruments:
             ("reason",),
         )
         self._add_learning_gauges(gauge)
-        self.http_latency = Histogram(
+        self.http_latency = histogram(
             "http_request_duration_seconds",
             "HTTP API request time, by route, method and status.",
             ("route", "method", "status"),
-            namespace=PREFIX,
-            registry=None,
-            buckets=LATENCY_BUCKETS,
         )
         self._start_at_zero()
 
@@ -165,7 +201,8 @@ class _Instruments:
             self.model_load_failures.labels(reason)
 
     def close(self) -> None:
-        self.value_class.close_all_files()
+        if not self.in_memory:
+            self.value_class.close_all_files()
 
 
 _lock = threading.Lock()
@@ -191,13 +228,25 @@ def _instruments() -> _Instruments | None:
         if previous is not None:
             previous.close()
         _state.update(home=home, instruments=None, failed=False)
-        directory = home
         try:
-            _state["instruments"] = _Instruments(directory)
+            _state["instruments"] = _Instruments(home)
         except Exception as error:  # metrics must never break the caller
-            _state["failed"] = True
-            log.warning("metrics are off in this process: cannot use %s (%s)", directory, error)
+            if getattr(error, "errno", None) in _FULL_DISK:
+                _keep_in_memory(home, error)
+            else:
+                _state["failed"] = True
+                log.warning("metrics are off in this process: cannot use %s (%s)", home, error)
         return _state["instruments"]
+
+
+def _keep_in_memory(directory: Path, error: OSError) -> None:
+    """From now on this process' metrics live in its memory only, not exported (the lock is held)."""
+    if getattr(_state["instruments"], "in_memory", False):
+        return  # another thread got here first
+    if _state["instruments"] is not None:
+        _state["instruments"].close()
+    log.warning("metrics are kept in memory from now on, not exported: %s is full (%s)", directory, error.strerror)
+    _state["instruments"] = _Instruments(directory, in_memory=True)
 
 
 def _record(action) -> None:
@@ -206,7 +255,12 @@ def _record(action) -> None:
         if instruments is not None:
             action(instruments)
     except Exception as error:  # metrics must never break the caller
-        log.warning("could not record a metric: %s", error)
+        if getattr(error, "errno", None) not in _FULL_DISK:
+            log.warning("could not record a metric: %s", error)
+            return
+        with _lock:
+            _keep_in_memory(_state["home"], error)
+            action(_state["instruments"])
 
 
 def record_prediction(label: int, model_version: str, latency_seconds: float) -> None:
@@ -226,12 +280,7 @@ def record_prediction(label: int, model_version: str, latency_seconds: float) ->
 
 
 def record_label(label: int, kind: str) -> None:
-    """Count one label given by a user.
-
-    Args:
-        label: the true digit (for an undo, the digit of the label undone).
-        kind: ``confirm`` (the prediction was right), ``correct``, or ``undo``.
-    """
+    """Count one label: its ``kind`` (confirm, correct, undo) and true digit (an undo: the undone label's)."""
     if kind not in LABEL_KINDS:
         log.warning("label kind %r is not one of %s; not counted", kind, LABEL_KINDS)
         return
@@ -256,10 +305,8 @@ def record_model_load_failure(reason: str) -> None:
 def record_cycle(outcome: str) -> None:
     """Count one learning cycle by outcome and note its time.
 
-    Args:
-        outcome: one of ``no_new_data``, ``no_retrain``, ``promoted``, ``rejected``,
-            ``failed``, or ``busy`` (skipped: another cycle was running). Another
-            name is counted too, with a warning the first time.
+    ``outcome`` is one of :data:`CYCLE_OUTCOMES` (``busy``: skipped, another cycle was running);
+    another lower-case name is counted too, with a warning the first time.
     """
     outcome = str(outcome)
     if not _OUTCOME.match(outcome):

@@ -1,11 +1,14 @@
-"""The pictures a request carries: one for ``POST /predict``, a batch for ``POST /import``.
+"""What a request carries: a picture for ``POST /predict``, a batch for ``POST /import``, a tensor request.
 
 A picture comes as a multipart file or as the raw body. A request whose declared length is
 over the size limit is refused before anything is read, and a raw body is counted as it
-streams in, refused as soon as it passes the limit.
+streams in, refused as soon as it passes the limit; a compressed body (``Content-Encoding:
+gzip`` or ``deflate``, which inference clients send) is refused as soon as it inflates past it.
 """
 
 from __future__ import annotations
+
+import zlib
 
 from fastapi import HTTPException, Request
 
@@ -26,7 +29,10 @@ async def uploads(request: Request, max_bytes: int) -> list[tuple[str, bytes]]:
     if _content_type(request, max_bytes) == "multipart/form-data":
         files = await _form_files(request, "files", max_files=MAX_IMPORT_FILES)
         return [(upload.filename or f"file {number}", await upload.read()) for number, upload in enumerate(files, 1)]
-    return [("upload.zip", await _raw_body(request, max_bytes, accepted=("application/zip",), what="a zip"))]
+    body = await _raw_body(request, max_bytes, accepted=("application/zip",), what="a zip")
+    if not body:
+        raise HTTPException(422, "the request holds no files: send multipart `files` or a zip body")
+    return [("upload.zip", body)]
 
 
 def _content_type(request: Request, max_bytes: int) -> str:
@@ -51,6 +57,29 @@ async def _raw_body(request: Request, max_bytes: int, accepted: tuple[str, ...],
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not content_type.startswith(accepted) and content_type not in ("", "application/octet-stream"):
         raise InvalidImageError(f"send {what} or a multipart body, not {content_type}")
+    return await _streamed(request, max_bytes)
+
+
+async def whole_body(request: Request, max_bytes: int) -> bytes:
+    """The body of a request whatever its content type, inflated if compressed; over ``max_bytes``: 413."""
+    _content_type(request, max_bytes)
+    body = await _streamed(request, max_bytes)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r} (gzip, deflate or none)")
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib, told by the header
+    try:
+        inflated = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as error:
+        raise HTTPException(400, f"the {encoding} body does not inflate: {error}") from None
+    if len(inflated) > max_bytes:
+        raise PictureTooLargeError(f"the request inflates past the limit of {max_bytes:,} bytes")
+    return inflated
+
+
+async def _streamed(request: Request, max_bytes: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -3,12 +3,14 @@
 The application (:func:`mnist_hitl.api.server.create_app`) keeps them on ``app.state``; a route
 names them in its parameters (``workbench: CurrentWorkbench``) and FastAPI hands them over.
 The dependencies are ``async``: FastAPI runs a plain function in its thread pool, and these
-only read an attribute.
+only read an attribute. The routes that use the store are plain functions, run on that pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -26,8 +28,23 @@ async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+@dataclass
+class Readiness:
+    """What the readiness probes of one app share: the store check in flight, the export last found whole."""
+
+    store_check: asyncio.Future | None = None
+    export_checked: tuple | None = None  # (path, mtime, size, inode) of the export whose checksum matched
+
+
+async def _readiness(request: Request) -> Readiness:
+    if not hasattr(request.app.state, "readiness"):
+        request.app.state.readiness = Readiness()
+    return request.app.state.readiness
+
+
 CurrentWorkbench = Annotated[Workbench, Depends(_workbench)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
+CurrentReadiness = Annotated[Readiness, Depends(_readiness)]
 
 BEARER = HTTPBearer(auto_error=False, description="MNIST_HITL_API_TOKEN, when it is set")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]

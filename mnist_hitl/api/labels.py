@@ -1,4 +1,7 @@
-"""Labels over HTTP: label a prediction (and the older ``POST /correct``), and the review queue to label from."""
+"""Labels over HTTP: label a prediction (and the older ``POST /correct``), and the review queue to label from.
+
+Plain functions: FastAPI runs them on its thread pool, so the store never blocks the event loop.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def _label(workbench: Workbench, prediction_id: int, digit: int, kind: str) -> L
     dependencies=[TOKEN_REQUIRED],
     responses=errors(*WRITE_ERRORS, 404),
 )
-async def add_label(prediction_id: PredictionId, body: LabelIn, workbench: CurrentWorkbench) -> LabelOut:
+def add_label(prediction_id: PredictionId, body: LabelIn, workbench: CurrentWorkbench) -> LabelOut:
     """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right)."""
     return _label(workbench, prediction_id, body.label, body.kind)
 
@@ -37,13 +40,13 @@ async def add_label(prediction_id: PredictionId, body: LabelIn, workbench: Curre
     dependencies=[TOKEN_REQUIRED],
     responses=errors(*WRITE_ERRORS, 404),
 )
-async def correct(body: CorrectIn, workbench: CurrentWorkbench) -> LabelOut:
+def correct(body: CorrectIn, workbench: CurrentWorkbench) -> LabelOut:
     """The older spelling of ``POST /predictions/{id}/labels`` with kind ``correct``."""
     return _label(workbench, body.prediction_id, body.label, "correct")
 
 
 @router.get("/queue", response_model=list[QueueEntry], responses=errors(503))
-async def queue(
+def queue(
     workbench: CurrentWorkbench,
     limit: Annotated[int, Query(ge=0, le=500)] = 20,
     strategy: Literal["margin", "entropy", "doubtful"] = "margin",

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from mnist_hitl.store import MAX_ID, Label, Prediction
 from mnist_hitl.workbench import PredictionResult, QueueItem
@@ -85,14 +85,24 @@ QueueEntry = record_model(
 )
 
 
+def _a_json_number(value: object) -> object:
+    """Refuse what pydantic would read as an integer but JSON Schema does not: true, false, "7"."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_a_json_number)]
+
+
 class LabelIn(BaseModel):
-    label: int = Field(ge=0, le=9, description="the true digit")
+    label: JsonInt = Field(ge=0, le=9, description="the true digit")
     kind: Literal["correct", "confirm"] = "correct"
 
 
 class CorrectIn(BaseModel):
-    prediction_id: int = Field(ge=1, le=MAX_ID)
-    label: int = Field(ge=0, le=9)
+    prediction_id: JsonInt = Field(ge=1, description="a prediction's id (one no prediction has: 404)")
+    label: JsonInt = Field(ge=0, le=9)
 
 
 class LabelOut(BaseModel):
@@ -124,23 +134,42 @@ class ReloadOut(BaseModel):
     reloaded: bool
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Parameters = Annotated[dict[str, Any], Field(description="the protocol's parameters, by name")]
+
+
 class TensorIn(BaseModel):
-    name: str = "input"
-    shape: list[int] = Field(min_length=3, max_length=3, description="[N, 28, 28]")
+    name: Literal["input"] = Field(description="the model's input (GET /v2/models/mnist)")
+    shape: tuple[Annotated[int, Field(ge=1, le=MAX_TENSOR_ROWS)], Literal[28], Literal[28]] = Field(
+        description=f"[N, 28, 28], 1 <= N <= {MAX_TENSOR_ROWS}"
+    )
     datatype: Literal["FP32"]
-    data: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(description="row-major, flattened")
+    parameters: Parameters = {}
+    data: list[Finite] | None = Field(
+        None,
+        description="N x 28 x 28 values, row-major, flattened (MNIST-style: 0-1, white ink on black); absent when"
+        " the tensor's bytes follow the JSON (parameter `binary_data_size`, binary tensor data extension)",
+    )
+
+
+class OutputIn(BaseModel):
+    name: Literal["probabilities"]
+    parameters: Parameters = Field({}, description="`binary_data`: true for the tensor's bytes after the JSON")
 
 
 class InferIn(BaseModel):
     id: str | None = None
+    parameters: Parameters = Field({}, description="`binary_data_output`: true for every output's bytes after the JSON")
     inputs: list[TensorIn] = Field(min_length=1, max_length=1)
+    outputs: list[OutputIn] | None = Field(None, max_length=1)
 
 
 class TensorOut(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float]
+    parameters: Parameters | None = Field(None, description="`binary_data_size`, when the data follow the JSON")
+    data: list[float] | None = Field(None, description="row-major, flattened; absent when sent in binary")
 
 
 class InferOut(BaseModel):
@@ -150,11 +179,56 @@ class InferOut(BaseModel):
     outputs: list[TensorOut]
 
 
+class ProtocolError(BaseModel):
+    error: str
+
+
+def protocol_errors(*codes: int) -> dict:
+    """The errors of an Open Inference Protocol route: ``{"error": "..."}``, as the protocol's clients read them."""
+    return {code: {"model": ProtocolError} for code in codes}
+
+
+def inline_schema(model: type[BaseModel]) -> dict:
+    """``model``'s JSON schema with its nested models written in place, for a request body declared by hand."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        return [resolve(item) for item in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+def declare_security_only_with_a_token(app, token: str | None) -> None:
+    """Make ``app``'s OpenAPI schema declare the bearer token only when one is set (``MNIST_HITL_API_TOKEN``).
+
+    The token check is a dependency of the writing routes either way, and FastAPI declares its
+    security scheme either way; without a token nothing is asked, and the schema says so.
+    """
+    generate = app.openapi
+
+    def schema() -> dict:
+        document = generate()
+        if token is None:
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation.pop("security", None)
+            document.get("components", {}).pop("securitySchemes", None)
+        return document
+
+    app.openapi = schema
+
+
 def errors(*codes: int) -> dict:
     return {code: {"model": Problem} for code in (*codes, 422)}
 
 
-WRITE_ERRORS = (401, 503)
+WRITE_ERRORS = (400, 401, 403, 503)  # a body that is not JSON; no token; a write from another site (.guard)
 PICTURE_BODY = {
     "requestBody": {
         "required": True,
@@ -182,7 +256,9 @@ IMPORT_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
                 }
             },
             "application/zip": {"schema": {"type": "string", "format": "binary"}},

@@ -2,19 +2,21 @@
 
 One :class:`~mnist_hitl.workbench.workbench.Workbench` (``source="api"``) serves every request, so a
 prediction made over HTTP is a row like any other; routes receive it as a dependency
-(:mod:`.dependencies`). The routes are ``async`` and call the workbench directly: they all run
-on the event loop's one thread, and a prediction takes about a millisecond, so there is
-nothing to gain from a thread pool. More throughput comes from more uvicorn workers, each
+(:mod:`.dependencies`). The routes that use the store or the model run on FastAPI's thread
+pool, never on the event loop, so a stalled database holds up only the requests that need it
+(and ``/health/live`` always answers). More throughput comes from more uvicorn workers, each
 with its own workbench, all writing to the same SQLite store in WAL mode.
 
 The routes, by resource: :mod:`.predictions`, :mod:`.labels`, :mod:`.service` and the Open
 Inference Protocol's :mod:`.inference`. Refused input never reaches the store: every error
-becomes a 4xx (or a 503 while no model can be loaded) with a JSON ``detail``. Nothing here
-imports TensorFlow.
+becomes a 4xx (or a 503 while no model can be loaded) with a JSON ``detail``. A store that
+cannot be reached is a 503 with ``Retry-After``; a full disk a 507, nothing written. What a
+client may take of the server is bounded by :mod:`.limits`. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import errno
 import time
 from contextlib import asynccontextmanager
 
@@ -22,7 +24,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from mnist_hitl import metrics
-from mnist_hitl.api import inference, labels, predictions, service
+from mnist_hitl.api import export, inference, labels, predictions, service, team
+from mnist_hitl.api.guard import guard
+from mnist_hitl.api.limits import uvicorn_limits
+from mnist_hitl.api.schemas import declare_security_only_with_a_token
+from mnist_hitl.api.service import RETRY_AFTER_SECONDS
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, PictureTooLargeError
@@ -49,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.workbench, app.state.settings = workbench, settings
     _handle_errors(app)
     _measure(app)
-    for resource in (predictions, labels, service, inference):
+    guard(app, settings)  # the allowed host names only, no writes from another site (.guard)
+    declare_security_only_with_a_token(app, settings.api_token)
+    for resource in (predictions, labels, service, inference, export, team):
         app.include_router(resource.router)
     return app
 
@@ -66,15 +74,28 @@ def _problem(status: int, detail: str | list, headers: dict | None = None) -> JS
 def _handle_errors(app: FastAPI) -> None:
     statuses = ((PictureTooLargeError, 413), (InvalidImageError, 415), (EmptyDrawingError, 422), (ModelFileError, 503))
     for error_class, status in statuses:
-        app.add_exception_handler(error_class, lambda _, error, status=status: _problem(status, str(error)))
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None  # a model may be deployed soon
+        app.add_exception_handler(
+            error_class, lambda _, error, status=status, retry=retry: _problem(status, str(error), retry)
+        )
 
     async def store_error(_: Request, error: StoreError) -> JSONResponse:
         text = str(error)
         if text.startswith("no prediction"):
             return _problem(404, text)
-        return _problem(422 if text.startswith("label") else 503, text)
+        if error.full_disk:
+            return _problem(507, text)
+        if text.startswith("label"):
+            return _problem(422, text)
+        return _problem(503, text, headers={"Retry-After": str(RETRY_AFTER_SECONDS)} if error.unavailable else None)
+
+    async def os_error(_: Request, error: OSError) -> JSONResponse:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise error  # a server error like any other
+        return _problem(507, f"the disk is full ({error.strerror}): nothing was stored")
 
     app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(OSError, os_error)
 
 
 def _measure(app: FastAPI) -> None:
@@ -118,4 +139,5 @@ def serve_api(port: int | None = None, workers: int = 1, settings: Settings | No
         workers=workers,
         log_level="warning",
         access_log=False,
+        **uvicorn_limits(settings),
     )

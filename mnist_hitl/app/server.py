@@ -17,10 +17,16 @@ admitted or refused before its first ``await``, and counted until its kernel is 
 kernel manager, so concurrent loads cannot overshoot. A page load takes a pooled kernel
 that may have waited longer than the idle timeout: the pooled kernels' activity is
 refreshed first, or the culler could shut the page's kernel down before the browser connects.
+
+A client gets ``MNIST_HITL_SERVER_READ_TIMEOUT`` to send a request's head (after connecting, or
+after the previous answer) and as long for its body, and ``MNIST_HITL_SERVER_MAX_HEADER_BYTES``
+of headers (Tornado's own server options, which Voila leaves at an hour and 64 KiB); an open
+kernel socket is not a request, and stays.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -32,6 +38,8 @@ from jupyter_server.utils import url_path_join
 from traitlets import Integer, Unicode
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
+
+from mnist_hitl.config import get_settings
 
 BUSY_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>The drawing app is busy</title></head>
@@ -132,6 +140,17 @@ class VoilaWithMetrics(Voila):
         help="comma-separated host names (Host header, without the port) to answer to",
     )
     max_kernels = Integer(0, config=True, help="pages that may hold a kernel at once (0: no limit)")
+
+    def listen(self) -> None:
+        # Voila makes Tornado's server by ``self.app.listen(port, ip)``: the same call, with the limits.
+        settings = get_settings()
+        self.app.listen = functools.partial(
+            self.app.listen,
+            idle_connection_timeout=settings.server_read_timeout,
+            body_timeout=settings.server_read_timeout,
+            max_header_size=settings.server_max_header_bytes,
+        )
+        super().listen()
 
     def init_handlers(self) -> list:
         cap = KernelCap(self.max_kernels, self.kernel_manager.cull_idle_timeout)

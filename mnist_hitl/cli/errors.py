@@ -7,6 +7,7 @@ what the commands do not.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import NoReturn
 
@@ -45,6 +46,8 @@ def _one_line(error: Exception) -> tuple[str | None, int]:
         return str(error), 2
     if isinstance(error, StoreError):
         return str(error), 1
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({error.strerror}){f': {error.filename}' if error.filename else ''}", 1
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror}: {error.filename}" if error.filename else error.strerror, 1
     if type(error).__name__ == "Abort":  # typer's or click's

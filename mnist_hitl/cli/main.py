@@ -25,8 +25,15 @@ for family in (workbench_commands, learning_commands, serving_commands):
     app.add_typer(family)
 
 
+# A person's commands: one answer, or one line saying what is wrong.
+PERSONS_COMMANDS = {command.name or command.callback.__name__ for command in workbench_commands.registered_commands}
+
+
 def main() -> None:
     """Run the command; a bad setting in the environment stops it with one line (exit status 2)."""
+    import logging
+    import sys
+
     from mnist_hitl.config import SettingsError, get_settings
 
     try:
@@ -34,4 +41,8 @@ def main() -> None:
     except SettingsError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
+    if sys.argv[1:2] and sys.argv[1] in PERSONS_COMMANDS:
+        # Metrics kept in memory (a full disk) is the servers' news: a person's command says what
+        # went wrong with it, in its one line (the full disk, when the store is on it).
+        logging.getLogger("mnist_hitl.metrics").setLevel(logging.ERROR)
     app()

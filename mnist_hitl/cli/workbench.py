@@ -1,4 +1,5 @@
-"""A person's commands: predict, correct, confirm, undo, history, import, the review queue, status, backup.
+"""A person's commands: predict, label (naming the reviewer), undo, history, import, the queues, status, backup,
+export, the team's agreement.
 
 Thin wrappers over :class:`mnist_hitl.workbench.Workbench`, printing JSON lines. They never import
 TensorFlow: the deployed model predicts with its LiteRT export, so each starts in a fraction of a second.
@@ -15,6 +16,7 @@ import typer
 from mnist_hitl.cli.errors import fail
 
 commands = typer.Typer()
+REVIEWER_HELP = "who gives the label (default: your login name)"
 # A label or an id may be negative: "-1" is then an argument (refused with a reason), not an unknown option.
 NUMBERS = {"ignore_unknown_options": True}
 
@@ -43,26 +45,44 @@ def predict(images: Annotated[list[Path], typer.Argument(help="image files (PNG,
         raise typer.Exit(1)
 
 
-def _label(prediction_id: int, label: int, kind: str) -> None:
+def login_name() -> str:
+    """The default reviewer: the login name (``unknown`` where the system knows none)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _label(prediction_id: int, label: int, kind: str, reviewer: str | None) -> None:
     from mnist_hitl.store import StoreError
     from mnist_hitl.workbench import Workbench
 
+    reviewer = login_name() if reviewer is None else reviewer
     with Workbench(source="cli") as bench:
         try:
-            label_id = bench.label(prediction_id, label, kind)
+            label_id = bench.label(prediction_id, label, kind, reviewer)
         except StoreError as error:
             fail(str(error))
-    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "label": label, "kind": kind}))
+    answer = {"label_id": label_id, "prediction_id": prediction_id, "label": label, "kind": kind}
+    typer.echo(json.dumps({**answer, "reviewer": reviewer.strip()}))
 
 
 @commands.command(context_settings=NUMBERS)
-def correct(prediction_id: int, label: int) -> None:
+def correct(
+    prediction_id: int,
+    label: int,
+    reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None,
+) -> None:
     """Store the right digit for a prediction."""
-    _label(prediction_id, label, "correct")
+    _label(prediction_id, label, "correct", reviewer)
 
 
 @commands.command(context_settings=NUMBERS)
-def confirm(prediction_id: int) -> None:
+def confirm(
+    prediction_id: int, reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None
+) -> None:
     """Confirm a prediction was right (stored as a label too)."""
     from mnist_hitl.store import StoreError, open_store
 
@@ -71,7 +91,7 @@ def confirm(prediction_id: int) -> None:
             predicted = store.get_prediction(prediction_id).predicted_label
         except StoreError as error:
             fail(str(error))
-    _label(prediction_id, predicted, "confirm")
+    _label(prediction_id, predicted, "confirm", reviewer)
 
 
 @commands.command(name="import")
@@ -105,18 +125,33 @@ def import_pictures(
 @commands.command()
 def queue(
     limit: Annotated[int, typer.Option(min=0, help="at most this many drawings")] = 20,
-    strategy: Annotated[str, typer.Option(help="margin, entropy, or doubtful (labels the model doubts)")] = "margin",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="margin, entropy, doubtful (labels the model doubts), suspect (labels confident learning"
+            " flags, each with its reason) or second-opinion (drawings others labelled, their answer not shown)"
+        ),
+    ] = "margin",
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            help="who reviews them (default: your login name): leased to them for MNIST_HITL_LEASE_SECONDS,"
+            " so no other reviewer is given them",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print the review queue, least sure first, as JSON lines, scored by the deployed model."""
     from mnist_hitl.model import ModelFileError
+    from mnist_hitl.store import StoreError
     from mnist_hitl.workbench import STRATEGIES, Workbench
 
     if strategy not in STRATEGIES:
         fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", code=2)
     with Workbench(source="cli") as bench:
         try:
-            items = bench.queue(limit=limit, strategy=strategy)
-        except ModelFileError as error:
+            items = bench.queue(limit=limit, strategy=strategy, reviewer=login_name() if reviewer is None else reviewer)
+        except (ModelFileError, StoreError) as error:
             fail(str(error))
     for item in items:
         typer.echo(json.dumps(item.as_json()))
@@ -138,17 +173,21 @@ def history(prediction_id: int) -> None:
 
 
 @commands.command(context_settings=NUMBERS)
-def undo(prediction_id: int) -> None:
+def undo(
+    prediction_id: int, reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None
+) -> None:
     """Undo a prediction's label (appended as a label of kind undo): it returns to the review queue."""
     from mnist_hitl.store import StoreError
     from mnist_hitl.workbench import Workbench
 
+    reviewer = login_name() if reviewer is None else reviewer
     with Workbench(source="cli") as bench:
         try:
-            label_id = bench.undo(prediction_id)
+            label_id = bench.undo(prediction_id, reviewer)
         except StoreError as error:
             fail(str(error))
-    typer.echo(json.dumps({"label_id": label_id, "prediction_id": prediction_id, "kind": "undo"}))
+    answer = {"label_id": label_id, "prediction_id": prediction_id, "kind": "undo", "reviewer": reviewer.strip()}
+    typer.echo(json.dumps(answer))
 
 
 @commands.command()
@@ -175,3 +214,41 @@ def status() -> None:
 
     with Workbench(source="cli") as bench:
         typer.echo(json.dumps(bench.status()))
+
+
+@commands.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="the file (csv, jsonl) or the new folder (folders, hf) to write")],
+    form: Annotated[
+        str, typer.Option("--format", help="csv, jsonl, folders (<digit>/<id>.png) or hf (a Hugging Face data set)")
+    ] = "csv",
+    since_label_id: Annotated[int, typer.Option(min=0, help="only labels newer than this label id")] = 0,
+    corrections_only: Annotated[bool, typer.Option(help="only the drawings a person corrected")] = False,
+    force: Annotated[bool, typer.Option(help="replace PATH if it is a file that exists")] = False,
+) -> None:
+    """Export every labelled drawing with its current label and its 28x28 PNG; print what was written as JSON."""
+    from mnist_hitl.store import open_store
+    from mnist_hitl.workbench.export import FORMATS, export_labels, labelled_pictures
+
+    if form not in FORMATS:
+        fail(f"--format {form!r} is not one of {', '.join(FORMATS)}", code=2)
+    if form in ("csv", "jsonl") and (path.is_dir() or (path.exists() and not force)):
+        fail(f"{path} is a folder: name a file" if path.is_dir() else f"{path} exists: add --force to replace it")
+    with open_store() as store:
+        pictures = labelled_pictures(store, since_label_id, corrections_only)
+    try:
+        export_labels(pictures, path, form)
+    except (ImportError, OSError) as error:
+        fail(str(error))
+    typer.echo(json.dumps({"export": str(path), "format": form, "labels": len(pictures)}))
+
+
+@commands.command(name="agreement")
+def team_agreement() -> None:
+    """Print how far the reviewers agree as JSON: Cohen's kappa per pair, Krippendorff's alpha, per digit."""
+    from mnist_hitl.store import open_store
+    from mnist_hitl.workbench.agreement import agreement
+
+    with open_store() as store:
+        history = store.labels()
+    typer.echo(json.dumps(agreement(history)))

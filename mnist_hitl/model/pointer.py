@@ -82,11 +82,25 @@ def deployed_model(models_dir: Path) -> Deployed:
             info.get("tflite_sha256"),
         )
     except FileNotFoundError:
-        raise ModelFileError(
-            f"no model is deployed in {models_dir}: run `mnist-hitl init` to train the first one", "no_model"
-        ) from None
+        raise _missing_pointer(models_dir) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelFileError(f"{pointer} is corrupt: {error!r}", "bad_pointer") from error
+
+
+def _missing_pointer(models_dir: Path) -> ModelFileError:
+    """No pointer: nothing was ever deployed here, or the pointer was lost and the models are still on disk."""
+    exports = sorted(models_dir.glob("model_*.tflite"))
+    if not exports:
+        return ModelFileError(
+            f"no model is deployed in {models_dir}: run `mnist-hitl init` to train the first one", "no_model"
+        )
+    newest = exports[-1].stem.removeprefix("model_")
+    return ModelFileError(
+        f"{models_dir / DEPLOYED_POINTER}, which names the deployed model, is missing, though {len(exports)} model"
+        f" version{'s are' if len(exports) > 1 else ' is'} in {models_dir} (the newest {newest}): restore"
+        f" {DEPLOYED_POINTER} from a backup, or run `mnist-hitl init` to train and deploy a new model",
+        "bad_pointer",
+    )
 
 
 def write_pointer(

@@ -18,7 +18,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,14 +75,42 @@ def read_export(deployed: Deployed) -> bytes:
     return content
 
 
+@contextmanager
+def _without_delegate_notice() -> Iterator[None]:
+    """Keep LiteRT's "Created TensorFlow Lite XNNPACK delegate" line, written on stderr below Python, off
+    the terminal: a command prints its answer and nothing else. Whatever else reaches stderr meanwhile
+    (another thread's) is passed on as it was."""
+    with ExitStack() as stack:
+        try:
+            captured = stack.enter_context(tempfile.TemporaryFile())
+        except OSError:  # no room even for that: the notice shows
+            captured = None
+        if captured is None:
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(True) if b"XNNPACK delegate" not in line]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def load_export(deployed: Deployed, content: bytes) -> LoadedModel:
     """An interpreter over an export's bytes; raises ModelFileError if it cannot read a 28x28 picture."""
     from ai_edge_litert.interpreter import Interpreter
 
     path, content = deployed.tflite_path, bytes(content)  # immutable: the interpreter reads it in place
     try:
-        interpreter = Interpreter(model_content=content, num_threads=1)
-        interpreter.allocate_tensors()
+        with _without_delegate_notice():
+            interpreter = Interpreter(model_content=content, num_threads=1)
+            interpreter.allocate_tensors()
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     except Exception as error:  # LiteRT raises several kinds for a damaged flatbuffer (a garbled name: Unicode)
         raise ModelFileError(f"the deployed model's export {path} is corrupt: {error}") from error
@@ -141,24 +173,25 @@ class Predictor:
                 model = load_deployed(self.models_dir)
             except ModelFileError as error:
                 if self._model is None:
-                    self._report(stamp, error, str(error))
+                    self._report(stamp, error, str(error), raised=True)
                     raise
                 self._stamp = stamp
                 message = f"{error}; still serving version {self._model.deployed.version}"
-                self._report(stamp, error, message)
+                self._report(stamp, error, message, raised=force)
                 if force:
                     raise ModelFileError(message, error.reason) from error
                 return False
             self._model, self._stamp, self._reported = model, stamp, None
             return True
 
-    def _report(self, stamp: tuple[int, int] | None, error: ModelFileError, message: str) -> None:
-        """Log and count a failed load once per pointer; nothing deployed yet is not a failure."""
+    def _report(self, stamp: tuple[int, int] | None, error: ModelFileError, message: str, raised: bool) -> None:
+        """Count a failed load once per pointer, and log it unless the caller gets it (``raised``) and says it
+        itself (a 503, the command's one line); nothing deployed yet is not a failure."""
         if (stamp, error.reason) == self._reported or (error.reason == "no_model" and self._model is None):
             return
         self._reported = (stamp, error.reason)
         metrics.record_model_load_failure(error.reason)
-        log.error("%s", message)
+        log.log(logging.INFO if raised else logging.ERROR, "%s", message)
 
     def predict(self, digit: np.ndarray) -> tuple[np.ndarray, str]:
         """Probabilities of the ten digits for one preprocessed 28x28 picture.
@@ -206,7 +239,8 @@ class Predictor:
         interpreter = Interpreter(model_content=model.content, num_threads=min(4, os.cpu_count() or 1))
         try:
             interpreter.resize_tensor_input(model.input_index, (batch_size, *INPUT_SHAPE[1:]), strict=True)
-            interpreter.allocate_tensors()
+            with _without_delegate_notice():
+                interpreter.allocate_tensors()
         except Exception as error:  # an export with a fixed batch of one
             log.warning("%s cannot take a batch (%s): scoring one picture at a time", model.deployed.version, error)
             interpreter = Interpreter(model_content=model.content, num_threads=1)

@@ -2,7 +2,8 @@
 
 Each process records into prometheus_client's multiprocess files (:mod:`mnist_hitl.metrics`);
 this registry reads them all at each scrape, with the version the pointer names now. The HTTP API
-serves the same registry at its own ``/metrics``.
+serves the same registry at its own ``/metrics``. Like every service, the exporter answers only
+the allowed host names (:attr:`mnist_hitl.config.Settings.allowed_hosts`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError, deployed_model
+
+if TYPE_CHECKING:
+    from prometheus_client.exposition import ThreadingWSGIServer
 
 
 class DeployedModelCollector:
@@ -58,6 +65,41 @@ def exporter_registry(settings: Settings | None = None):
     return registry
 
 
+def answer_allowed_hosts(app, allowed_hosts: list[str]):
+    """A WSGI app answering only requests whose ``Host`` names one of ``allowed_hosts`` (400 otherwise).
+
+    The same rule as the app, the API and the Prefect server: a web page that reaches this port
+    through a name of its own (DNS rebinding) cannot read the metrics.
+    """
+    allowed = {name.lower() for name in allowed_hosts}
+
+    def guarded(environ, start_response):
+        try:
+            name = urlsplit("//" + environ.get("HTTP_HOST", "")).hostname
+        except ValueError:
+            name = None
+        if name not in allowed:
+            start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Invalid host header"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # one line per scrape would bury the stack's console
+        pass
+
+
+def exporter_server(settings: Settings, host: str, port: int) -> ThreadingWSGIServer:
+    """The exporter's HTTP server on ``host:port`` (not yet serving): ``/metrics``, to the allowed hosts only."""
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    app = answer_allowed_hosts(make_wsgi_app(exporter_registry(settings)), settings.allowed_hosts)
+    return make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+
+
 def serve_exporter(port: int | None = None, host: str | None = None, settings: Settings | None = None) -> None:
     """Serve the sums of every process' metrics at ``http://<host>:<port>/metrics`` until stopped.
 
@@ -66,12 +108,11 @@ def serve_exporter(port: int | None = None, host: str | None = None, settings: S
         host: defaults to ``MNIST_HITL_APP_HOST`` (127.0.0.1), the address every service binds.
         settings: defaults to the environment's settings.
     """
-    from prometheus_client import start_http_server
-
     settings = settings or get_settings()
     port = port or settings.metrics_port
     host = host or settings.app_host
-    server, thread = start_http_server(port, addr=host, registry=exporter_registry(settings))
+    server = exporter_server(settings, host, port)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -18,6 +18,7 @@ with ``home=None`` reads the same store, models and MLflow as the services.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import sys
@@ -58,6 +59,20 @@ def lab_url(settings: Settings, port: int | None = None) -> str:
     return f"http://{host}:{port or settings.lab_port}/lab?token={settings.lab_token}"
 
 
+def lab_user_settings(settings: Settings) -> Path:
+    """JupyterLab's user settings for this home, ``$MNIST_HITL_HOME/lab/user-settings``.
+
+    The first start answers the news question for the user (no news: JupyterLab would otherwise
+    ask on first open whether to fetch it from the internet); a choice made in the UI since is kept.
+    """
+    folder = settings.home / "lab" / "user-settings"
+    news = folder / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    if not news.exists():
+        news.parent.mkdir(parents=True, exist_ok=True)
+        news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}, indent=2))
+    return folder
+
+
 def lab_command(settings: Settings, folder: Path, port: int | None = None) -> list[str]:
     """The JupyterLab command line: the configured address, no browser, nothing fetched from the internet."""
     return [
@@ -72,6 +87,7 @@ def lab_command(settings: Settings, folder: Path, port: int | None = None) -> li
         "--ServerApp.allow_root=True",  # the container runs as root; the token guards the server
         "--LabApp.extension_manager=readonly",  # installs nothing from PyPI
         "--LabApp.news_url=None",
+        f"--LabApp.user_settings_dir={lab_user_settings(settings)}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         f"--MappingKernelManager.cull_idle_timeout={IDLE_KERNEL_SECONDS}",
         "--MappingKernelManager.cull_interval=300",

@@ -14,12 +14,16 @@ deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
@@ -117,7 +121,8 @@ def first_model(settings: Settings) -> tuple[str, bool]:
 
     Training runs in a child process, so TensorFlow (its import alone costs seconds and
     hundreds of MB) leaves with it instead of staying in the supervisor for the stack's
-    whole life. Its progress bar goes to this terminal (stderr); its result, a JSON line, to us.
+    whole life. Its progress bar goes to this terminal (stderr), without TensorFlow's C++ log
+    lines (:func:`without_absl_lines`); its result, a JSON line, to us.
 
     Raises:
         SystemExit: the training failed (its messages are on the terminal already).
@@ -132,19 +137,57 @@ def first_model(settings: Settings) -> tuple[str, bool]:
         pass
     if settings.model_source == "registry":
         return _champion_from_registry(settings), False
-    done = subprocess.run(
+    terminal = getattr(sys.stderr, "buffer", None)  # None: a stderr of text only, passed through as it is
+    child = subprocess.Popen(
         [sys.executable, "-m", "mnist_hitl.cli", "init"],
         env=config.child_environment(settings),
         stdout=subprocess.PIPE,
-        text=True,
-        check=False,
+        stderr=subprocess.PIPE if terminal is not None else None,
     )
-    if done.returncode != 0:
-        print(f"error: training the first model failed (exit status {done.returncode})", file=sys.stderr)
-        raise SystemExit(done.returncode or 1)
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    console = threading.Thread(target=without_absl_lines, args=(child.stderr, terminal), daemon=True)
+    if terminal is not None:
+        console.start()
+    output = child.stdout.read().decode(errors="replace")
+    returncode = child.wait()
+    if terminal is not None:
+        console.join(timeout=5)
+    if returncode != 0:
+        print(f"error: training the first model failed (exit status {returncode})", file=sys.stderr)
+        raise SystemExit(returncode or 1)
+    results = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     trained = bool(results and results[-1].get("trained"))
     return deployed_model(settings.models_dir).version, trained
+
+
+# absl's log lines, TensorFlow's C++ side ("E0000 00:00:1796624527.887037   25460 node_def_util.cc:682] ..."),
+# and the warning before the first of them: noise to a person waiting for the first model.
+ABSL_LINE = re.compile(rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::")
+SEGMENT = re.compile(rb"[^\r\n]*[\r\n]")
+
+
+def without_absl_lines(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy ``source`` to ``target`` until it ends, leaving out absl's log lines.
+
+    A line goes out as soon as it ends, with ``\n`` or with the ``\r`` of a progress bar's
+    redraw, so the training's progress bar still moves.
+    """
+    pending = b""
+    while chunk := os.read(source.fileno(), 65536):
+        pending += chunk
+        done = 0
+        for segment in SEGMENT.finditer(pending):
+            target.write(_before_absl(segment.group()))
+            done = segment.end()
+        pending = pending[done:]
+        target.flush()
+    target.write(_before_absl(pending))
+    target.flush()
+
+
+def _before_absl(segment: bytes) -> bytes:
+    """The segment up to an absl line in it (one may follow a progress bar's text on the same line)."""
+    found = ABSL_LINE.search(segment)
+    return segment if found is None else segment[: found.start()]
 
 
 def _champion_from_registry(settings: Settings) -> str:

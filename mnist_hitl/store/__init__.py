@@ -9,7 +9,7 @@ from mnist_hitl.names import IMPORT, LABEL_KINDS, UNDO
 from mnist_hitl.store.database import Store, open_store
 from mnist_hitl.store.errors import DuplicateError, StoreError
 from mnist_hitl.store.rows import MAX_ID, Label, NewPrediction, Prediction, content_hash
-from mnist_hitl.store.schema import SCHEMA_VERSION
+from mnist_hitl.store.schema import SCHEMA_VERSION, UNKNOWN_REVIEWER
 
 __all__ = [
     "IMPORT",
@@ -17,6 +17,7 @@ __all__ = [
     "MAX_ID",
     "SCHEMA_VERSION",
     "UNDO",
+    "UNKNOWN_REVIEWER",
     "DuplicateError",
     "Label",
     "NewPrediction",

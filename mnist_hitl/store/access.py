@@ -26,8 +26,16 @@ from typing import Self
 import sqlalchemy.exc
 from sqlalchemy import Connection, text
 
+from mnist_hitl.config import get_settings
 from mnist_hitl.store.engine import WRITE, is_url, postgres_engine, shown, sqlite_engine
-from mnist_hitl.store.errors import StoreError, explain, explain_postgres, read_only, unwritable
+from mnist_hitl.store.errors import (
+    StoreError,
+    StoreUnavailableError,
+    postgres_error,
+    read_only,
+    sqlite_error,
+    unwritable,
+)
 from mnist_hitl.store.schema import SCHEMA_VERSION, migration, read_schema_version
 
 
@@ -39,7 +47,9 @@ def database_errors(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except sqlalchemy.exc.DBAPIError as error:
-            raise StoreError(self._explain(error.orig)) from error
+            raise self._error(error.orig) from error
+        except sqlalchemy.exc.TimeoutError as error:  # no pooled connection came free in time
+            raise StoreUnavailableError(f"every connection to the store is busy ({error}): try again") from error
 
     return translated
 
@@ -50,20 +60,22 @@ class StoreAccess:
     Args:
         location: the SQLite file (its folder is created if needed), or a
             ``postgresql+psycopg://`` URL (``MNIST_HITL_DATABASE_URL``).
-        timeout: seconds a writer waits for another writer's lock.
+        timeout: seconds a statement may wait (SQLite: for another writer's lock; PostgreSQL: in all,
+            the server cancels it then); default ``MNIST_HITL_DATABASE_STATEMENT_TIMEOUT``.
 
     Raises:
         StoreError: the store cannot be created, written or read; nothing was touched.
     """
 
-    def __init__(self, location: str | Path, timeout: float = 30.0) -> None:
+    def __init__(self, location: str | Path, timeout: float | None = None) -> None:
         self.url = str(location) if is_url(location) else None
         self.path = None if self.url else Path(location)
         self.dialect = "postgresql" if self.url else "sqlite"
         self._lock = threading.RLock()
         self._held: Connection | None = None
+        timeout = timeout or get_settings().database_statement_timeout
         if self.url:
-            self.engine = postgres_engine(self.url)
+            self.engine = postgres_engine(self.url, statement_timeout=timeout)
         else:
             self._check_folder()
             self.engine = sqlite_engine(self.path, timeout)
@@ -72,7 +84,7 @@ class StoreAccess:
         except BaseException as error:
             self.close()
             if isinstance(error, sqlalchemy.exc.DBAPIError):
-                raise StoreError(self._explain(error.orig)) from error
+                raise self._error(error.orig) from error
             raise
 
     def _check_folder(self) -> None:
@@ -86,12 +98,13 @@ class StoreAccess:
         if blocked := unwritable(self.path):
             raise StoreError(read_only(blocked))
 
-    def _explain(self, error: BaseException) -> str:
+    def _error(self, error: BaseException) -> StoreError:
+        """The database's error as a StoreError that says what to do (a full disk, an unreachable server...)."""
         if self.url:
-            return explain_postgres(shown(self.url), error)
+            return postgres_error(shown(self.url), error)
         if isinstance(error, sqlite3.Error):
-            return explain(self.path, error)
-        return f"the store {self.path} failed: {error}"
+            return sqlite_error(self.path, error)
+        return StoreError(f"the store {self.path} failed: {error}")
 
     def close(self) -> None:
         if self.path is not None:  # a PostgreSQL engine is the process's, shared by its stores

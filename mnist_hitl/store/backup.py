@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from mnist_hitl.store.errors import StoreError
+from mnist_hitl.store.errors import StoreError, StoreFullError, no_space_left
 from mnist_hitl.store.rows import count_rows
 
 
@@ -36,9 +37,24 @@ def backup_sqlite(path: Path, target: Path) -> dict[str, int]:
         os.replace(partial, target)
     except BaseException as error:
         partial.unlink(missing_ok=True)
-        if isinstance(error, sqlite3.Error):
-            raise StoreError(
-                f"the backup to {target} failed ({error}): check that its folder exists and this user can write it"
-            ) from error
+        if isinstance(error, sqlite3.Error | OSError):
+            raise _backup_error(target, error) from error
         raise
     return counts
+
+
+def _backup_error(target: Path, error: sqlite3.Error | OSError) -> StoreError:
+    """What stopped a backup to ``target``; nothing was replaced."""
+    name = getattr(error, "sqlite_errorname", "")
+    full = name == "SQLITE_FULL" or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    if full or ((name.startswith("SQLITE_IOERR") or name == "SQLITE_CANTOPEN") and no_space_left(target.parent)):
+        return StoreFullError(
+            f"the backup to {target} failed: the disk holding {target.parent} is full; nothing was replaced"
+        )
+    if not target.parent.is_dir():
+        return StoreError(f"the backup to {target} failed: the folder {target.parent} does not exist")
+    if isinstance(error, OSError):
+        return StoreError(f"the backup to {target} failed: {error.strerror or error}; nothing was replaced")
+    return StoreError(
+        f"the backup to {target} failed ({error}): check that its folder exists and this user can write it"
+    )

@@ -26,10 +26,11 @@ from sqlalchemy import Connection, bindparam, text
 from mnist_hitl.clock import utc_now
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.names import IMPORT, UNDO
-from mnist_hitl.store.access import StoreAccess, database_errors
+from mnist_hitl.store.access import database_errors
 from mnist_hitl.store.backup import backup_sqlite
 from mnist_hitl.store.engine import shown
 from mnist_hitl.store.errors import DuplicateError, StoreError
+from mnist_hitl.store.leases import LeaseAccess
 from mnist_hitl.store.rows import (
     INSERT_PREDICTION,
     Label,
@@ -38,19 +39,22 @@ from mnist_hitl.store.rows import (
     bounded,
     checked_label,
     checked_prediction_id,
+    checked_reviewer,
     count_rows,
     find_import,
     prediction_from_row,
     prediction_row,
 )
+from mnist_hitl.store.schema import UNKNOWN_REVIEWER
 
 
-class Store(StoreAccess):
+class Store(LeaseAccess):
     """The store: predictions, append-only labels, model versions, the loop's watermarks, the queue's score cache.
 
     Cheap to create; one per process, shared by its threads (they take turns on its connection).
     Opened as :class:`~mnist_hitl.store.access.StoreAccess` says (its location, timeout and errors);
-    a process builds it with :func:`open_store`.
+    a process builds it with :func:`open_store`. The queue's leases are
+    :class:`~mnist_hitl.store.leases.LeaseAccess`'s.
     """
 
     def _lock_prediction(self, conn: Connection, prediction_id: int) -> bool:
@@ -122,25 +126,27 @@ class Store(StoreAccess):
     # labels ----------------------------------------------------------------------
 
     @database_errors
-    def add_label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
+    def add_label(self, prediction_id: int, label: int, kind: str = "correct", reviewer: str = UNKNOWN_REVIEWER) -> int:
         """Append a label to a prediction; refuses bad input without writing anything.
 
         Args:
             prediction_id: the id returned by :meth:`record_prediction`.
             label: the true digit, 0-9.
             kind: ``confirm`` (the prediction was right) or ``correct``.
+            reviewer: who gave it (1-100 printable characters, trimmed).
         """
         label = checked_label(label, kind)
+        reviewer = checked_reviewer(reviewer)
         prediction_id = checked_prediction_id(prediction_id)
         try:
             with self._statement() as conn:
-                return self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, label, kind))
+                return self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, label, kind, reviewer))
         except sqlalchemy.exc.IntegrityError:  # the only rule an inserted label can break, input checked
             raise StoreError(f"no prediction with id {prediction_id}") from None
 
     @database_errors
-    def undo_label(self, prediction_id: int) -> tuple[int, Label]:
-        """Append an ``undo``: the prediction is unlabelled again, its history kept.
+    def undo_label(self, prediction_id: int, reviewer: str = UNKNOWN_REVIEWER) -> tuple[int, Label]:
+        """Append an ``undo`` by ``reviewer``: the prediction is unlabelled again, its history kept.
 
         Returns:
             The undo's label id, and the label it undid.
@@ -149,6 +155,7 @@ class Store(StoreAccess):
             StoreError: no such prediction, or it has no label to undo (none, or undone already).
         """
         prediction_id = checked_prediction_id(prediction_id)
+        reviewer = checked_reviewer(reviewer)
         with self._transaction() as conn:
             if not self._lock_prediction(conn, prediction_id):
                 raise StoreError(f"no prediction with id {prediction_id}")
@@ -162,7 +169,7 @@ class Store(StoreAccess):
             )
             if latest is None or latest["kind"] == UNDO:
                 raise StoreError(f"prediction {prediction_id} has no label to undo")
-            undo_id = self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, None, UNDO))
+            undo_id = self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, None, UNDO, reviewer))
             return int(undo_id), Label(**latest)
 
     @database_errors
@@ -196,7 +203,8 @@ class Store(StoreAccess):
             since_label_id: only predictions whose latest label is newer than this label id.
         """
         rows = self._all(
-            "SELECT p.*, l.id AS l_id, l.label AS l_label, l.kind AS l_kind, l.created_at AS l_created_at"
+            "SELECT p.*, l.id AS l_id, l.label AS l_label, l.kind AS l_kind, l.created_at AS l_created_at,"
+            " l.reviewer AS l_reviewer"
             " FROM predictions p JOIN labels l ON l.prediction_id = p.id"
             " WHERE l.id = (SELECT MAX(id) FROM labels WHERE prediction_id = p.id) AND l.id > :since"
             " AND l.kind != 'undo' ORDER BY l.id",
@@ -205,7 +213,7 @@ class Store(StoreAccess):
         return [
             (
                 prediction_from_row(row),
-                Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"]),
+                Label(row["l_id"], row["id"], row["l_label"], row["l_kind"], row["l_created_at"], row["l_reviewer"]),
             )
             for row in rows
         ]
@@ -341,13 +349,15 @@ class Store(StoreAccess):
 
 _INSERT_PREDICTION = text(INSERT_PREDICTION)
 _INSERT_LABEL = text(
-    "INSERT INTO labels (prediction_id, label, kind, created_at) VALUES (:prediction, :label, :kind, :created)"
+    "INSERT INTO labels (prediction_id, label, kind, created_at, reviewer)"
+    " VALUES (:prediction, :label, :kind, :created, :reviewer)"
 )
 _RETURNING_ID = {statement: text(statement.text + " RETURNING id") for statement in (_INSERT_PREDICTION, _INSERT_LABEL)}
 
 
-def _label_row(prediction_id: int, label: int | None, kind: str) -> dict:
-    return {"prediction": prediction_id, "label": label, "kind": kind, "created": utc_now("microseconds")}
+def _label_row(prediction_id: int, label: int | None, kind: str, reviewer: str) -> dict:
+    created = utc_now("microseconds")
+    return {"prediction": prediction_id, "label": label, "kind": kind, "created": created, "reviewer": reviewer}
 
 
 def open_store(settings: Settings | None = None) -> Store:

@@ -24,8 +24,10 @@ from sqlalchemy import Connection, RowMapping, text
 from mnist_hitl.clock import utc_now
 from mnist_hitl.names import LABEL_KINDS, UNDO
 from mnist_hitl.store.errors import StoreError
+from mnist_hitl.store.schema import UNKNOWN_REVIEWER
 
 MAX_ID = 2**63 - 1  # SQLite integers and PostgreSQL's BIGINT are signed 64-bit
+MAX_REVIEWER_LENGTH = 100  # the schema's CHECK holds every client to it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,22 @@ class Label:
     created_at: str = field(
         metadata={"description": "when it was given (UTC, ISO 8601)", "examples": ["2026-01-01T12:00:05.000000+00:00"]}
     )
+    reviewer: str = field(
+        default=UNKNOWN_REVIEWER,
+        metadata={"description": "who gave it (unknown: given before labels had reviewers)", "examples": ["ada"]},
+    )
+
+
+def checked_reviewer(name: object) -> str:
+    """A reviewer's name, trimmed: 1-100 printable characters."""
+    if not isinstance(name, str):
+        raise StoreError(f"reviewer {name!r} is not a name")
+    trimmed = name.strip()
+    if not 1 <= len(trimmed) <= MAX_REVIEWER_LENGTH:
+        raise StoreError(f"a reviewer's name has 1-{MAX_REVIEWER_LENGTH} characters, not {len(trimmed)}")
+    if not trimmed.isprintable():
+        raise StoreError(f"reviewer {trimmed!r} has characters that are not printable")
+    return trimmed
 
 
 def content_hash(png: bytes) -> str:

@@ -9,7 +9,10 @@ content hash on predictions (one stored copy of an imported picture), a label ki
 carries no digit (the labels table is rebuilt for its CHECK, which SQLite cannot alter; its
 triggers come back with it), and ``scores``, a cache of the deployed model's probabilities per
 prediction and model version. A migration only adds: a version's SQL is never edited once
-released, since stores in use were made with it.
+released, since stores in use were made with it. Version 4 records who gave each label: a
+``reviewer`` on every label, ``'unknown'`` for the labels given before (adding a column with a
+default rewrites no row, so the append-only triggers stay as they are), and ``leases``: which
+reviewer the review queue handed a drawing to, until when (:mod:`mnist_hitl.store.leases`).
 
 PostgreSQL stores start at version 3, in one step (:data:`POSTGRES_MIGRATIONS`): the same
 tables and the same rules. Ids are ``GENERATED ALWAYS`` (an explicit id, the REPLACE of
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+UNKNOWN_REVIEWER = "unknown"  # the reviewer of a label given before version 4
 HASH_FUNCTION = "mnist_hitl_sha256"  # registered on the connection that migrates to v3
 
 _SCHEMA_V1 = """
@@ -127,7 +131,17 @@ CREATE TABLE scores (
     PRIMARY KEY (model_version, prediction_id)
 ) WITHOUT ROWID;
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+# The same statements on both databases; the CHECK holds every client to a name of 1-100 characters.
+_REVIEWERS_V4 = f"""
+ALTER TABLE labels ADD COLUMN reviewer TEXT NOT NULL DEFAULT '{UNKNOWN_REVIEWER}'
+    CHECK (length(reviewer) BETWEEN 1 AND 100);
+CREATE TABLE leases (
+    prediction_id BIGINT PRIMARY KEY,
+    reviewer TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _REVIEWERS_V4}
 
 
 _POSTGRES_V3 = """
@@ -184,7 +198,7 @@ CREATE TABLE scores (
     PRIMARY KEY (model_version, prediction_id)
 );
 """
-POSTGRES_MIGRATIONS = {3: _POSTGRES_V3}
+POSTGRES_MIGRATIONS = {3: _POSTGRES_V3, 4: _REVIEWERS_V4}
 
 
 def migration(version: int, dialect: str = "sqlite") -> list[str]:

@@ -30,7 +30,8 @@ from mnist_hitl.config import Settings
 from mnist_hitl.model import Predictor
 from mnist_hitl.store import Label, Store
 
-STRATEGIES = ("margin", "entropy", "doubtful")
+RANKED = ("margin", "entropy", "doubtful")  # the strategies :func:`review_queue` ranks
+STRATEGIES = (*RANKED, "suspect", "second-opinion")  # :mod:`.suspects`, :mod:`.opinions`
 SCORING_CHUNK = 4096  # pictures decoded and scored at once: ~13 MB of float32
 
 
@@ -39,8 +40,9 @@ class QueueItem:
     """One drawing to review, scored by the deployed model.
 
     ``uncertainty``: higher is less sure. Margin: 1 - (p1 - p2) of the two most probable
-    digits; entropy: of the ten probabilities (nats); doubtful: 1 - the probability of the
-    person's latest label.
+    digits; entropy: of the ten probabilities (nats); doubtful and suspect: 1 - the probability
+    of the person's latest label; second-opinion: 1 - the top probability. ``reason``: why a suspect label
+    is suspect, or why a drawing wants a second opinion.
     """
 
     prediction_id: int = field(metadata={"description": "the prediction's id", "examples": [1]})
@@ -53,7 +55,7 @@ class QueueItem:
     uncertainty: float = field(
         metadata={
             "description": "how unsure the deployed model is, higher is less sure (margin: 1 - (p1 - p2);"
-            " entropy: in nats; doubtful: 1 - the probability of the person's label)",
+            " entropy: in nats; doubtful, suspect: 1 - the probability of the person's label)",
             "examples": [0.99],
         }
     )
@@ -67,6 +69,13 @@ class QueueItem:
     random: bool = field(  # drawn at random from the pool, not for its uncertainty
         default=False, metadata={"description": "drawn at random from the pool, not for its uncertainty"}
     )
+    reason: str | None = field(
+        default=None,
+        metadata={
+            "description": "suspect: the label given, what the model believes, where that came from;"
+            " second-opinion: why it wants one"
+        },
+    )
 
     def as_json(self) -> dict:
         return {
@@ -77,6 +86,7 @@ class QueueItem:
             "model_version": self.model_version,
             "source": self.source,
             "random": self.random,
+            **({} if self.reason is None else {"reason": self.reason}),
         }
 
 
@@ -267,8 +277,8 @@ def review_queue(
         settings: ``queue_random_share``, ``seed`` and ``doubt_confidence``.
         exclude: prediction ids left out (skipped in the app).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if strategy not in RANKED:
+        raise ValueError(f"strategy {strategy!r} is not one of {', '.join(RANKED)}")
     if limit < 0:
         raise ValueError(f"limit {limit} is negative")
     version, ids, probabilities = cache.current()

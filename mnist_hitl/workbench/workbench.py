@@ -20,10 +20,12 @@ from mnist_hitl import metrics
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError, Predictor, deployed_model
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, read_picture_file, to_mnist
-from mnist_hitl.store import UNDO, Prediction, StoreError, open_store
-from mnist_hitl.workbench import pool
+from mnist_hitl.store import UNDO, UNKNOWN_REVIEWER, Prediction, StoreError, open_store
+from mnist_hitl.workbench import agreement, pool
+from mnist_hitl.workbench.opinions import second_opinion_queue
 from mnist_hitl.workbench.ranking import QueueItem, ScoreCache, doubtful, labelled_scores, review_queue
 from mnist_hitl.workbench.recording import PredictionResult, predict_and_store
+from mnist_hitl.workbench.suspects import suspect_queue
 
 
 class Workbench:
@@ -130,14 +132,15 @@ class Workbench:
             raise
         return self.predict_png(data)
 
-    def label(self, prediction_id: int, label: int, kind: str = "correct") -> int:
-        """Append the user's label for a prediction; returns the label's id.
+    def label(self, prediction_id: int, label: int, kind: str = "correct", reviewer: str = UNKNOWN_REVIEWER) -> int:
+        """Append ``reviewer``'s label for a prediction; returns the label's id.
 
         Raises:
-            StoreError: the label is outside 0-9 or the prediction does not exist.
+            StoreError: the label is outside 0-9, the reviewer's name is empty or too long, or the
+                prediction does not exist.
         """
         try:
-            label_id = self.store.add_label(prediction_id, label, kind)
+            label_id = self.store.add_label(prediction_id, label, kind, reviewer)
         except StoreError:
             metrics.record_refusal("StoreError")
             raise
@@ -153,14 +156,14 @@ class Workbench:
             model = {"model_version": None, "model_error": str(error)}
         return {**model, **self.counts(), "home": str(self.settings.home)}
 
-    def undo(self, prediction_id: int) -> int:
-        """Append an ``undo`` to a prediction's labels: it is unlabelled again; returns the undo's label id.
+    def undo(self, prediction_id: int, reviewer: str = UNKNOWN_REVIEWER) -> int:
+        """Append ``reviewer``'s ``undo`` to a prediction's labels: it is unlabelled again; returns the undo's id.
 
         Raises:
             StoreError: no such prediction, or no label to undo.
         """
         try:
-            label_id, undone = self.store.undo_label(prediction_id)
+            label_id, undone = self.store.undo_label(prediction_id, reviewer)
         except StoreError:
             metrics.record_refusal("StoreError")
             raise
@@ -168,7 +171,8 @@ class Workbench:
         return label_id
 
     def history(self, prediction_id: int) -> list[dict]:
-        """Every label of a prediction, oldest first: ``id``, ``label`` (None for an undo), ``kind``, ``created_at``.
+        """Every label of a prediction, oldest first: ``id``, ``label`` (None for an undo), ``kind``, ``created_at``,
+        ``reviewer``.
 
         Raises:
             StoreError: no such prediction.
@@ -177,7 +181,13 @@ class Workbench:
         if not labels:
             self.store.get_prediction(prediction_id)  # raises when there is no such prediction
         return [
-            {"id": label.id, "label": label.label, "kind": label.kind, "created_at": label.created_at}
+            {
+                "id": label.id,
+                "label": label.label,
+                "kind": label.kind,
+                "created_at": label.created_at,
+                "reviewer": label.reviewer,
+            }
             for label in labels
         ]
 
@@ -193,20 +203,52 @@ class Workbench:
         """The store's numbers of predictions, labels (all, confirms, corrections) and labelled predictions."""
         return self.store.counts()
 
-    def queue(self, limit: int = 20, strategy: str = "margin", exclude: Collection[int] = ()) -> list[QueueItem]:
+    def queue(
+        self, limit: int = 20, strategy: str = "margin", exclude: Collection[int] = (), reviewer: str | None = None
+    ) -> list[QueueItem]:
         """The unlabelled predictions the deployed model is least sure of, first, with a share drawn at random.
 
         Args:
             limit: at most this many items.
-            strategy: ``margin``, ``entropy``, or ``doubtful`` (labels the model doubts, see
-                :meth:`doubtful_labels`).
+            strategy: ``margin``, ``entropy``, ``doubtful`` (labels the model doubts, see
+                :meth:`doubtful_labels`) or ``suspect`` (labels confident learning flags, each with its
+                ``reason``: :mod:`.suspects`) or ``second-opinion`` (labelled drawings for a reviewer who has
+                not labelled them, the first answer not shown: :mod:`.opinions`; needs ``reviewer``).
             exclude: prediction ids to leave out (skipped).
+            reviewer: lease what is returned to this reviewer for ``MNIST_HITL_LEASE_SECONDS`` (their own
+                leases renewed) and leave out what others hold; None: no leases, nothing left out.
 
         Raises:
             ModelFileError: no deployed model.
-            ValueError: an unknown strategy or a negative limit.
+            ValueError: an unknown strategy, a negative limit, or a second opinion asked for no one.
+            StoreError: a reviewer's name that is empty or too long.
         """
+        if reviewer is None:
+            if strategy == "second-opinion":
+                raise ValueError("a second opinion needs the reviewer who gives it")
+            return self._ranked(limit, strategy, exclude)
+        excluded, served = set(exclude), []
+        for _ in range(3):  # another reviewer may lease some of these between the ranking and our lease
+            excluded |= self.store.leased_to_others(reviewer)
+            items = self._ranked(limit - len(served), strategy, excluded, reviewer)
+            asked = [item.prediction_id for item in items]
+            leased = set(self.store.lease(asked, reviewer, self.settings.lease_seconds))
+            served += [item for item in items if item.prediction_id in leased]
+            excluded |= {item.prediction_id for item in items}
+            if len(leased) == len(items):
+                break
+        return served
+
+    def _ranked(self, limit: int, strategy: str, exclude: Collection[int], reviewer: str = "") -> list[QueueItem]:
+        if strategy == "second-opinion":
+            return second_opinion_queue(self.store, self.scores, self.settings, limit, reviewer.strip(), exclude)
+        if strategy == "suspect":
+            return suspect_queue(self.store, self.scores, limit, exclude)
         return review_queue(self.store, self.scores, self.settings, limit, strategy, exclude)
+
+    def release(self, prediction_id: int, reviewer: str) -> bool:
+        """Give back a drawing the queue leased to ``reviewer`` (a skip): others may be given it now."""
+        return self.store.release(prediction_id, reviewer)
 
     def import_pictures(self, paths: Iterable[str | Path], progress: bool = False) -> Iterator[dict]:
         """Predict and store pictures (files, folders, zips of PNG/JPEG) unlabelled (:mod:`.pool`)."""
@@ -225,6 +267,14 @@ class Workbench:
         version, ids, probabilities = self.scores.current()
         scores = labelled_scores(self.store.current_labels(), ids, probabilities)
         return doubtful(scores, self.settings.doubt_confidence if confidence is None else confidence, version)
+
+    def reviewers(self) -> list[dict]:
+        """Everyone who gave a label: labels, undos, drawings labelled now, their last label's time."""
+        return agreement.reviewers(self.store.labels())
+
+    def agreement(self) -> dict:
+        """How far the reviewers agree: Cohen's kappa per pair, Krippendorff's alpha, per digit (:mod:`.agreement`)."""
+        return agreement.agreement(self.store.labels())
 
     def labelled_accuracy(self) -> float | None:
         """The deployed model's accuracy on the users' latest labels (None: no labels)."""

@@ -36,7 +36,7 @@ metrics.record_cycle("promoted")
 API_CLIENT = """
 from fastapi.testclient import TestClient
 from mnist_hitl.api import create_app
-with TestClient(create_app()) as client:
+with TestClient(create_app(), base_url="http://127.0.0.1") as client:  # an allowed host name
     assert client.get("/health/ready").status_code == 200
     assert client.get("/predictions/999999").status_code == 404
 """

@@ -91,9 +91,7 @@ def test_without_a_model_the_api_is_live_but_not_ready(home: Settings) -> None:
         assert client.get("/health/live").status_code == 200
         for method, path, *request in (
             ("GET", "/health/ready"),
-            ("GET", "/v2/health/ready"),
             ("POST", "/reload"),
-            ("GET", "/v2/models/mnist"),
             ("GET", "/queue"),
             ("POST", "/import", {"files": {"files": ("a.png", digit_png(), "image/png")}}),
         ):
@@ -169,13 +167,7 @@ def test_bad_input_is_a_4xx_with_a_detail_and_stores_nothing(client: TestClient,
         (404, "GET", f"/predictions/{pid + 1}/image", {}),
         (404, "POST", f"/predictions/{pid + 1}/labels", {"json": {"label": 1}}),
         (404, "POST", "/correct", {"json": {"prediction_id": pid + 1, "label": 1}}),
-        (
-            422,
-            "POST",
-            "/v2/models/mnist/infer",
-            {"json": {"inputs": [{"shape": [1, 28, 28], "datatype": "FP32", "data": [0.0]}]}},
-        ),
-    ]
+    ]  # the Open Inference Protocol's refusals: test_inference_protocol.py
     for status, method, path, request in cases:
         answer = client.request(method, path, **request)
         assert answer.status_code == status and answer.json()["detail"], (status, path, answer.text)
@@ -256,9 +248,9 @@ def test_the_answers_made_from_library_records_document_every_field(home: Settin
         },
         "QueueEntry": {
             *("prediction_id", "predicted_label", "probabilities", "uncertainty"),
-            *("model_version", "source", "random"),
+            *("model_version", "source", "random", "reason"),
         },
-        "HistoryEntry": {"id", "label", "kind", "created_at"},
+        "HistoryEntry": {"id", "label", "kind", "created_at", "reviewer"},
     }
     for name, properties in answered.items():
         schema = schemas[name]

@@ -180,11 +180,11 @@ def test_a_version_1_store_migrates_in_place_and_keeps_every_row(tmp_path):
     old.close()
     before = rows(path)
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert store.get_meta("watermark") == "1"
         assert [(p.id, label.label) for p, label in store.labelled_predictions()] == [(1, 7)]
         store.add_label(1, 3)
-    assert rows(path)[0] == before[0] and rows(path)[1][0] == before[1][0]
+    assert rows(path)[0] == before[0] and rows(path)[1][0] == (*before[1][0], "unknown")  # its reviewer
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         plain_connection(path).execute(INSERT_LABEL.replace("INSERT", "INSERT OR REPLACE"), (1, 1))
     with Store(path) as again:  # opening a migrated store changes nothing

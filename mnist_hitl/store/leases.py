@@ -1,0 +1,67 @@
+"""Leases: a drawing the review queue hands to one reviewer is theirs for a while, so no one else is given it.
+
+A lease is a row per prediction: who holds it and until when (seconds since the epoch). Taking one
+is a single upsert per drawing that succeeds only when the drawing is free, its lease has ended,
+or the reviewer holds it already (then it is renewed); the database decides, row by row, so two
+reviewers asking at once, on one machine or on several sharing PostgreSQL, never both get a
+drawing. The times are the asking process's clock: machines sharing a store keep their clocks in
+step (NTP), as they must for the label times anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import text
+
+from mnist_hitl.store.access import StoreAccess, database_errors
+from mnist_hitl.store.rows import bounded, checked_reviewer
+
+_TAKE = text(
+    "INSERT INTO leases (prediction_id, reviewer, expires_at) VALUES (:id, :reviewer, :expires)"
+    " ON CONFLICT (prediction_id) DO UPDATE SET reviewer = excluded.reviewer, expires_at = excluded.expires_at"
+    " WHERE leases.reviewer = excluded.reviewer OR leases.expires_at <= :now"
+    " RETURNING prediction_id"
+)
+
+
+class LeaseAccess(StoreAccess):
+    """The store's leases (a base of :class:`~mnist_hitl.store.database.Store`)."""
+
+    @database_errors
+    def lease(self, prediction_ids: Iterable[int], reviewer: str, seconds: float) -> list[int]:
+        """Lease drawings to ``reviewer`` for ``seconds``: those free, ended or theirs already (renewed).
+
+        Returns:
+            The ids now leased to ``reviewer``, in the order asked; the others are someone else's.
+        """
+        reviewer, now = checked_reviewer(reviewer), time.time()
+        rows = [{"id": bounded(i), "reviewer": reviewer, "expires": now + seconds, "now": now} for i in prediction_ids]
+        taken = []
+        if rows:
+            with self._transaction() as conn:
+                for row in rows:
+                    if conn.execute(_TAKE, row).first() is not None:
+                        taken.append(row["id"])
+        return taken
+
+    @database_errors
+    def leased_to_others(self, reviewer: str) -> set[int]:
+        """The drawings someone other than ``reviewer`` holds a lease on now."""
+        rows = self._all(
+            "SELECT prediction_id FROM leases WHERE reviewer != :reviewer AND expires_at > :now",
+            reviewer=checked_reviewer(reviewer),
+            now=time.time(),
+        )
+        return {int(row["prediction_id"]) for row in rows}
+
+    @database_errors
+    def release(self, prediction_id: int, reviewer: str) -> bool:
+        """End ``reviewer``'s lease on a drawing (a skip); True if they held one."""
+        with self._transaction() as conn:
+            done = conn.execute(
+                text("DELETE FROM leases WHERE prediction_id = :id AND reviewer = :reviewer"),
+                {"id": bounded(prediction_id), "reviewer": checked_reviewer(reviewer)},
+            )
+            return done.rowcount > 0

@@ -1,0 +1,184 @@
+"""Suspect labels: the people's labels most likely wrong, found by confident learning, each with why.
+
+A wrong label trains the model and judges it, and the doubtful strategy only sees the ones the
+model contradicts at 95%. Confident learning (Northcutt et al., ``cleanlab.filter.find_label_issues``)
+estimates, per digit, how sure a model is of the drawings really of that digit, and flags a label
+whose drawing the model gives to another digit more surely than that; the flagged ones are ranked
+by the probability of their own label (self-confidence), lowest first.
+
+It needs probabilities from a model that did not train on the label it judges: out-of-fold
+probabilities (each label scored by a model trained without it). The learning cycle has them from
+its judging folds and stores its list (:func:`record_suspects`); until one is stored, the queue
+computes a list from the deployed model's scores of the labelled drawings and says so in each
+``reason``: that model trained on most of those labels, so it flags fewer of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mnist_hitl.clock import utc_now
+from mnist_hitl.store import Label, Store
+from mnist_hitl.workbench.ranking import QueueItem, ScoreCache, labelled_scores
+
+SUSPECTS_KEY = "suspect_labels"  # the store's meta key of the latest list the cycle stored
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A label confident learning flags: what was given, and what the model believes instead."""
+
+    prediction_id: int
+    label_id: int
+    label: int  # the digit given
+    reviewer: str
+    model_label: int  # the digit the model believes
+    model_probability: float  # the model's probability of that digit
+    label_probability: float  # the model's probability of the digit given
+    probabilities: list[float]
+
+    def reason(self, origin: str) -> str:
+        return (
+            f"labelled {self.label} by {self.reviewer} (label {self.label_id}); the model believes"
+            f" {self.model_label} at {self.model_probability:.3f} and gives {self.label} {self.label_probability:.3f};"
+            f" {origin}"
+        )
+
+
+def find_suspects(labels: Sequence[int], probabilities: np.ndarray) -> np.ndarray:
+    """Positions of the labels confident learning flags, the most likely wrong first.
+
+    Args:
+        labels: the digit given to each drawing.
+        probabilities: (n, 10), each row from a model that did not train on that drawing's label.
+    """
+    from cleanlab.filter import find_label_issues  # pandas and scikit-learn: only when asked
+
+    given = np.asarray(labels, dtype=np.int64)
+    p = _checked(given, probabilities)
+    if len(np.unique(given)) < 2:  # one digit alone: nothing to compare it with
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(find_label_issues(given, p, return_indices_ranked_by="self_confidence", n_jobs=1), dtype=np.int64)
+
+
+def suspect_ranking(labels: Sequence[int], probabilities: np.ndarray) -> np.ndarray:
+    """Every position, the flagged ones first (as :func:`find_suspects` ranks them), then the rest by
+    cleanlab's label quality score, lowest first: a queue that goes on past the flagged labels."""
+    from cleanlab.rank import get_label_quality_scores
+
+    given = np.asarray(labels, dtype=np.int64)
+    flagged = find_suspects(given, probabilities)
+    quality = get_label_quality_scores(given, _checked(given, probabilities), method="self_confidence")
+    order = np.argsort(quality, kind="stable")
+    return np.concatenate([flagged, order[~np.isin(order, flagged)]])
+
+
+def _checked(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (len(labels), 10):
+        raise ValueError(f"expected probabilities of shape ({len(labels)}, 10), got {p.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError("labels are digits 0-9")
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def suspects_among(labels: Sequence[Label], probabilities: np.ndarray) -> list[Suspect]:
+    """The flagged ones among people's latest labels, the most likely wrong first.
+
+    Args:
+        labels: the labels judged (digits, no undos).
+        probabilities: (n, 10), rows in the order of ``labels``.
+    """
+    given = [label.label for label in labels]
+    p = np.asarray(probabilities, dtype=np.float64).reshape(len(labels), 10)
+    suspects = []
+    for i in find_suspects(given, p):
+        label, believed = labels[i], int(np.argmax(p[i]))
+        suspects.append(
+            Suspect(
+                label.prediction_id,
+                label.id,
+                int(label.label),
+                label.reviewer,
+                believed,
+                round(float(p[i, believed]), 6),
+                round(float(p[i, label.label]), 6),
+                [round(float(x), 6) for x in p[i]],
+            )
+        )
+    return suspects
+
+
+def record_suspects(store: Store, suspects: Sequence[Suspect], model_version: str, origin: str) -> None:
+    """Store the latest list (the cycle's, from its out-of-fold probabilities), replacing the one before.
+
+    Args:
+        model_version: what scored them (the challenger's version, or the cycle's id).
+        origin: how the probabilities were made, shown in each item's ``reason``.
+    """
+    record = {
+        "computed_at": utc_now("microseconds"),
+        "model_version": model_version,
+        "origin": origin,
+        "suspects": [asdict(suspect) for suspect in suspects],
+    }
+    store.set_meta(SUSPECTS_KEY, json.dumps(record))
+
+
+def stored_suspects(store: Store) -> tuple[list[Suspect], str, str] | None:
+    """The latest stored list: (suspects, the version that scored them, its origin); None if none is stored."""
+    raw = store.get_meta(SUSPECTS_KEY)
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    origin = f"{record['origin']}, computed {record['computed_at']}"
+    return [Suspect(**row) for row in record["suspects"]], record["model_version"], origin
+
+
+def suspect_queue(store: Store, cache: ScoreCache, limit: int, exclude: Collection[int] = ()) -> list[QueueItem]:
+    """The suspect labels as queue items, the most likely wrong first, each with its ``reason``.
+
+    A stored list is served without the labels given since it was made (someone looked again);
+    with none stored, the deployed model's scores of the labelled drawings are judged now.
+    """
+    if limit < 0:
+        raise ValueError(f"limit {limit} is negative")
+    current = store.current_labels()
+    stored = stored_suspects(store)
+    if stored is None:
+        version, ids, probabilities = cache.current()
+        scores = labelled_scores(current, ids, probabilities)
+        suspects = suspects_among(scores.labels, scores.probabilities)
+        origin = (
+            f"from the deployed model {version}'s probabilities, computed now: no cycle has stored out-of-fold"
+            " ones, and this model trained on most of these labels, so it flags fewer of them"
+        )
+    else:
+        suspects, version, origin = stored
+    excluded = {int(i) for i in exclude}
+    still = [
+        suspect
+        for suspect in suspects
+        if suspect.prediction_id not in excluded
+        and (label := current.get(suspect.prediction_id)) is not None
+        and label.id == suspect.label_id
+    ][:limit]
+    pictures = store.pictures([suspect.prediction_id for suspect in still])
+    return [
+        QueueItem(
+            suspect.prediction_id,
+            suspect.model_label,
+            suspect.probabilities,
+            1.0 - suspect.label_probability,
+            version,
+            pictures[suspect.prediction_id][1],
+            pictures[suspect.prediction_id][0],
+            reason=suspect.reason(origin),
+        )
+        for suspect in still
+        if suspect.prediction_id in pictures
+    ]

@@ -1,0 +1,25 @@
+"""schemathesis from the command line, as a user runs it from the repository's root, finds nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_hitl.config import Settings
+from tests.support.api import running_api
+from tests.support.helpers import REPO
+
+ST = str(Path(sys.executable).parent / "st")
+
+
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_st_run_with_every_check_passes_with_and_without_a_token(home_with_model: Settings, tmp_path, token) -> None:
+    extra = {"MNIST_HITL_API_TOKEN": token} if token else {}
+    with running_api(home_with_model, tmp_path / "api.log", **extra) as url:
+        command = [ST, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "10", "--no-color"]
+        command += ["-H", f"Authorization: Bearer {token}"] if token else []
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "failure" not in done.stdout.splitlines()[-1], done.stdout[-6000:]

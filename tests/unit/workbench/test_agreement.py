@@ -1,0 +1,64 @@
+"""The team's agreement from a label history: each reviewer's latest label, undos, pairs, digits, "unknown" apart."""
+
+from __future__ import annotations
+
+import itertools
+
+import krippendorff
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from mnist_hitl.store import Label
+from mnist_hitl.workbench.agreement import agreement, reviewers_labels
+
+ids = itertools.count(1)
+
+
+def given(prediction_id: int, digit: int | None, reviewer: str) -> Label:
+    kind = "undo" if digit is None else "correct"
+    return Label(next(ids), prediction_id, digit, kind, "then", reviewer)
+
+
+def test_each_reviewers_latest_label_counts_and_an_undone_one_counts_for_nobody():
+    history = [
+        given(1, 4, "ada"),
+        given(1, 9, "ada"),  # ada changed her mind: 9
+        given(1, 9, "bob"),
+        given(2, 3, "ada"),
+        given(2, 5, "bob"),
+        given(2, None, "bob"),  # bob took his 5 back
+    ]
+    assert reviewers_labels(history) == {1: {"ada": 9, "bob": 9}, 2: {"ada": 3}}
+
+
+def test_kappa_per_pair_and_alpha_are_the_libraries_figures_on_the_drawings_shared():
+    ada = [0, 1, 2, 3, 4, 4, 7, 9]
+    bob = [0, 1, 2, 3, 9, 4, 1, 9]
+    eve = [0, 1, 2, 5, 4, 4, 7, 9]
+    history = [
+        given(pid, digit, name) for name, digits in (("ada", ada), ("bob", bob)) for pid, digit in enumerate(digits)
+    ]
+    history += [given(pid, digit, "eve") for pid, digit in enumerate(eve[:4])]  # eve saw the first four only
+    history += [given(100, 3, "unknown"), given(101, 3, "ada")]  # labels from before reviewers were recorded
+    figures = agreement(history)
+    assert figures["reviewers"] == {"ada": 9, "bob": 8, "eve": 4} and figures["unattributed_labels"] == 1
+    assert figures["shared_drawings"] == 8
+    pairs = {tuple(pair["reviewers"]): pair for pair in figures["kappa"]}
+    assert pairs["ada", "bob"]["drawings"] == 8 and pairs["ada", "bob"]["agreement"] == 0.75
+    assert pairs["ada", "bob"]["kappa"] == pytest.approx(cohen_kappa_score(ada, bob), abs=1e-4)
+    assert pairs["ada", "eve"]["drawings"] == 4 and pairs["ada", "eve"]["agreement"] == 0.75
+    data = np.array([ada, bob, eve[:4] + [np.nan] * 4], dtype=float)
+    assert figures["alpha"] == pytest.approx(krippendorff.alpha(data, level_of_measurement="nominal"), abs=1e-4)
+    digits = figures["digits"]
+    assert digits["0"] == {"drawings": 1, "specific_agreement": 1.0}  # three pairs, all said 0
+    # drawing 1: three pairs all said 1; drawing 6: bob said 1, ada 7
+    assert digits["1"]["specific_agreement"] == pytest.approx(2 * 3 / (2 * 3 + 1), abs=1e-4)
+    assert digits["8"] == {"drawings": 0, "specific_agreement": None}
+
+
+def test_nothing_shared_or_one_digit_alone_gives_no_figure_rather_than_a_made_up_one():
+    alone = agreement([given(1, 4, "ada"), given(2, 4, "bob")])
+    assert alone["shared_drawings"] == 0 and alone["alpha"] is None and alone["kappa"] == []
+    same = agreement([given(1, 4, "ada"), given(1, 4, "bob")])
+    assert same["alpha"] is None and same["kappa"][0]["kappa"] is None and same["kappa"][0]["agreement"] == 1.0
