@@ -17,16 +17,18 @@ The retraining is the retrain notebook's, in process: the same library calls (``
 ``crossfit.judge``, ``promotion.compare`` and ``promotion_rule``, ``deployment.apply_verdict``)
 with the search's middle parameters instead of a search (learning rate 1e-3, dropout 0.3, batch 64,
 ``MNIST_HITL_FINAL_EPOCHS`` epochs from the champion); no monitor, no papermill, no MLflow. A
-recipe is a set of settings: ``labels-weigh`` (the defaults), ``full-replay`` (the defaults with the
-whole MNIST split replayed, ``MNIST_HITL_REPLAY=0``) or ``before`` (the learning of commit 37b6094:
-the whole MNIST split, each label repeated 5 times, pseudo-labels at 0.99).
+recipe is a set of settings: ``full-replay`` (the defaults: labels a third of the examples beside a
+replay of 4,000 MNIST digits, the whole bundled split), ``labels-weigh`` (the same beside 2,000) or
+``before`` (the learning of commit 37b6094: the whole MNIST split, each label repeated 5 times,
+pseudo-labels at 0.99). With every label of the pool (the ceiling) the first two train on the same
+examples: 800 labels x 5 copies beside 4,000 MNIST digits.
 
 After each round it reads the held-out drawings and the MNIST holdout with the app's predictor,
 and appends one line per run to ``bench/results/learning_curve.jsonl`` (a run already there is
 skipped). ``bench/learning_curve_report.py`` makes the table and the plot. Asserts nothing.
 
     .venv/bin/python bench/learning_curve.py --populations shifted,fonts \
-        --strategies queue,random,corrections --recipes labels-weigh --seeds 0,1,2 --labels 25,50,100
+        --strategies queue,random,corrections --recipes full-replay --seeds 0,1,2 --labels 25,50
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from support import RESULTS, deployed_models, home_with_model
 
 RAW = RESULTS / "learning_curve.jsonl"
 RECIPES = {
-    "labels-weigh": {},
-    "full-replay": {"replay": 0},
+    "labels-weigh": {"replay": 2000, "label_share": 1 / 3},
+    "full-replay": {"replay": 4000, "label_share": 1 / 3},
     "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99},
 }
 PARAMS = {"learning_rate": 1e-3, "dropout": 0.3, "batch_size": 64}
@@ -54,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--populations", default="shifted,fonts")
     parser.add_argument("--strategies", default="queue,random,corrections")
-    parser.add_argument("--recipes", default="labels-weigh")
+    parser.add_argument("--recipes", default="full-replay")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--labels", default="25,50,100", help="labels in all after each round")
     parser.add_argument("--models", type=Path, help="a home whose deployed first model every run starts from")

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     epochs_per_trial: int = _env("MNIST_HITL_EPOCHS_PER_TRIAL", ge=1, default=1)
     final_epochs: int = _env("MNIST_HITL_FINAL_EPOCHS", ge=1, default=4)
     oversample: int = _env("MNIST_HITL_OVERSAMPLE", ge=1, default=5)
-    replay: int = _env("MNIST_HITL_REPLAY", ge=0, default=2000)
+    replay: int = _env("MNIST_HITL_REPLAY", ge=0, default=4000)
     label_share: float = _env("MNIST_HITL_LABEL_SHARE", ge=0, lt=1, default=1 / 3)
     search_every_labels: int = _env("MNIST_HITL_SEARCH_EVERY_LABELS", ge=1, default=500)
     pseudo_confidence: float = _env("MNIST_HITL_PSEUDO_LABEL_CONFIDENCE", ge=0, le=1, default=0.0)
