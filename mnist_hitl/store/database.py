@@ -140,7 +140,7 @@ class Store(LeaseAccess):
         prediction_id = checked_prediction_id(prediction_id)
         try:
             with self._statement() as conn:
-                return self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, label, kind, reviewer))
+                return self._insert_label(conn, _label_row(prediction_id, label, kind, reviewer))
         except sqlalchemy.exc.IntegrityError:  # the only rule an inserted label can break, input checked
             raise StoreError(f"no prediction with id {prediction_id}") from None
 
@@ -169,7 +169,7 @@ class Store(LeaseAccess):
             )
             if latest is None or latest["kind"] == UNDO:
                 raise StoreError(f"prediction {prediction_id} has no label to undo")
-            undo_id = self._insert(conn, _INSERT_LABEL, _label_row(prediction_id, None, UNDO, reviewer))
+            undo_id = self._insert_label(conn, _label_row(prediction_id, None, UNDO, reviewer))
             return int(undo_id), Label(**latest)
 
     @database_errors
@@ -339,6 +339,20 @@ class Store(LeaseAccess):
                 {"key": key, "value": value},
             )
 
+    def _insert_label(self, conn: Connection, row: dict) -> int:
+        """Insert one label, so that label ids become visible in id order: the watermarks (a cycle's
+        ``through_label_id`` is the largest label id it read) never count a label that commits later.
+
+        PostgreSQL assigns an identity when the row is inserted, not when it commits, so two writers
+        can commit ids 8 and 7 in that order, and a reader between the two commits sees 8 without 7.
+        Here every label insert first takes one transaction-level advisory lock, held until its
+        commit: ids are assigned and committed one writer at a time. SQLite needs nothing: its
+        writers hold the database's write lock from the insert to the commit.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(_LABEL_ORDER_LOCK)
+        return self._insert(conn, _INSERT_LABEL, row)
+
     def _insert(self, conn: Connection, statement, row: dict) -> int:
         """Insert one row and return its id. SQLite reads it from the connection: a ``RETURNING`` statement
         keeps its write lock until its row is fetched, which makes the other writers wait longer."""
@@ -352,6 +366,9 @@ _INSERT_LABEL = text(
     "INSERT INTO labels (prediction_id, label, kind, created_at, reviewer)"
     " VALUES (:prediction, :label, :kind, :created, :reviewer)"
 )
+# Taken before every label insert, until the commit (see Store._insert_label); the lock keys' classes are
+# listed in mnist_hitl.learning.loop.lock.
+_LABEL_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(4, 0)")
 _RETURNING_ID = {statement: text(statement.text + " RETURNING id") for statement in (_INSERT_PREDICTION, _INSERT_LABEL)}
 
 

@@ -99,7 +99,7 @@ def cycle_running(settings: Settings) -> bool:
 
 # across machines: a PostgreSQL advisory lock ------------------------------------------------
 
-_CYCLE_KEY = (1, 0)  # the (class, object) key pair of the cycle's lock; the store uses classes 2 and 3
+_CYCLE_KEY = (1, 0)  # the (class, object) key pair of the cycle's lock; the store uses classes 2, 3 and 4
 _HOLDER = (
     "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
     " WHERE l.locktype = 'advisory' AND l.classid = :class AND l.objid = :object AND l.objsubid = 2 AND l.granted"

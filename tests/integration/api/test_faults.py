@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -17,12 +16,9 @@ import httpx
 import pytest
 
 from mnist_hitl.config import Settings
-from mnist_hitl.learning.data import load_bundled
-from mnist_hitl.preprocess import encode_png
+from tests.support.api import PNG, closed_by_server, digit_png, idle_connections, stop, wait_until_ready
 from tests.support.helpers import free_port, start_cli
 from tests.support.small_disk import start_on_small_disk, wait_for_file
-
-PNG = {"content-type": "image/png"}
 
 # The API on the small disk; the test says when to fill the disk and when to free it, by files in $SIGNALS.
 API_ON_SMALL_DISK = """
@@ -37,33 +33,6 @@ rm "$DISK/fill"
 touch "$SIGNALS/freed"
 wait $api
 """
-
-
-def digit_png(index: int = 0) -> bytes:
-    return encode_png(load_bundled().x_test[index])
-
-
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, log.read_text() if log.exists() else process.returncode
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, log.read_text() if log.exists() else "the API never got ready"
-        time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_a_full_disk_is_a_507_and_the_api_lives_on(home_with_model: Settings, tmp_path: Path) -> None:
@@ -198,23 +167,6 @@ def test_a_database_that_goes_down_is_a_503_with_retry_after_and_comes_back(
         with contextlib.suppress(RuntimeError):  # stopped already, if the test failed while it was down
             server._run(*pg_ctl, "-m", "immediate", "stop")
         shutil.rmtree(server.folder, ignore_errors=True)
-
-
-def idle_connections(port: int, count: int) -> list[socket.socket]:
-    connections = []
-    for _ in range(count):
-        connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-        connections.append(connection)
-    return connections
-
-
-def closed_by_server(connection: socket.socket) -> bool:
-    try:
-        return connection.recv(1024) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def test_clients_that_send_nothing_or_dawdle_are_closed_and_counted(home_with_model: Settings, tmp_path: Path) -> None:
