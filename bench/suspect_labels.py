@@ -8,9 +8,10 @@ network), and ranks the labels as the suspect queue does (:func:`mnist_hitl.work
 suspect_ranking`: the labels confident learning flags, then the rest by label quality). Prints,
 per condition, recall and precision at the top 10% of the ranking and at the top k (k: the number
 of labels changed, where recall equals precision), and of the flagged set alone. Goal at 5% noise:
-recall >= 80% in the top 10%, precision >= 50%. Asserts nothing.
+recall >= 80% in the top 10%, precision >= 50%. With several seeds (each a new injection and new
+folds), a last table gives each figure's mean and its spread (the smallest and largest). Asserts nothing.
 
-    .venv/bin/python bench/suspect_labels.py [--model lr|mlp] [--rates 0.05,0.1] [--seed 0]
+    nice .venv/bin/python bench/suspect_labels.py [--model lr|mlp] [--rates 0.05,0.1] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -70,6 +71,28 @@ def table_row(row: dict) -> str:
     )
 
 
+FIGURES = (("top_10pct", "recall"), ("top_10pct", "precision"), ("top_k", "recall"), ("flagged", "recall"),
+           ("flagged", "precision"))  # fmt: skip
+
+
+def summary(runs: list[dict]) -> dict:
+    """Each figure's mean, smallest and largest over the seeds of one condition."""
+    return {
+        f"{part}.{name}": {
+            "mean": round(float(np.mean(values := [run[part][name] for run in runs])), 4),
+            "min": min(values),
+            "max": max(values),
+        }
+        for part, name in FIGURES
+    }
+
+
+def summary_row(noise: str, figures: dict) -> str:
+    return f"{noise:<15} | " + " | ".join(
+        f"{key} {f['mean']:.1%} ({f['min']:.1%}-{f['max']:.1%})" for key, f in figures.items()
+    )
+
+
 def condition(pixels, truth, rate, kind, model, seed) -> dict:
     rng = np.random.default_rng(seed)
     noisy, changed = inject(truth, rate, kind, rng)
@@ -79,6 +102,7 @@ def condition(pixels, truth, rate, kind, model, seed) -> dict:
     ranked, flagged = suspect_ranking(noisy, probabilities), find_suspects(noisy, probabilities)
     return {
         "noise": f"{rate:.0%} {kind}",
+        "seed": seed,
         "labels_changed": len(changed),
         "model_accuracy_on_truth": round(float(np.mean(probabilities.argmax(axis=1) == truth)), 4),
         "top_10pct": scores(ranked, changed, round(0.1 * len(truth))),
@@ -92,22 +116,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("lr", "mlp"), default="lr")
     parser.add_argument("--rates", default="0.05,0.1")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="one run of every condition per seed, e.g. 0,1,2")
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     data = load_bundled()
     pixels = np.concatenate([data.x_train, data.x_test]).reshape(-1, 28 * 28) / np.float32(255)
     truth = np.concatenate([data.y_train, data.y_test]).astype(np.int64)
-    results = []
+    results, summaries = [], {}
     print(HEADER)
     for rate in (float(r) for r in args.rates.split(",")):
         for kind in ("random", "confusable"):
-            results.append(condition(pixels, truth, rate, kind, args.model, args.seed))
-            print(table_row(results[-1]), flush=True)
+            runs = []
+            for seed in seeds:
+                runs.append(condition(pixels, truth, rate, kind, args.model, seed))
+                print(f"{table_row(runs[-1])} | seed {seed}", flush=True)
+            results += runs
+            summaries[runs[0]["noise"]] = summary(runs)
+    if len(seeds) > 1:
+        print(f"\nmean (smallest-largest) over seeds {args.seeds}")
+        for noise, figures in summaries.items():
+            print(summary_row(noise, figures))
     figures = {
         "digits": len(truth),
         "out_of_fold": f"5 folds, {'logistic regression on pixels' if args.model == 'lr' else 'MLP (256) on pixels'}",
-        "seed": args.seed,
+        "seeds": seeds,
         "conditions": results,
+        "summary": summaries,
         **machine(),
     }
     print(f"written: {write_results('suspect_labels', figures)}")

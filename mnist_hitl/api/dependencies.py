@@ -1,4 +1,5 @@
-"""What a route is given rather than builds: the app's one workbench and settings, and the token check.
+"""What a route is given rather than builds: the app's one workbench and settings, the token check, and
+who is asking (the ``X-Reviewer`` header).
 
 The application (:func:`mnist_hitl.api.server.create_app`) keeps them on ``app.state``; a route
 names them in its parameters (``workbench: CurrentWorkbench``) and FastAPI hands them over.
@@ -13,10 +14,12 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mnist_hitl.config import Settings
+from mnist_hitl.store import StoreError
+from mnist_hitl.store.rows import checked_reviewer
 from mnist_hitl.workbench import Workbench
 
 
@@ -62,3 +65,25 @@ async def _check_token(settings: CurrentSettings, credentials: Credentials) -> N
 
 
 TOKEN_REQUIRED = Depends(_check_token)  # a writing route's dependency: MNIST_HITL_API_TOKEN, when it is set
+
+
+async def _reviewer(
+    x_reviewer: Annotated[
+        str | None,
+        Header(
+            description="who is reviewing: their labels carry this name, and the queue leases what it returns to them"
+            " (1-100 printable characters); none: labels are 'unknown', the queue leases nothing",
+            examples=["ada"],
+        ),
+    ] = None,
+) -> str | None:
+    """The reviewer's name as the client states it (not authenticated: any holder of the token may state any name)."""
+    if x_reviewer is None:
+        return None
+    try:
+        return checked_reviewer(x_reviewer)
+    except StoreError as error:
+        raise HTTPException(422, str(error)) from None
+
+
+CurrentReviewer = Annotated[str | None, Depends(_reviewer)]

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
-from mnist_hitl.api.dependencies import TOKEN_REQUIRED, CurrentWorkbench
+from mnist_hitl.api.dependencies import TOKEN_REQUIRED, CurrentReviewer, CurrentWorkbench
 from mnist_hitl.api.schemas import WRITE_ERRORS, CorrectIn, LabelIn, LabelOut, PredictionId, QueueEntry, errors
+from mnist_hitl.store import UNKNOWN_REVIEWER
 from mnist_hitl.workbench import QueueItem, Workbench
 
 router = APIRouter(tags=["labels"])
 
 
-def _label(workbench: Workbench, prediction_id: int, digit: int, kind: str) -> LabelOut:
-    label_id = workbench.label(prediction_id, digit, kind)
+def _label(workbench: Workbench, prediction_id: int, digit: int, kind: str, reviewer: str | None) -> LabelOut:
+    label_id = workbench.label(prediction_id, digit, kind, reviewer or UNKNOWN_REVIEWER)
     return LabelOut(label_id=label_id, prediction_id=prediction_id, label=digit, kind=kind)
 
 
@@ -28,9 +29,11 @@ def _label(workbench: Workbench, prediction_id: int, digit: int, kind: str) -> L
     dependencies=[TOKEN_REQUIRED],
     responses=errors(*WRITE_ERRORS, 404),
 )
-def add_label(prediction_id: PredictionId, body: LabelIn, workbench: CurrentWorkbench) -> LabelOut:
-    """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right)."""
-    return _label(workbench, prediction_id, body.label, body.kind)
+def add_label(
+    prediction_id: PredictionId, body: LabelIn, workbench: CurrentWorkbench, reviewer: CurrentReviewer
+) -> LabelOut:
+    """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right), by the ``X-Reviewer``."""
+    return _label(workbench, prediction_id, body.label, body.kind, reviewer)
 
 
 @router.post(
@@ -40,16 +43,25 @@ def add_label(prediction_id: PredictionId, body: LabelIn, workbench: CurrentWork
     dependencies=[TOKEN_REQUIRED],
     responses=errors(*WRITE_ERRORS, 404),
 )
-def correct(body: CorrectIn, workbench: CurrentWorkbench) -> LabelOut:
+def correct(body: CorrectIn, workbench: CurrentWorkbench, reviewer: CurrentReviewer) -> LabelOut:
     """The older spelling of ``POST /predictions/{id}/labels`` with kind ``correct``."""
-    return _label(workbench, body.prediction_id, body.label, "correct")
+    return _label(workbench, body.prediction_id, body.label, "correct", reviewer)
 
 
-@router.get("/queue", response_model=list[QueueEntry], responses=errors(503))
+@router.get("/queue", response_model=list[QueueEntry], responses=errors(403, 503))
 def queue(
     workbench: CurrentWorkbench,
     limit: Annotated[int, Query(ge=0, le=500)] = 20,
-    strategy: Literal["margin", "entropy", "doubtful"] = "margin",
+    strategy: Literal["margin", "entropy", "doubtful", "suspect", "second-opinion"] = "margin",
+    reviewer: CurrentReviewer = None,
 ) -> list[QueueItem]:
-    """The unlabelled drawings the deployed model is least sure of, first (some drawn at random)."""
-    return workbench.queue(limit=limit, strategy=strategy)
+    """The unlabelled drawings the deployed model is least sure of, first (some drawn at random); or the labels
+    it doubts (``doubtful``), the labels confident learning flags (``suspect``, each with its ``reason``), the
+    labelled drawings that want a second opinion from this reviewer (``second-opinion``, needs ``X-Reviewer``).
+
+    With ``X-Reviewer``, what is returned is leased to that reviewer for ``MNIST_HITL_LEASE_SECONDS`` (asking
+    again renews it), and what others hold is left out: two reviewers are never given the same drawing at once.
+    """
+    if strategy == "second-opinion" and reviewer is None:
+        raise HTTPException(403, "a second opinion needs the reviewer who gives it: send X-Reviewer")
+    return workbench.queue(limit=limit, strategy=strategy, reviewer=reviewer)

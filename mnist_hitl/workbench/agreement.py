@@ -88,6 +88,36 @@ def agreement(history: Iterable[Label]) -> dict:
     }
 
 
+def agreement_metrics(figures: dict) -> dict[str, float | None]:
+    """The :func:`agreement` figures as flat metrics (for MLflow): ``agreement_alpha``,
+    ``agreement_shared_drawings`` and one ``kappa.<first>.<second>`` per pair (None where undefined)."""
+    return {
+        "agreement_alpha": figures["alpha"],
+        "agreement_shared_drawings": figures["shared_drawings"],
+        **{"kappa.{}.{}".format(*pair["reviewers"]): pair["kappa"] for pair in figures["kappa"]},
+    }
+
+
+def agreement_table(figures: dict):
+    """The :func:`agreement` figures as a small table (a pandas DataFrame): one row per reviewer pair, and
+    one for the whole team (Krippendorff's alpha), for a notebook to show."""
+    import pandas as pd
+
+    rows = [
+        {
+            "reviewers": " & ".join(pair["reviewers"]),
+            "drawings": pair["drawings"],
+            "agreement": pair["agreement"],
+            "kappa": pair["kappa"],
+            "alpha": None,
+        }
+        for pair in figures["kappa"]
+    ]
+    team = {"reviewers": f"all ({len(figures['reviewers'])})", "drawings": figures["shared_drawings"]}
+    rows.append({**team, "agreement": None, "kappa": None, "alpha": figures["alpha"]})
+    return pd.DataFrame(rows, columns=["reviewers", "drawings", "agreement", "kappa", "alpha"])
+
+
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 4)
 

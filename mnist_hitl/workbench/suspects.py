@@ -129,6 +129,36 @@ def record_suspects(store: Store, suspects: Sequence[Suspect], model_version: st
     store.set_meta(SUSPECTS_KEY, json.dumps(record))
 
 
+def record_judged_suspects(
+    store: Store, label_ids: Sequence[int], probabilities: np.ndarray, model_version: str, origin: str
+) -> list[Suspect]:
+    """Find the suspects among the labels a cycle judged and store them, keeping the stored ones it did not judge.
+
+    A cycle judges only the labels given since the deployed model was trained, so a suspect found by
+    an earlier cycle stays listed until its drawing is labelled again (the queue then drops it) or a
+    later cycle judges it anew. A label given since ``label_ids`` were read is not judged: someone
+    has looked again.
+
+    Args:
+        label_ids: the ids of the labels judged.
+        probabilities: (n, 10), rows in the order of ``label_ids``, each from a model that did not train on it.
+        model_version: what scored them; origin: how (shown in each item's ``reason``).
+
+    Returns:
+        The new suspects, the most likely wrong first.
+    """
+    wanted = {int(i) for i in label_ids}
+    current = {label.id: label for label in store.current_labels().values() if label.id in wanted}
+    keep = [i for i, label_id in enumerate(label_ids) if int(label_id) in current]
+    judged = [current[int(label_ids[i])] for i in keep]
+    found = suspects_among(judged, np.asarray(probabilities, dtype=np.float64).reshape(-1, 10)[keep]) if judged else []
+    judged_drawings = {label.prediction_id for label in judged}
+    before = stored_suspects(store)
+    kept = [old for old in (before[0] if before else []) if old.prediction_id not in judged_drawings]
+    record_suspects(store, [*found, *kept], model_version, origin)
+    return found
+
+
 def stored_suspects(store: Store) -> tuple[list[Suspect], str, str] | None:
     """The latest stored list: (suspects, the version that scored them, its origin); None if none is stored."""
     raw = store.get_meta(SUSPECTS_KEY)

@@ -23,6 +23,7 @@ from mnist_hitl.learning.loop import lock, watermarks
 from mnist_hitl.learning.monitor import history
 from mnist_hitl.model import deployed_model
 from mnist_hitl.store import Store
+from mnist_hitl.workbench.suspects import stored_suspects
 from tests.support.helpers import run_cli, start_cli
 from tests.support.loop import TINY_RETRAIN, draw_and_label, install_models
 
@@ -134,6 +135,12 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
         "champion_users_heldout",
     ):
         assert name in retrain.data.metrics
+    # the team: the suspect labels the judging found, stored for the Review tab; the agreement figures
+    assert "suspect_labels" in retrain.data.metrics and "agreement_shared_drawings" in parent.data.metrics
+    assert "agreement.json" in artifacts(client, parent.info.run_id)
+    with Store(settings.db_path) as store:
+        suspects, scored_by, _ = stored_suspects(store)
+    assert scored_by == summary["cycle_id"] and len(suspects) == retrain.data.metrics["suspect_labels"]
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)

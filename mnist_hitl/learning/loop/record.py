@@ -1,5 +1,5 @@
-"""What a cycle leaves behind: the watermarks advanced, its MLflow run closed with a description, and its
-summary remembered in the store (:func:`last_cycle`).
+"""What a cycle leaves behind: the watermarks advanced, its MLflow run closed with a description and the
+team's agreement figures, and its summary remembered in the store (:func:`last_cycle`).
 
 The watermarks advance only here, at the very end of a complete cycle, so a cycle that dies counts its
 labels again next time.
@@ -17,6 +17,7 @@ from mnist_hitl.learning.loop.stages import RUNNING_CYCLE, CyclePlan
 from mnist_hitl.learning.loop.watermarks import advance_watermarks
 from mnist_hitl.names import CycleOutcome
 from mnist_hitl.store import Store
+from mnist_hitl.workbench.agreement import agreement, agreement_metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def record_cycle(
             "promoted": int(bool(summary.get("promoted"))),
         }
     )
+    record_agreement(store, parent)
     parent.tags(
         {
             "outcome": summary["outcome"],
@@ -55,6 +57,15 @@ def record_cycle(
         }
     )
     tracking.end_run(settings, parent.run_id, "FINISHED")
+
+
+def record_agreement(store: Store, parent) -> dict:
+    """Log the team's agreement (:mod:`mnist_hitl.workbench.agreement`) to the cycle's run: alpha and each
+    pair's kappa as metrics, every figure as ``agreement.json``."""
+    figures = agreement(store.labels())
+    parent.metrics(agreement_metrics(figures))
+    parent.json(figures, "agreement.json")
+    return figures
 
 
 def cycle_note(summary: dict) -> str:

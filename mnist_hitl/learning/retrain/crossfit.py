@@ -29,15 +29,18 @@ import numpy as np
 
 from mnist_hitl.learning.retrain.labels import RetrainData, UserLabels, unlabelled_pictures
 from mnist_hitl.store import Store
+from mnist_hitl.workbench.suspects import Suspect, record_judged_suspects, suspects_among
 
 
 @dataclass
 class CrossFit:
-    """The recipe's out-of-fold answers on the fresh drawings (-1 where none was made)."""
+    """The recipe's out-of-fold answers on the fresh drawings (-1 where none was made), and their
+    probabilities when the models were read for them (NaN rows where none was made)."""
 
     predicted: np.ndarray
     folds: np.ndarray
     seconds: list[float] = field(default_factory=list)
+    probabilities: np.ndarray | None = None
 
     def as_json(self) -> dict:
         return {"folds": sorted({int(f) for f in self.folds}), "seconds": self.seconds}
@@ -51,18 +54,25 @@ def cross_fit(
     Args:
         data: the split data (its fresh drawings are judged).
         fit: ``fit(x, y)`` trains a model of the challenger's recipe.
-        predict: ``predict(model, x)`` gives the digits it reads.
+        predict: ``predict(model, x)`` gives the digits it reads, or its probabilities (n, 10).
     """
     fresh, folds = data.users_fresh, data.folds
     predicted = np.full(len(fresh), -1, dtype=np.int64)
+    probabilities = None
     seconds = []
     for fold in sorted(set(folds.tolist())):
         start = time.perf_counter()
         model = fit(*data.training_set(leave_out_fold=fold))
         judged = folds == fold
-        predicted[judged] = np.asarray(predict(model, fresh.x[judged]), dtype=np.int64)
+        answers = np.asarray(predict(model, fresh.x[judged]))
+        if answers.ndim == 2:
+            if probabilities is None:
+                probabilities = np.full((len(fresh), answers.shape[1]), np.nan)
+            probabilities[judged] = answers
+            answers = answers.argmax(axis=1)
+        predicted[judged] = answers.astype(np.int64)
         seconds.append(round(time.perf_counter() - start, 2))
-    return CrossFit(predicted, folds, seconds)
+    return CrossFit(predicted, folds, seconds, probabilities)
 
 
 def judge(
@@ -74,6 +84,8 @@ def judge(
     """Train the challenger and the answers it is judged by: ``(challenger, its answers or None, what was done)``.
 
     Args:
+        read: ``read(model, x)``, the digits a model reads, or its probabilities (then the answers are
+            probabilities too, and the judging has the log-loss and the suspect labels have them).
         final_fit: True: the cross-fit over every fold, then the challenger fitted on every label
             (its answers on the fresh drawings are the out-of-fold ones). False: one training
             without the first fold of the fresh labels; the challenger reads that fold itself
@@ -84,11 +96,56 @@ def judge(
         judged = cross_fit(data, fit, read)
         challenger = fit(*data.training_set())
         done = {"judging": "cross-fit, then a final fit on every label", **judged.as_json()}
-        return challenger, judged.predicted, {**done, "seconds": round(time.perf_counter() - start, 2)}
+        answers = judged.predicted if judged.probabilities is None else judged.probabilities
+        return challenger, answers, {**done, "seconds": round(time.perf_counter() - start, 2)}
     data.judged_fold = 0
     challenger = fit(*data.training_set(leave_out_fold=0))
     done = {"judging": "one fold of the fresh labels left out, the challenger trained once", "folds": [0]}
     return challenger, None, {**done, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def out_of_fold_probabilities(data: RetrainData, challenger, champion, answers: np.ndarray | None) -> np.ndarray:
+    """Probabilities (n, 10) for every fresh label from a model that did not train on it: what confident
+    learning needs to find the suspect labels (:mod:`mnist_hitl.workbench.suspects`).
+
+    The cross-fit's own, when :func:`judge` made them (``final_fit`` with probabilities); otherwise, on
+    the fold the challenger left out, the challenger's, and elsewhere the champion's (it was trained
+    before any fresh label was given).
+
+    Args:
+        data: the split data (rows in the order of ``data.users_fresh``).
+        challenger, champion: Keras models.
+        answers: what :func:`judge` returned as the challenger's answers.
+    """
+    from mnist_hitl.learning.retrain.network import predict_proba
+
+    fresh = data.users_fresh
+    if answers is not None and np.ndim(answers) == 2 and not np.isnan(answers).any():
+        return np.asarray(answers, dtype=np.float64)
+    probabilities = np.array(predict_proba(champion, fresh.x), dtype=np.float64)
+    if data.judged_fold is not None and len(fresh):
+        left_out = data.folds == data.judged_fold
+        probabilities[left_out] = predict_proba(challenger, fresh.x[left_out])
+    return probabilities
+
+
+def suspect_labels(
+    store: Store, data: RetrainData, probabilities: np.ndarray, cycle_id: str | None, record: bool
+) -> list[Suspect]:
+    """The fresh labels confident learning flags (:mod:`mnist_hitl.workbench.suspects`), the most likely
+    wrong first; stored for the ``suspect`` review strategy when ``record`` (a cycle's run, not a dry run).
+
+    Args:
+        probabilities: :func:`out_of_fold_probabilities`, rows in the order of ``data.users_fresh``.
+        cycle_id: the cycle that judged them (named in each suspect's reason).
+    """
+    fresh = data.users_fresh
+    origin = f"from the out-of-fold probabilities of cycle {cycle_id}'s judging ({len(fresh)} fresh labels judged)"
+    if record:
+        return record_judged_suspects(store, fresh.label_ids, probabilities, cycle_id or "", origin)
+    by_id = {label.id: label for label in store.current_labels().values()}
+    keep = [i for i, label_id in enumerate(fresh.label_ids) if int(label_id) in by_id]
+    return suspects_among([by_id[int(fresh.label_ids[i])] for i in keep], np.asarray(probabilities)[keep])
 
 
 def pseudo_labels(

@@ -104,12 +104,18 @@ def compare(challenger, champion, data, challenger_users: np.ndarray | None = No
 
     Args:
         challenger_users: the challenger's answers on ``data.users_heldout`` when they come from
-            elsewhere (the cross-fit's out-of-fold answers); default: the challenger reads them, and
-            the comparison also carries both models' log-loss on them.
+            elsewhere (the cross-fit's out-of-fold digits, or probabilities (n, 10)); default: the
+            challenger reads them. With probabilities, the comparison also carries both models'
+            log-loss on them.
     """
     x_users, y_users = data.users_heldout.x, np.asarray(data.users_heldout.y)
     old_users = predict_proba(champion, x_users)
-    new_users = predict_proba(challenger, x_users) if challenger_users is None else None
+    if challenger_users is None:
+        new_users = predict_proba(challenger, x_users)
+    elif np.ndim(challenger_users) == 2:
+        new_users, challenger_users = np.asarray(challenger_users), None
+    else:
+        new_users = None
     comparison = judge(
         {
             "challenger": read_digits(challenger, data.x_mnist_holdout),

@@ -12,7 +12,7 @@ from mnist_hitl.model import deployed_model
 from mnist_hitl.preprocess import encode_png
 from mnist_hitl.store import Store
 from mnist_hitl.workbench import Workbench
-from mnist_hitl.workbench.suspects import Suspect, record_suspects
+from mnist_hitl.workbench.suspects import Suspect, record_judged_suspects, record_suspects, stored_suspects
 from tests.support.helpers import run_cli
 
 PNG_SIDE = 28
@@ -89,6 +89,25 @@ def test_the_stored_suspect_list_is_served_with_its_reasons_until_someone_looks_
     assert item["prediction_id"] == predictions[0] and item["predicted_label"] == 9
     assert "labelled 4 by ada" in item["reason"] and "believes 9 at 0.970" in item["reason"]
     assert "out-of-fold" in item["reason"] and item["model_version"] == "cycle-1"
+
+
+def test_a_cycle_stores_the_labels_it_judged_as_suspect_and_keeps_the_earlier_ones_it_did_not_judge(home):
+    with Store(home.db_path) as store:
+        drawings = [store.record_prediction(picture(i), i % 10, sure_of(i % 10, 0.9), "v1", 1.0) for i in range(41)]
+        earlier, judged = drawings[0], drawings[1:]
+        earlier_label = store.add_label(earlier, 4, "correct", reviewer="ada")
+        record_suspects(store, [Suspect(earlier, earlier_label, 4, "ada", 9, 0.9, 0.05, sure_of(9, 0.9))], "c1", "c1")
+        label_ids = [store.add_label(pid, i % 10, "confirm", reviewer="bob") for i, pid in enumerate(judged)]
+        # The model, never trained on them, reads every drawing as labelled but the first: a 3 labelled 0.
+        probabilities = np.array([sure_of(3 if i == 0 else i % 10, 0.95) for i in range(len(judged))])
+        relabelled = judged[5]
+        store.add_label(relabelled, 7, "correct", reviewer="eve")  # eve looked again since: not judged
+        probabilities[5] = sure_of(3, 0.95)
+        found = record_judged_suspects(store, label_ids, probabilities, "c2", "cycle c2's judging")
+        assert [(s.prediction_id, s.label, s.reviewer, s.model_label) for s in found] == [(judged[0], 0, "bob", 3)]
+        listed, version, origin = stored_suspects(store)
+        assert [s.prediction_id for s in listed] == [judged[0], earlier]  # the new ones first
+        assert version == "c2" and origin.startswith("cycle c2's judging")
 
 
 def test_without_a_stored_list_the_deployed_models_scores_find_the_wrong_labels(home_with_model):

@@ -151,3 +151,19 @@ def test_the_quick_way_trains_once_without_the_fold_that_judges_it():
     data.judged_fold = None
     _, answers, done = crossfit.judge(data, fit, recipe.read, final_fit=True)
     assert len(trainings) == 1 + 2 + 1 and len(answers) == len(fresh)  # two folds, then the final fit
+
+
+def test_a_cross_fit_read_as_probabilities_gives_every_fresh_label_out_of_fold_probabilities():
+    seen, fresh = drawings(10, seed=3), drawings(40, seed=4, first_id=100)
+    data = data_with(seen, fresh)
+    champion = {p.tobytes(): int(d) for p, d in zip(fresh.x, (fresh.y + 1) % 10)}
+    recipe = Memoriser(champion)
+
+    def probabilities(model, x):  # sure of what the recipe reads
+        return np.eye(10)[recipe.read(model, x)] * 0.91 + 0.01
+
+    challenger, answers, _ = crossfit.judge(data, recipe.fit, probabilities, final_fit=True)
+    assert answers.shape == (len(fresh), 10) and not np.isnan(answers).any()
+    # Each row comes from a model that never trained on it: here, the champion's answer, never the label.
+    assert (answers.argmax(axis=1) == (fresh.y + 1) % 10).all()
+    np.testing.assert_array_equal(crossfit.out_of_fold_probabilities(data, challenger, None, answers), answers)

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from mnist_hitl.store import Label
-from mnist_hitl.workbench.agreement import agreement, reviewers_labels
+from mnist_hitl.workbench.agreement import agreement, agreement_metrics, agreement_table, reviewers_labels
 
 ids = itertools.count(1)
 
@@ -62,3 +62,23 @@ def test_nothing_shared_or_one_digit_alone_gives_no_figure_rather_than_a_made_up
     assert alone["shared_drawings"] == 0 and alone["alpha"] is None and alone["kappa"] == []
     same = agreement([given(1, 4, "ada"), given(1, 4, "bob")])
     assert same["alpha"] is None and same["kappa"][0]["kappa"] is None and same["kappa"][0]["agreement"] == 1.0
+
+
+def test_the_cycle_logs_alpha_and_each_pairs_kappa_and_the_notebook_shows_one_row_per_pair_and_the_team():
+    ada, bob = [0, 1, 2, 3, 4, 4, 7, 9], [0, 1, 2, 3, 9, 4, 1, 9]
+    history = [
+        given(100 + pid, digit, name)
+        for name, digits in (("ada", ada), ("bob", bob))
+        for pid, digit in enumerate(digits)
+    ]
+    figures = agreement(history)
+    kappa = round(cohen_kappa_score(ada, bob), 4)
+    assert agreement_metrics(figures) == {
+        "agreement_alpha": figures["alpha"],
+        "agreement_shared_drawings": 8,
+        "kappa.ada.bob": kappa,
+    }
+    table = agreement_table(figures)
+    assert table["reviewers"].tolist() == ["ada & bob", "all (2)"]
+    assert table["kappa"].iloc[0] == kappa and table["alpha"].iloc[1] == figures["alpha"]
+    assert table["drawings"].tolist() == [8, 8]
