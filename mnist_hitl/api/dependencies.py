@@ -67,13 +67,19 @@ async def _check_token(settings: CurrentSettings, credentials: Credentials) -> N
 TOKEN_REQUIRED = Depends(_check_token)  # a writing route's dependency: MNIST_HITL_API_TOKEN, when it is set
 
 
+# A name a header carries as it is: HTTP header values are ASCII, and a space at either end is not part of them.
+REVIEWER_HEADER = r"^[!-~]([ -~]{0,98}[!-~])?$"
+
+
 async def _reviewer(
     x_reviewer: Annotated[
         str | None,
         Header(
             description="who is reviewing: their labels carry this name, and the queue leases what it returns to them"
-            " (1-100 printable characters); none: labels are 'unknown', the queue leases nothing",
+            " (1-100 printable ASCII characters, no space at either end); none: labels are 'unknown', the queue leases"
+            " nothing",
             examples=["ada"],
+            pattern=REVIEWER_HEADER,
         ),
     ] = None,
 ) -> str | None:
