@@ -10,17 +10,9 @@ import pytest
 
 from mnist_hitl.app.command import running_app
 from mnist_hitl.config import Settings
+from tests.support.api import closed_by_server
 
 pytestmark = pytest.mark.slow
-
-
-def closed_by_server(connection: socket.socket) -> bool:
-    try:
-        return connection.recv(1024) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def test_the_app_closes_connections_whose_request_does_not_come(
