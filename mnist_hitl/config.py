@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
     api_port: int = _env("MNIST_HITL_API_PORT", ge=1, le=65535, default=8000)
     api_token: str | None = _env("MNIST_HITL_API_TOKEN", min_length=1, repr=False)
+    # Named tokens (mnist_hitl.api.tokens): "name:sha256hex,...", and a file of "name sha256hex" lines.
+    api_tokens: str = _env("MNIST_HITL_API_TOKENS", default="", repr=False)
+    api_tokens_file: Path | None = _env("MNIST_HITL_API_TOKENS_FILE")
     # Beyond one machine (README, "Scaling out"): every default keeps it on one machine.
     database_url: str = _env("MNIST_HITL_DATABASE_URL", default="", repr=False)
     search_workers: int = _env("MNIST_HITL_SEARCH_WORKERS", ge=0, default=0)
@@ -163,6 +166,11 @@ class Settings(BaseSettings):
     def optuna_storage(self) -> str:
         """The Optuna study's storage: the shared database when there is one, else a SQLite file under the home."""
         return self.database_url if self.shared_database else f"sqlite:///{self.home / 'optuna.sqlite'}"
+
+    @property
+    def team_figures_path(self) -> Path:
+        """The team's agreement as of the last cycle (JSON), which the metrics exporter serves."""
+        return self.home / "team.json"
 
     @property
     def metrics_dir(self) -> Path:

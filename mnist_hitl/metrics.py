@@ -23,7 +23,7 @@ files of processes of this host that are no longer alive, at start-up.
 Metrics (all prefixed ``mnist_hitl_``):
     predictions_total{digit, model_version}    predictions served
     prediction_latency_seconds                 preprocess + inference + store, histogram
-    labels_total{kind, digit}                  user labels: kind confirm / correct / undo, digit
+    labels_total{kind, digit}                  user labels: kind confirm / correct / adjudicate / undo, digit
     refusals_total{reason}                     refused inputs and failed requests
     http_request_duration_seconds{route, method, status}  HTTP API requests, histogram
     model_load_failures_total{reason}          deployed models a predictor could not load (see predictor)
@@ -144,9 +144,7 @@ class _Instruments:
         self.latency = histogram(
             "prediction_latency_seconds", "Time to preprocess, predict and store one drawing, in seconds."
         )
-        self.labels = counter(
-            "labels", "Labels given by users, by kind (confirm or correct) and true digit.", ("kind", "digit")
-        )
+        self.labels = counter("labels", "Labels given by users, by kind and true digit.", ("kind", "digit"))
         self.refusals = counter("refusals", "Refused inputs and failed requests, by reason.", ("reason",))
         self.cycles = counter("cycles", "Learning cycles, by outcome.", ("outcome",))
         self.model_load_failures = counter(
@@ -280,7 +278,7 @@ def record_prediction(label: int, model_version: str, latency_seconds: float) ->
 
 
 def record_label(label: int, kind: str) -> None:
-    """Count one label: its ``kind`` (confirm, correct, undo) and true digit (an undo: the undone label's)."""
+    """Count one label: its ``kind`` (one of LABEL_KINDS) and true digit (an undo: the undone label's)."""
     if kind not in LABEL_KINDS:
         log.warning("label kind %r is not one of %s; not counted", kind, LABEL_KINDS)
         return

@@ -9,7 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 UNDO = "undo"  # a label meaning "no label": the prediction is unlabelled again
-LABEL_KINDS = ("confirm", "correct", UNDO)
+ADJUDICATE = "adjudicate"  # a digit decided for a drawing whose reviewers disagree
+LABEL_KINDS = ("confirm", "correct", ADJUDICATE, UNDO)
 IMPORT = "import"  # the source of imported pictures, stored once each (by content hash)
 
 # Why a deployed model could not be loaded: the ``reason`` of a ModelFileError and of the metric.

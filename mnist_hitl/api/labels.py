@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 
 from mnist_hitl.api.dependencies import TOKEN_REQUIRED, CurrentReviewer, CurrentWorkbench
 from mnist_hitl.api.schemas import WRITE_ERRORS, CorrectIn, LabelIn, LabelOut, PredictionId, QueueEntry, errors
@@ -48,11 +48,11 @@ def correct(body: CorrectIn, workbench: CurrentWorkbench, reviewer: CurrentRevie
     return _label(workbench, body.prediction_id, body.label, "correct", reviewer)
 
 
-@router.get("/queue", response_model=list[QueueEntry], responses=errors(403, 503))
+@router.get("/queue", response_model=list[QueueEntry], responses=errors(401, 403, 503))
 def queue(
     workbench: CurrentWorkbench,
     limit: Annotated[int, Query(ge=0, le=500)] = 20,
-    strategy: Literal["margin", "entropy", "doubtful", "suspect", "second-opinion"] = "margin",
+    strategy: Literal["margin", "entropy", "doubtful", "suspect", "second-opinion", "adjudicate"] = "margin",
     reviewer: CurrentReviewer = None,
 ) -> list[QueueItem]:
     """The unlabelled drawings the deployed model is least sure of, first (some drawn at random); or the labels
@@ -61,7 +61,29 @@ def queue(
 
     With ``X-Reviewer``, what is returned is leased to that reviewer for ``MNIST_HITL_LEASE_SECONDS`` (asking
     again renews it), and what others hold is left out: two reviewers are never given the same drawing at once.
+    With named tokens (``MNIST_HITL_API_TOKENS``), the reviewer is the token's holder.
     """
     if strategy == "second-opinion" and reviewer is None:
         raise HTTPException(403, "a second opinion needs the reviewer who gives it: send X-Reviewer")
     return workbench.queue(limit=limit, strategy=strategy, reviewer=reviewer)
+
+
+def _holder(reviewer: str | None) -> str:
+    if reviewer is None:
+        raise HTTPException(403, "releasing a lease needs the reviewer who holds it: send X-Reviewer or a named token")
+    return reviewer
+
+
+@router.delete(
+    "/queue/{prediction_id}/lease",
+    status_code=204,
+    response_class=Response,
+    dependencies=[TOKEN_REQUIRED],
+    responses=errors(*WRITE_ERRORS, 404),
+)
+def release_lease(prediction_id: PredictionId, workbench: CurrentWorkbench, reviewer: CurrentReviewer) -> Response:
+    """Give back a drawing the queue leased to the reviewer (a skip): the queue may give it to others now; 404 if
+    they hold no lease on it. (A lease is renewed by asking ``GET /queue`` again while it is the reviewer's.)"""
+    if not workbench.release(prediction_id, _holder(reviewer)):
+        raise HTTPException(404, f"prediction {prediction_id} is not leased to {reviewer!r}")
+    return Response(status_code=204)

@@ -97,7 +97,7 @@ JsonInt = Annotated[int, BeforeValidator(_a_json_number)]
 
 class LabelIn(BaseModel):
     label: JsonInt = Field(ge=0, le=9, description="the true digit")
-    kind: Literal["correct", "confirm"] = "correct"
+    kind: Literal["correct", "confirm", "adjudicate"] = "correct"  # adjudicate: a disputed drawing decided
 
 
 class CorrectIn(BaseModel):
@@ -203,8 +203,9 @@ def inline_schema(model: type[BaseModel]) -> dict:
     return resolve(schema)
 
 
-def declare_security_only_with_a_token(app, token: str | None) -> None:
-    """Make ``app``'s OpenAPI schema declare the bearer token only when one is set (``MNIST_HITL_API_TOKEN``).
+def declare_security_only_with_a_token(app, token_set: bool) -> None:
+    """Make ``app``'s OpenAPI schema declare the bearer token only when one is set (``MNIST_HITL_API_TOKEN``, or
+    named tokens: :mod:`.tokens`).
 
     The token check is a dependency of the writing routes either way, and FastAPI declares its
     security scheme either way; without a token nothing is asked, and the schema says so.
@@ -213,7 +214,7 @@ def declare_security_only_with_a_token(app, token: str | None) -> None:
 
     def schema() -> dict:
         document = generate()
-        if token is None:
+        if not token_set:
             for operations in document.get("paths", {}).values():
                 for operation in operations.values():
                     if isinstance(operation, dict):

@@ -29,6 +29,7 @@ from mnist_hitl.api.guard import guard
 from mnist_hitl.api.limits import uvicorn_limits
 from mnist_hitl.api.schemas import declare_security_only_with_a_token
 from mnist_hitl.api.service import RETRY_AFTER_SECONDS
+from mnist_hitl.api.tokens import named_tokens
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.model import ModelFileError
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, PictureTooLargeError
@@ -39,6 +40,7 @@ from mnist_hitl.workbench import Workbench
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API over one workbench on ``settings``' home (default: the environment's settings)."""
     settings = settings or get_settings()
+    tokens = named_tokens(settings)  # a malformed entry stops here, before the store is opened
     workbench = Workbench(settings, source="api")
 
     @asynccontextmanager
@@ -52,11 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="Predict handwritten digits, label the predictions, reload the deployed model.",
     )
-    app.state.workbench, app.state.settings = workbench, settings
+    app.state.workbench, app.state.settings, app.state.tokens = workbench, settings, tokens
     _handle_errors(app)
     _measure(app)
     guard(app, settings)  # the allowed host names only, no writes from another site (.guard)
-    declare_security_only_with_a_token(app, settings.api_token)
+    declare_security_only_with_a_token(app, settings.api_token is not None or bool(tokens))
     for resource in (predictions, labels, service, inference, export, team):
         app.include_router(resource.router)
     return app
@@ -129,6 +131,7 @@ def serve_api(port: int | None = None, workers: int = 1, settings: Settings | No
     import uvicorn
 
     settings = settings or get_settings()
+    named_tokens(settings)  # a malformed entry: one line now, rather than a traceback from each worker
     port = port or settings.api_port
     print(f"api: http://{settings.app_host}:{port}/docs (home {settings.home})", flush=True)
     uvicorn.run(

@@ -21,6 +21,10 @@ class ReviewerOut(BaseModel):
     undos: int = Field(description="labels taken back")
     drawings: int = Field(description="drawings whose label by this reviewer holds now (the latest, not undone)")
     last_labelled_at: str = Field(description="when the latest label or undo was given (UTC, ISO 8601)")
+    compared: int = Field(description="drawings of theirs other named reviewers labelled too (0 for unknown)")
+    agreement: float | None = Field(
+        description="the share of those where their label is the decided one (null: none compared)"
+    )
 
 
 class PairOut(BaseModel):
@@ -37,6 +41,14 @@ class DigitOut(BaseModel):
     )
 
 
+class QualityOut(BaseModel):
+    drawings: int = Field(description="drawings other named reviewers labelled too")
+    agreement: float | None = Field(
+        description="the share of those where this reviewer's label is the decided one: the other reviewers'"
+        " majority, a tie going to the latest of the tied labels (null: none compared)"
+    )
+
+
 class AgreementOut(BaseModel):
     reviewers: dict[str, int] = Field(description="drawings each named reviewer holds a label of")
     unattributed_labels: int = Field(description="drawings with a label from before labels had reviewers (left out)")
@@ -44,6 +56,9 @@ class AgreementOut(BaseModel):
     alpha: float | None = Field(description="Krippendorff's alpha (nominal) of the whole team over those drawings")
     kappa: list[PairOut] = Field(description="each pair of reviewers who share a drawing")
     digits: dict[str, DigitOut] = Field(description="per digit, 0 to 9")
+    quality: dict[str, QualityOut] = Field(
+        description="per named reviewer, the busiest first: their agreement with the decided labels"
+    )
 
 
 @router.get("/reviewers", response_model=list[ReviewerOut], responses=errors(503))
@@ -54,5 +69,6 @@ def reviewers(workbench: CurrentWorkbench) -> list[dict]:
 
 @router.get("/agreement", response_model=AgreementOut, responses=errors(503))
 def agreement(workbench: CurrentWorkbench) -> dict:
-    """How far the reviewers agree: Cohen's kappa per pair, Krippendorff's alpha for all, per digit."""
+    """How far the reviewers agree: Cohen's kappa per pair, Krippendorff's alpha for all, per digit, and each
+    reviewer's agreement with the decided labels."""
     return workbench.agreement()

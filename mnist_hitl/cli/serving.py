@@ -3,14 +3,16 @@
 Every line of the ``Procfile`` and every service of ``docker-compose.yml`` that runs the mnist-hitl image
 is one of these (or a learning command): the app, the HTTP API, JupyterLab, the metrics exporter, the
 registry follower, the Prefect server, MLflow and Prometheus, and the start-up steps ``wait-for`` and
-``prepare``. A server that is another program (Voila, JupyterLab, MLflow, Prometheus) replaces this
-process (``exec``), so Ctrl-C and ``docker stop`` reach it directly.
+``prepare``. A server that is another program (Voila, JupyterLab, Prometheus) replaces this
+process (``exec``), so Ctrl-C and ``docker stop`` reach it directly; the Prefect server and MLflow are
+served in this process (uvicorn), without the parent process their own commands keep.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +28,36 @@ def run() -> None:
     from mnist_hitl.services.stack import run_stack
 
     run_stack()
+
+
+@commands.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="one service's log (default: every one's)")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="print new lines as they come, until Ctrl-C")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="how many last lines of each log")] = 20,
+) -> None:
+    """Show the local stack's logs ($MNIST_HITL_HOME/logs/<service>.log): the last lines, or follow them."""
+    import signal
+    import sys
+    import threading
+
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.logs import follow_logs, log_folder, logged_services, show_logs
+    from mnist_hitl.services.stack import procfile_services
+
+    folder = log_folder(get_settings())
+    logged, names = logged_services(folder), procfile_services()
+    if service is not None and service not in {*names, *logged}:
+        fail(f"no service {service!r}: the stack's services are {', '.join(names)}", code=2)
+    chosen = [service] if service else logged
+    if not chosen or chosen[0] not in logged:
+        fail(f"no log{f' of {service}' if service else 's'} in {folder} yet: `mnist-hitl run` writes them")
+    show_logs(folder, chosen, sys.stdout, lines)
+    if follow:
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        follow_logs(folder, chosen, sys.stdout, stop.is_set)
 
 
 @commands.command(name="app")
@@ -51,6 +83,16 @@ def api(
     from mnist_hitl.api import serve_api
 
     serve_api(port=port, workers=workers)
+
+
+@commands.command()
+def token(name: Annotated[str, typer.Argument(help="whose token: the reviewer their labels will carry")]) -> None:
+    """Make a named API token: print the token (shown once, give it to NAME) and the line for the API's
+    MNIST_HITL_API_TOKENS_FILE (or, with a colon for the space, an entry of MNIST_HITL_API_TOKENS)."""
+    from mnist_hitl.api.tokens import new_token
+
+    secret, line = new_token(name)
+    typer.echo(json.dumps({"reviewer": line.rsplit(" ", 1)[0], "token": secret, "line": line}))
 
 
 @commands.command()
@@ -133,15 +175,10 @@ def mlflow(
 ) -> None:
     """Serve MLflow's tracking server and UI on the stack's runs, registry and artifacts (MLFLOW_TRACKING_URI)."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.services.tools import mlflow_command
+    from mnist_hitl.services.mlflow_server import MlflowServer, serve_mlflow
 
-    command = mlflow_command(
-        get_settings(mlflow_port=port),
-        backend_store_uri=backend_store_uri,
-        artifacts_destination=artifacts_destination,
-        allowed_hosts=allowed_hosts,
-    )
-    os.execvp(command[0], command)
+    settings = get_settings(mlflow_port=port)
+    serve_mlflow(settings, MlflowServer.of(settings, backend_store_uri, artifacts_destination, allowed_hosts))
 
 
 @commands.command()
@@ -159,6 +196,27 @@ def prometheus(
         fail(str(error))
     write_prometheus_config(settings)
     os.execvp(command[0], command)
+
+
+@commands.command()
+def dashboards(
+    minutes: Annotated[float, typer.Option(min=1, help="the time window, up to now")] = 60,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Prometheus' address (default http://127.0.0.1:MNIST_HITL_PROMETHEUS_PORT)")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="where to write (default runs/metrics-<time>/)")] = None,
+) -> None:
+    """Draw the Grafana dashboard's panels from Prometheus: metrics.ipynb, executed, and its HTML page."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from mnist_hitl.config import get_settings
+    from mnist_hitl.services.dashboards import write_report
+
+    try:
+        executed, page = write_report(get_settings(), url=prometheus_url, minutes=minutes, output_dir=output_dir)
+    except PapermillExecutionError as error:
+        fail(f"metrics.ipynb failed: {error.ename}: {error.evalue}")
+    typer.echo(json.dumps({"notebook": str(executed), "html": str(page) if page else None}))
 
 
 @commands.command(name="wait-for")

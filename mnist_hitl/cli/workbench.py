@@ -94,30 +94,55 @@ def confirm(
     _label(prediction_id, predicted, "confirm", reviewer)
 
 
-@commands.command(name="import")
-def import_pictures(
-    paths: Annotated[list[Path], typer.Argument(help="PNG or JPEG files, folders (recursively), zips")],
+@commands.command(context_settings=NUMBERS)
+def adjudicate(
+    prediction_id: int,
+    label: int,
+    reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None,
 ) -> None:
-    """Predict and store pictures unlabelled in the review pool; one JSON line per picture, counts on stderr."""
+    """Decide a drawing reviewers disagree on: its digit trains and judges from now (queue --strategy adjudicate)."""
+    _label(prediction_id, label, "adjudicate", reviewer)
+
+
+IMPORT_HELP = (
+    "Predict and store pictures unlabelled in the review pool; one JSON line per picture, counts on stderr.\n\n"
+    "An export comes back labelled: an image folder (or its zip) with its labels.csv, or a csv, jsonl or parquet"
+    " file. Its 28x28 PNGs are stored as they are, read by the model deployed here, and labelled with their digit"
+    " and kind (a confirm of a digit this model reads otherwise becomes a correct). A picture stored already is"
+    " labelled only if its current label is another digit, so an export imported twice adds nothing twice."
+)
+
+
+@commands.command(name="import", help=IMPORT_HELP)
+def import_pictures(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="PNG or JPEG files, folders (recursively), zips; exports (mnist-hitl export) with labels"),
+    ],
+    reviewer: Annotated[
+        str | None, typer.Option(help="who gives an export's labels (default: your login name)", show_default=False)
+    ] = None,
+) -> None:
+    """Predict and store pictures in the review pool, and exports with their labels (:data:`IMPORT_HELP`)."""
     from collections import Counter
 
     from mnist_hitl.model import ModelFileError
+    from mnist_hitl.store import StoreError
     from mnist_hitl.workbench import Workbench
 
     counts = Counter()
+    reviewer = login_name() if reviewer is None else reviewer
     with Workbench(source="cli") as bench:
         try:
-            for outcome in bench.import_pictures(paths, progress=True):
+            for outcome in bench.import_pictures(paths, progress=True, reviewer=reviewer):
                 counts[next(key for key in ("prediction_id", "duplicate_of", "error") if key in outcome)] += 1
+                counts["labelled"] += outcome.get("label_id") is not None
                 typer.echo(json.dumps(outcome))
-        except ModelFileError as error:
+        except (ModelFileError, StoreError) as error:
             fail(str(error))
-    typer.echo(
-        json.dumps(
-            {"imported": counts["prediction_id"], "duplicates": counts["duplicate_of"], "refused": counts["error"]}
-        ),
-        err=True,
-    )
+    imported, duplicates, refused = counts["prediction_id"], counts["duplicate_of"], counts["error"]
+    answer = {"imported": imported, "duplicates": duplicates, "refused": refused, "labelled": counts["labelled"]}
+    typer.echo(json.dumps(answer), err=True)
     if counts["error"]:
         raise typer.Exit(1)
 
@@ -129,7 +154,8 @@ def queue(
         str,
         typer.Option(
             help="margin, entropy, doubtful (labels the model doubts), suspect (labels confident learning"
-            " flags, each with its reason) or second-opinion (drawings others labelled, their answer not shown)"
+            " flags, each with its reason), second-opinion (drawings others labelled, their answer not shown)"
+            " or adjudicate (drawings reviewers disagree on, with every answer: decide with mnist-hitl adjudicate)"
         ),
     ] = "margin",
     reviewer: Annotated[
@@ -218,26 +244,40 @@ def status() -> None:
 
 @commands.command()
 def export(
-    path: Annotated[Path, typer.Argument(help="the file (csv, jsonl) or the new folder (folders, hf) to write")],
+    path: Annotated[Path, typer.Argument(help="the file (csv, jsonl, parquet) or the new folder (imagefolder, hf)")],
     form: Annotated[
-        str, typer.Option("--format", help="csv, jsonl, folders (<digit>/<id>.png) or hf (a Hugging Face data set)")
+        str,
+        typer.Option(
+            "--format",
+            help="csv, jsonl, imagefolder (<digit>/<id>.png and labels.csv), parquet or hf (a Hugging Face data set)",
+        ),
     ] = "csv",
+    since: Annotated[
+        str | None,
+        typer.Option(help="only labels given at or after this UTC date or time (ISO: 2026-01-31, 2026-01-31T12:00)"),
+    ] = None,
     since_label_id: Annotated[int, typer.Option(min=0, help="only labels newer than this label id")] = 0,
     corrections_only: Annotated[bool, typer.Option(help="only the drawings a person corrected")] = False,
     force: Annotated[bool, typer.Option(help="replace PATH if it is a file that exists")] = False,
 ) -> None:
     """Export every labelled drawing with its current label and its 28x28 PNG; print what was written as JSON."""
     from mnist_hitl.store import open_store
-    from mnist_hitl.workbench.export import FORMATS, export_labels, labelled_pictures
+    from mnist_hitl.workbench import export as exports
 
-    if form not in FORMATS:
-        fail(f"--format {form!r} is not one of {', '.join(FORMATS)}", code=2)
-    if form in ("csv", "jsonl") and (path.is_dir() or (path.exists() and not force)):
+    try:
+        form = exports.export_format(form)
+    except ValueError:
+        fail(f"--format {form!r} is not one of {', '.join(exports.FORMATS)}", code=2)
+    try:
+        moment = None if since is None else exports.since_moment(since)
+    except ValueError as error:
+        fail(f"--since {error}", code=2)
+    if form in exports.FILE_FORMATS and (path.is_dir() or (path.exists() and not force)):
         fail(f"{path} is a folder: name a file" if path.is_dir() else f"{path} exists: add --force to replace it")
     with open_store() as store:
-        pictures = labelled_pictures(store, since_label_id, corrections_only)
+        pictures = exports.labelled_pictures(store, since_label_id, corrections_only, moment)
     try:
-        export_labels(pictures, path, form)
+        exports.export_labels(pictures, path, form)
     except (ImportError, OSError) as error:
         fail(str(error))
     typer.echo(json.dumps({"export": str(path), "format": form, "labels": len(pictures)}))
@@ -252,3 +292,17 @@ def team_agreement() -> None:
     with open_store() as store:
         history = store.labels()
     typer.echo(json.dumps(agreement(history)))
+
+
+@commands.command(context_settings=NUMBERS)
+def release(
+    prediction_id: int, reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None
+) -> None:
+    """Give back a drawing the queue leased to the reviewer (a skip): the queue may give it to others now."""
+    from mnist_hitl.workbench import Workbench
+
+    reviewer = login_name() if reviewer is None else reviewer
+    with Workbench(source="cli") as bench:
+        if not bench.release(prediction_id, reviewer):
+            fail(f"prediction {prediction_id} is not leased to {reviewer!r}")
+    typer.echo(json.dumps({"prediction_id": prediction_id, "released": reviewer}))

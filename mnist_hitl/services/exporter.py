@@ -1,7 +1,10 @@
-"""The metrics exporter (``mnist-hitl metrics``): every process' metrics, summed, and the deployed version.
+"""The metrics exporter (``mnist-hitl metrics``): every process' metrics, summed, the deployed version and the
+team's agreement.
 
 Each process records into prometheus_client's multiprocess files (:mod:`mnist_hitl.metrics`);
-this registry reads them all at each scrape, with the version the pointer names now. The HTTP API
+this registry reads them all at each scrape, with the version the pointer names now and the
+team's agreement figures as of the last cycle (``$MNIST_HITL_HOME/team.json``, which the cycle writes:
+:mod:`mnist_hitl.workbench.agreement`). The HTTP API
 serves the same registry at its own ``/metrics``. Like every service, the exporter answers only
 the allowed host names (:attr:`mnist_hitl.config.Settings.allowed_hosts`).
 """
@@ -52,8 +55,67 @@ class DeployedModelCollector:
         yield family
 
 
+class TeamCollector:
+    """The team's agreement as of the last cycle, from the figures the cycle wrote
+    (:func:`mnist_hitl.workbench.agreement.team_figures`).
+
+    ``mnist_hitl_team_alpha`` (Krippendorff's), ``mnist_hitl_team_shared_drawings``,
+    ``mnist_hitl_team_kappa{first, second}`` (Cohen's, per pair), ``mnist_hitl_reviewer_labels_total{reviewer}``
+    and ``mnist_hitl_reviewer_agreement{reviewer}`` (agreement with the decided labels). Reading a small JSON
+    file keeps the exporter lean and its scrapes cheap however long the label history: no store, no
+    statistics library in this process. A figure that is undefined (nothing compared, one digit alone) is
+    left out rather than served as NaN; no file yet (no cycle has run) or an unreadable one: no team metrics.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.team_figures_path
+
+    def collect(self):
+        import json
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            figures = json.loads(self.path.read_text())
+            people, pairs = figures["reviewers"], figures["kappa"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        team = f"{metrics.PREFIX}_team"
+        alpha = GaugeMetricFamily(f"{team}_alpha", "Krippendorff's alpha (nominal) of the team's shared drawings.")
+        if figures.get("alpha") is not None:
+            alpha.add_metric([], figures["alpha"])
+        yield alpha
+        yield GaugeMetricFamily(
+            f"{team}_shared_drawings",
+            "Drawings two or more named reviewers labelled.",
+            value=figures["shared_drawings"],
+        )
+        kappa = GaugeMetricFamily(
+            f"{team}_kappa",
+            "Cohen's kappa of a pair of reviewers on the drawings both labelled.",
+            labels=("first", "second"),
+        )
+        for pair in pairs:
+            kappa.add_metric(pair["reviewers"], pair["kappa"])
+        yield kappa
+        labels = CounterMetricFamily(
+            f"{metrics.PREFIX}_reviewer_labels", "Labels given by each reviewer (undos apart).", labels=("reviewer",)
+        )
+        share = GaugeMetricFamily(
+            f"{metrics.PREFIX}_reviewer_agreement",
+            "The share of a reviewer's labels of shared drawings that are the decided label.",
+            labels=("reviewer",),
+        )
+        for person in people:
+            labels.add_metric([person["reviewer"]], person["labels"])
+            if person.get("agreement") is not None:
+                share.add_metric([person["reviewer"]], person["agreement"])
+        yield labels
+        yield share
+
+
 def exporter_registry(settings: Settings | None = None):
-    """The registry the exporter serves: the deployed version, then every process' files."""
+    """The registry the exporter serves: the deployed version, the team's agreement, then every process' files."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -61,6 +123,7 @@ def exporter_registry(settings: Settings | None = None):
     settings.metrics_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     registry.register(DeployedModelCollector(settings.models_dir))  # first: it may write a value
+    registry.register(TeamCollector(settings))
     MultiProcessCollector(registry, path=str(settings.metrics_dir))
     return registry
 

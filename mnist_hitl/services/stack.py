@@ -6,9 +6,10 @@ the MLflow UI, JupyterLab on the notebooks, the metrics exporter and, when the `
 Prometheus; with ``MNIST_HITL_MODEL_SOURCE=registry``, also the follower of the registry's champion
 (:mod:`mnist_hitl.model.follow`), which listens on no port. Each binds ``MNIST_HITL_APP_HOST`` (127.0.0.1)
 on its configured port. Every line is a ``mnist-hitl`` command (MLflow's and Prometheus' too: :mod:`.tools`),
-run with :func:`stack_environment`.
+run with :func:`stack_environment`. Each one's output goes to ``$MNIST_HITL_HOME/logs/<service>.log``
+(:mod:`.logs`); the terminal shows the table of services, then one line per event (:mod:`.console`).
 Ctrl-C stops them all. Starting again reuses everything under ``MNIST_HITL_HOME``: the
-deployed model, the store, the MLflow and Prefect databases, Prometheus' data.
+deployed model, the store, the MLflow and Prefect databases, Prometheus' data, the logs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from typing import BinaryIO
 from mnist_hitl import config
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.resources import resource
+from mnist_hitl.services.console import StackConsole, watch_ports
 from mnist_hitl.services.lab import with_token
+from mnist_hitl.services.logs import log_folder, open_logs
+from mnist_hitl.services.mlflow_server import experiment_url, served_experiment_id, stored_experiment_id
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,12 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
             url(settings.prefect_port, "/deployments"),
             f"the learning cycle, every {settings.cycle_minutes} min, served to Prefect",
         ),
-        Service("mlflow", settings.mlflow_port, url(settings.mlflow_port), "MLflow UI"),
+        Service(
+            "mlflow",
+            settings.mlflow_port,
+            experiment_url(url(settings.mlflow_port), stored_experiment_id(settings.tracking_uri)),
+            "MLflow UI: the project's runs",
+        ),
         Service(
             "lab",
             settings.lab_port,
@@ -75,6 +84,13 @@ def services(settings: Settings, with_prometheus: bool) -> list[Service]:
         what = f"serves the registry's champion, checked every {settings.registry_poll_seconds:g} s"
         found.append(Service("follow", None, registry_location(settings), what))
     return found
+
+
+def procfile_services(procfile: Path | None = None) -> list[str]:
+    """The names of the Procfile's lines: every service the stack may run."""
+    from honcho.environ import parse_procfile
+
+    return list(parse_procfile(Path(procfile or resource("Procfile")).read_text()).processes)
 
 
 def stack_environment(settings: Settings) -> dict[str, str]:
@@ -207,7 +223,8 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     """Start every service, print where each listens, and run until Ctrl-C.
 
     Trains the first model only if none is deployed, and removes only the metrics
-    files of processes that have ended; nothing else under ``MNIST_HITL_HOME`` is touched.
+    files of processes that have ended; nothing else under ``MNIST_HITL_HOME`` is touched
+    but the services' logs, which it appends to.
 
     Returns:
         0 once stopped by Ctrl-C (or SIGTERM).
@@ -216,7 +233,6 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
         SystemExit: a port is taken, or a service stopped by itself (then all are stopped).
     """
     from honcho.environ import parse_procfile
-    from honcho.manager import Manager
 
     settings = with_token(settings or get_settings())  # one lab token, printed below and given to the lab
     with_prometheus = shutil.which("prometheus") is not None
@@ -228,18 +244,85 @@ def run_stack(settings: Settings | None = None, procfile: Path | None = None) ->
     print(f"model {version} is deployed" + (" (trained now)" if trained else ""))
     if removed:
         print(f"removed the metrics files of {len(removed)} ended processes from {settings.metrics_dir}")
-    env = stack_environment(settings)
     commands = parse_procfile(Path(procfile or resource("Procfile")).read_text()).processes
-    manager = Manager()
+    _print_services(settings, stack, with_prometheus)
+    returncode = supervise(settings, stack, commands)
+    if returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
+        return 0
+    print(f"a service stopped by itself (exit status {returncode}); everything is stopped", file=sys.stderr)
+    raise SystemExit(returncode or 1)
+
+
+def supervise(settings: Settings, stack: list[Service], commands: dict[str, str]) -> int:
+    """Run the services with honcho until one stops or we are told to stop; honcho's return code.
+
+    Every line a service prints goes to its log; the terminal gets the events (:mod:`.console`).
+    """
+    env = stack_environment(settings)
+    folder = log_folder(settings)
+    logs = open_logs(folder, [service.name for service in stack])
+    console = StackConsole(sys.stdout, logs, folder)
+    manager = _relay_manager()(printer=console)
     for service in stack:
         manager.add_process(service.name, commands[service.name], env=env, cwd=str(settings.home))
-    _print_services(settings, stack, with_prometheus)
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=watch_ports,
+        args=(console, _listening(settings, stack), done, _ready_details(settings)),
+        name="ready-watch",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        manager.loop()
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+        for log in logs.values():
+            log.close()
+    return manager.returncode
 
-    manager.loop()
-    if manager.returncode in (130, 143):  # stopped by Ctrl-C or SIGTERM, as asked
-        return 0
-    print(f"a service stopped by itself (exit status {manager.returncode}); everything is stopped", file=sys.stderr)
-    raise SystemExit(manager.returncode or 1)
+
+def _relay_manager():
+    """honcho's Manager with its relays (one per service, reading its output) as threads, not forked processes.
+
+    A forked copy of the supervisor per service costs a few MB each for a loop that reads a pipe;
+    a thread costs nothing. Signals stay with the main thread, where honcho handles them.
+    """
+    import queue
+
+    from honcho.manager import Manager
+
+    class RelayThreads(Manager):
+        def __init__(self, printer=None) -> None:
+            super().__init__(printer)
+            self.events = queue.Queue()
+
+        def _start(self) -> None:
+            for name, process in self._processes.items():
+                relay = threading.Thread(target=process["obj"].run, args=(self.events, False), name=name, daemon=True)
+                process["process"] = relay
+                relay.start()
+
+    return RelayThreads
+
+
+def _probe_host(settings: Settings) -> str:
+    """The address to reach the services at from here (a wildcard bind is reached on loopback)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.app_host, settings.app_host)
+
+
+def _listening(settings: Settings, stack: list[Service]) -> dict[str, tuple[str, int]]:
+    """The address each service that listens answers on; the schedule is ready when it says so."""
+    host = _probe_host(settings)
+    return {s.name: (host, s.port) for s in stack if s.port is not None and s.name != "schedule"}
+
+
+def _ready_details(settings: Settings):
+    """MLflow's ready line names the project's experiment page (the service creates the experiment as it starts)."""
+    shown = f"http://{settings.app_host}:{settings.mlflow_port}"
+    asked = f"http://{_probe_host(settings)}:{settings.mlflow_port}"
+    return {"mlflow": lambda: experiment_url(shown, served_experiment_id(asked))}
 
 
 def _refuse_busy_ports(settings: Settings, stack: list[Service]) -> None:
@@ -256,11 +339,12 @@ def _refuse_busy_ports(settings: Settings, stack: list[Service]) -> None:
 
 
 def _print_services(settings: Settings, stack: list[Service], with_prometheus: bool) -> None:
-    """One line per service: its name, its URL, what it is."""
+    """One line per service: its name, its URL, what it is; then where the logs are."""
     width = max(len(s.name) for s in stack)
     print(f"mnist-hitl stack, data in {settings.home}:")
     for service in stack:
-        print(f"  {service.name:<{width}}  {service.url:<36} {service.what}")
+        print(f"  {service.name:<{width}}  {service.url:<38} {service.what}")
     if not with_prometheus:
         print(f"  {'prometheus':<{width}}  not installed (apt-get install prometheus), not started")
+    print(f"Each service's output: {log_folder(settings)}/<service>.log (mnist-hitl logs [SERVICE] [-f]).")
     print("Ctrl-C stops everything.", flush=True)

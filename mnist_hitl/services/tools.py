@@ -1,57 +1,19 @@
-"""The stack's third-party servers, MLflow and Prometheus: their command lines, built from the settings.
+"""The stack's third-party server, Prometheus: its config and command line, built from the settings.
 
-``mnist-hitl mlflow`` and ``mnist-hitl prometheus`` replace themselves with these commands, so every line
-of the ``Procfile`` and every service of ``docker-compose.yml`` is a ``mnist-hitl`` command, and the paths
-and addresses the tools get come from one place, the settings, rather than from the Procfile's variables.
+``mnist-hitl prometheus`` replaces itself with this command, so every line of the ``Procfile`` and every
+service of ``docker-compose.yml`` is a ``mnist-hitl`` command, and the paths and addresses the tool gets
+come from one place, the settings, rather than from the Procfile's variables. (MLflow is served in the
+``mnist-hitl mlflow`` process itself: :mod:`.mlflow_server`.)
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 from mnist_hitl.config import Settings
 from mnist_hitl.resources import resource
-
-
-def beside_python(program: str) -> str:
-    """The console script ``program`` installed with this Python (a virtualenv's ``bin``), else the name alone.
-
-    The stack's services look there first too: :func:`mnist_hitl.config.child_environment` puts that
-    folder at the head of their ``PATH``.
-    """
-    installed = Path(sys.executable).parent / program
-    return str(installed) if installed.is_file() else program
-
-
-def mlflow_command(
-    settings: Settings,
-    backend_store_uri: str | None = None,
-    artifacts_destination: str | None = None,
-    allowed_hosts: str | None = None,
-) -> list[str]:
-    """MLflow's tracking server (UI and REST API; ``mlflow ui`` is its alias), one worker, on the settings' address.
-
-    Args:
-        settings: the address and port (``MNIST_HITL_APP_HOST``, ``MNIST_HITL_MLFLOW_PORT``), the home folder.
-        backend_store_uri: the runs' and the registry's database; defaults to the stack's tracking store
-            (``MLFLOW_TRACKING_URI``, else the SQLite file under ``MNIST_HITL_HOME``).
-        artifacts_destination: serve the artifacts from here, uploads and downloads going through the
-            server (nodes without a shared disk); by default clients write them under the home folder.
-        allowed_hosts: MLflow's own Host check (``name:port`` patterns, comma-separated); MLflow's default
-            when not given.
-    """
-    command = [beside_python("mlflow"), "server", "--backend-store-uri", backend_store_uri or settings.tracking_uri]
-    if artifacts_destination:
-        command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
-    else:
-        command += ["--default-artifact-root", str(settings.mlflow_artifacts_dir)]
-    command += ["--host", settings.app_host, "--port", str(settings.mlflow_port), "--workers", "1"]
-    if allowed_hosts:
-        command += ["--allowed-hosts", allowed_hosts]
-    return command
 
 
 def prometheus_folder(settings: Settings) -> Path:

@@ -132,7 +132,8 @@ class Store(LeaseAccess):
         Args:
             prediction_id: the id returned by :meth:`record_prediction`.
             label: the true digit, 0-9.
-            kind: ``confirm`` (the prediction was right) or ``correct``.
+            kind: ``confirm`` (the prediction was right), ``correct``, or ``adjudicate`` (a digit decided
+                where reviewers disagree: :mod:`mnist_hitl.workbench.adjudication`).
             reviewer: who gave it (1-100 printable characters, trimmed).
         """
         label = checked_label(label, kind)

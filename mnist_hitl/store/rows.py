@@ -69,7 +69,7 @@ class Label:
     id: int = field(metadata={"description": "the label's id (later labels have larger ids)", "examples": [1]})
     prediction_id: int = field(metadata={"description": "the labelled prediction's id", "examples": [1]})
     label: int | None = field(metadata={"description": "the true digit; null for an undo", "examples": [7]})
-    kind: str = field(metadata={"description": "confirm, correct or undo", "examples": ["correct"]})
+    kind: str = field(metadata={"description": "confirm, correct, adjudicate or undo", "examples": ["correct"]})
     created_at: str = field(
         metadata={"description": "when it was given (UTC, ISO 8601)", "examples": ["2026-01-01T12:00:05.000000+00:00"]}
     )
@@ -124,7 +124,7 @@ def prediction_row(prediction: NewPrediction) -> dict:
 
 
 def checked_label(label: object, kind: str) -> int:
-    """A digit label of kind ``confirm`` or ``correct``, as an int (an undo has its own method)."""
+    """A digit label of kind ``confirm``, ``correct`` or ``adjudicate``, as an int (an undo has its own method)."""
     try:
         label = operator.index(label)  # ints and numpy ints; refuses floats and strings
     except TypeError:
@@ -133,7 +133,7 @@ def checked_label(label: object, kind: str) -> int:
         raise StoreError(f"label {label} is outside 0-9")
     if kind not in LABEL_KINDS or kind == UNDO:
         hint = " (an undo carries no digit: use undo_label)" if kind == UNDO else ""
-        raise StoreError(f"label kind {kind!r} is not one of confirm, correct{hint}")
+        raise StoreError(f"label kind {kind!r} is not one of confirm, correct, adjudicate{hint}")
     return label
 
 

@@ -12,7 +12,11 @@ prediction and model version. A migration only adds: a version's SQL is never ed
 released, since stores in use were made with it. Version 4 records who gave each label: a
 ``reviewer`` on every label, ``'unknown'`` for the labels given before (adding a column with a
 default rewrites no row, so the append-only triggers stay as they are), and ``leases``: which
-reviewer the review queue handed a drawing to, until when (:mod:`mnist_hitl.store.leases`).
+reviewer the review queue handed a drawing to, until when (:mod:`mnist_hitl.store.leases`). Version 5
+adds the label kind ``adjudicate``: a digit decided for a drawing whose reviewers disagree
+(:mod:`mnist_hitl.workbench.adjudication`), a label like the others, kept apart by its kind so that the
+history says a disagreement was settled. SQLite rebuilds the labels table again for its CHECK;
+PostgreSQL replaces the constraint.
 
 PostgreSQL stores start at version 3, in one step (:data:`POSTGRES_MIGRATIONS`): the same
 tables and the same rules. Ids are ``GENERATED ALWAYS`` (an explicit id, the REPLACE of
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 UNKNOWN_REVIEWER = "unknown"  # the reviewer of a label given before version 4
 HASH_FUNCTION = "mnist_hitl_sha256"  # registered on the connection that migrates to v3
 
@@ -89,6 +93,21 @@ CREATE TRIGGER IF NOT EXISTS labels_need_a_prediction BEFORE INSERT ON labels
 WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
 BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
 """
+# A rebuilt labels table gets back its index and the triggers that keep it append-only (SQLite).
+_LABELS_REBUILT = """CREATE INDEX labels_by_prediction ON labels(prediction_id, id);
+CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_no_replace BEFORE INSERT ON labels
+WHEN NEW.id >= 1 AND EXISTS (SELECT 1 FROM labels WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
+CREATE TRIGGER labels_positive_id AFTER INSERT ON labels WHEN NEW.id < 1
+BEGIN SELECT RAISE(ABORT, 'label ids start at 1'); END;
+CREATE TRIGGER labels_need_a_prediction BEFORE INSERT ON labels
+WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
+BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
+"""
 # Existing rows get their hash while the no-update trigger is away, inside the migration's one
 # write transaction. DROP TABLE fires no DELETE trigger; labels keep their ids (AUTOINCREMENT
 # continues from the highest, as no label is ever deleted).
@@ -111,20 +130,7 @@ INSERT INTO labels_v3 (id, prediction_id, label, kind, created_at)
 SELECT id, prediction_id, label, kind, created_at FROM labels ORDER BY id;
 DROP TABLE labels;
 ALTER TABLE labels_v3 RENAME TO labels;
-CREATE INDEX labels_by_prediction ON labels(prediction_id, id);
-CREATE TRIGGER labels_no_update BEFORE UPDATE ON labels
-BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TRIGGER labels_no_delete BEFORE DELETE ON labels
-BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TRIGGER labels_no_replace BEFORE INSERT ON labels
-WHEN NEW.id >= 1 AND EXISTS (SELECT 1 FROM labels WHERE id = NEW.id)
-BEGIN SELECT RAISE(ABORT, 'labels are append-only'); END;
-CREATE TRIGGER labels_positive_id AFTER INSERT ON labels WHEN NEW.id < 1
-BEGIN SELECT RAISE(ABORT, 'label ids start at 1'); END;
-CREATE TRIGGER labels_need_a_prediction BEFORE INSERT ON labels
-WHEN NOT EXISTS (SELECT 1 FROM predictions WHERE id = NEW.prediction_id)
-BEGIN SELECT RAISE(ABORT, 'a label needs an existing prediction'); END;
-CREATE TABLE scores (
+{_LABELS_REBUILT}CREATE TABLE scores (
     model_version TEXT NOT NULL,
     prediction_id INTEGER NOT NULL,
     probabilities BLOB NOT NULL,
@@ -141,7 +147,23 @@ CREATE TABLE leases (
     expires_at DOUBLE PRECISION NOT NULL
 );
 """
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _REVIEWERS_V4}
+# The rebuild of version 3 with the reviewer of version 4 and one more kind; the ids, times and reviewers stay.
+_ADJUDICATE_V5 = f"""
+CREATE TABLE labels_v5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id INTEGER NOT NULL REFERENCES predictions(id),
+    label INTEGER CHECK (label BETWEEN 0 AND 9),
+    kind TEXT NOT NULL CHECK (kind IN ('confirm', 'correct', 'adjudicate', 'undo')),
+    created_at TEXT NOT NULL,
+    reviewer TEXT NOT NULL DEFAULT '{UNKNOWN_REVIEWER}' CHECK (length(reviewer) BETWEEN 1 AND 100),
+    CHECK ((kind = 'undo') = (label IS NULL))
+);
+INSERT INTO labels_v5 (id, prediction_id, label, kind, created_at, reviewer)
+SELECT id, prediction_id, label, kind, created_at, reviewer FROM labels ORDER BY id;
+DROP TABLE labels;
+ALTER TABLE labels_v5 RENAME TO labels;
+{_LABELS_REBUILT}"""
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _REVIEWERS_V4, 5: _ADJUDICATE_V5}
 
 
 _POSTGRES_V3 = """
@@ -198,7 +220,12 @@ CREATE TABLE scores (
     PRIMARY KEY (model_version, prediction_id)
 );
 """
-POSTGRES_MIGRATIONS = {3: _POSTGRES_V3, 4: _REVIEWERS_V4}
+# The CHECK of version 3's kind column, under the name PostgreSQL gave it, replaced (every row is checked again).
+_POSTGRES_ADJUDICATE_V5 = """
+ALTER TABLE labels DROP CONSTRAINT labels_kind_check;
+ALTER TABLE labels ADD CONSTRAINT labels_kind_check CHECK (kind IN ('confirm', 'correct', 'adjudicate', 'undo'));
+"""
+POSTGRES_MIGRATIONS = {3: _POSTGRES_V3, 4: _REVIEWERS_V4, 5: _POSTGRES_ADJUDICATE_V5}
 
 
 def migration(version: int, dialect: str = "sqlite") -> list[str]:

@@ -7,6 +7,12 @@ two or more reviewers labelled, whoever they are, missing labels allowed. Per di
 agreement: of the pairs of labels given to one drawing, where one says that digit, the share
 where the other says it too (2 x both / (2 x both + one)). Labels given before labels named their
 reviewer (``unknown``) are no one person's, so they are counted apart and left out of the figures.
+
+Each reviewer's quality is their agreement with the decided label of the drawings others labelled
+too: the adjudication where one holds (a label of kind ``adjudicate``), else the other reviewers'
+majority, a tie going to the latest of the tied labels. Scoring a reviewer against a decision their
+own label took part in would flatter whoever labels most, and against the latest label alone would
+make a drawing's score depend on who happened to come last.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mnist_hitl.store import UNDO, UNKNOWN_REVIEWER, Label
+from mnist_hitl.store import ADJUDICATE, UNDO, UNKNOWN_REVIEWER, Label
 
 
 def reviewers_labels(history: Iterable[Label]) -> dict[int, dict[str, int]]:
@@ -28,9 +34,21 @@ def reviewers_labels(history: Iterable[Label]) -> dict[int, dict[str, int]]:
     Args:
         history: labels in any order (their ids order them); undos included.
     """
+    return {
+        pid: {name: int(label.label) for name, label in given.items()} for pid, given in held_labels(history).items()
+    }
+
+
+def held_labels(history: Iterable[Label]) -> dict[int, dict[str, Label]]:
+    """By prediction id, each reviewer's latest label, unless an undo took it back.
+
+    Args:
+        history: labels in any order (their ids order them); undos included. An undo takes back the
+            drawing's latest label, whoever gave it.
+    """
     latest: dict[tuple[int, str], Label] = {}
     undone: set[int] = set()
-    last: dict[int, Label] = {}  # by prediction: its latest label, which an undo undoes
+    last: dict[int, Label] = {}
     for label in sorted(history, key=lambda label: label.id):
         if label.kind == UNDO:
             if (previous := last.get(label.prediction_id)) is not None:
@@ -38,18 +56,70 @@ def reviewers_labels(history: Iterable[Label]) -> dict[int, dict[str, int]]:
         else:
             latest[label.prediction_id, label.reviewer] = label
         last[label.prediction_id] = label
-    drawings: dict[int, dict[str, int]] = defaultdict(dict)
+    drawings: dict[int, dict[str, Label]] = defaultdict(dict)
     for (prediction_id, reviewer), label in latest.items():
         if label.id not in undone:
-            drawings[prediction_id][reviewer] = int(label.label)
+            drawings[prediction_id][reviewer] = label
     return dict(drawings)
+
+
+def quality(history: Iterable[Label]) -> dict[str, dict]:
+    """Each named reviewer's agreement with the decided label of the drawings others labelled too.
+
+    The decided label of a drawing is its latest adjudication that holds (then every other reviewer's
+    label of it is compared, ``unknown``'s apart, and the adjudicator's is not); else, for each
+    reviewer, the majority digit of the other named reviewers' labels, a tie going to the latest of
+    the tied labels (the largest id). A drawing labelled by one named reviewer alone is not compared.
+
+    Returns:
+        By reviewer, the most compared first: ``drawings`` compared and ``agreement``, the share where
+        their label is the decided one (None: no drawing compared).
+    """
+    compared: dict[str, int] = defaultdict(int)
+    agreeing: dict[str, int] = defaultdict(int)
+    people: set[str] = set()
+    for held in held_labels(history).values():
+        adjudications = [label for label in held.values() if label.kind == ADJUDICATE]
+        decision = max(adjudications, key=lambda label: label.id, default=None)
+        given = {name: label for name, label in held.items() if name != UNKNOWN_REVIEWER}
+        people |= set(given)
+        for name, label in given.items():
+            if decision is not None:
+                if label is decision:
+                    continue
+                decided = int(decision.label)
+            else:
+                others = [other for other_name, other in given.items() if other_name != name]
+                if not others:
+                    continue
+                decided = _decided(others)
+            compared[name] += 1
+            agreeing[name] += int(label.label) == decided
+    return {
+        name: {
+            "drawings": compared[name],
+            "agreement": round(agreeing[name] / compared[name], 4) if compared[name] else None,
+        }
+        for name in sorted(people, key=lambda name: (-compared[name], name))
+    }
+
+
+def _decided(labels: list[Label]) -> int:
+    votes: dict[int, int] = defaultdict(int)
+    latest: dict[int, int] = {}
+    for label in labels:
+        votes[int(label.label)] += 1
+        latest[int(label.label)] = max(latest.get(int(label.label), 0), label.id)
+    return max(votes, key=lambda digit: (votes[digit], latest[digit]))
 
 
 def reviewers(history: Iterable[Label]) -> list[dict]:
     """Each reviewer (``unknown`` included) with the labels and undos given, the drawings whose label they
-    hold now (their latest, not undone), and when they last gave one; the busiest first."""
+    hold now (their latest, not undone), when they last gave one, and their :func:`quality` (``compared``,
+    ``agreement``; 0 and None for ``unknown``); the busiest first."""
     history = list(history)
     held = reviewers_labels(history)
+    scores = quality(history)
     people: dict[str, dict] = {}
     for label in sorted(history, key=lambda label: label.id):
         person = people.setdefault(label.reviewer, {"reviewer": label.reviewer, "labels": 0, "undos": 0})
@@ -57,6 +127,8 @@ def reviewers(history: Iterable[Label]) -> list[dict]:
         person["last_labelled_at"] = label.created_at
     for person in people.values():
         person["drawings"] = sum(person["reviewer"] in given for given in held.values())
+        score = scores.get(person["reviewer"], {"drawings": 0, "agreement": None})
+        person["compared"], person["agreement"] = score["drawings"], score["agreement"]
     return sorted(people.values(), key=lambda person: (-person["labels"], person["reviewer"]))
 
 
@@ -68,8 +140,10 @@ def agreement(history: Iterable[Label]) -> dict:
         ``reviewers`` (drawings each labelled), ``unattributed_labels``, ``shared_drawings`` (labelled by
         two or more), ``alpha``, ``kappa`` (one entry per pair that shares a drawing: ``reviewers``,
         ``drawings``, ``agreement``, the share they gave the same digit, and ``kappa``), and
-        ``digits`` (per digit: ``drawings`` where someone gave it, ``specific_agreement``).
+        ``digits`` (per digit: ``drawings`` where someone gave it, ``specific_agreement``), and
+        ``quality`` (per reviewer: :func:`quality`).
     """
+    history = list(history)
     drawings = reviewers_labels(history)
     unattributed = sum(UNKNOWN_REVIEWER in given for given in drawings.values())
     drawings = {
@@ -85,6 +159,28 @@ def agreement(history: Iterable[Label]) -> dict:
         "alpha": _alpha(shared, reviewers),
         "kappa": _kappas(shared, reviewers),
         "digits": _per_digit(shared),
+        "quality": quality(history),
+    }
+
+
+MAX_REVIEWERS = 50  # Prometheus series per reviewer: the busiest, so that a large team cannot flood it
+MAX_PAIRS = 50  # likewise for the pairs' kappa: the pairs that share the most drawings
+
+
+def team_figures(history: Iterable[Label]) -> dict:
+    """What the metrics exporter serves of the team: alpha, shared drawings, the kappa of the (at most
+    :data:`MAX_PAIRS`) pairs sharing the most drawings among the (at most :data:`MAX_REVIEWERS`) busiest
+    named reviewers, and those reviewers' labels and agreement with the decided labels."""
+    history = list(history)
+    figures = agreement(history)
+    people = [person for person in reviewers(history) if person["reviewer"] != UNKNOWN_REVIEWER][:MAX_REVIEWERS]
+    named = {person["reviewer"] for person in people}
+    pairs = [pair for pair in figures["kappa"] if set(pair["reviewers"]) <= named and pair["kappa"] is not None]
+    return {
+        "alpha": figures["alpha"],
+        "shared_drawings": figures["shared_drawings"],
+        "kappa": sorted(pairs, key=lambda pair: -pair["drawings"])[:MAX_PAIRS],
+        "reviewers": [{"reviewer": p["reviewer"], "labels": p["labels"], "agreement": p["agreement"]} for p in people],
     }
 
 

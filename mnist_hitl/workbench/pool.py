@@ -7,6 +7,15 @@ model again), however its file is named. A new one is predicted and stored with 
 that cannot be read is skipped with the reason; the others carry on. Inside folders and
 zips only ``.png``, ``.jpg`` and ``.jpeg`` files are taken (hidden files and ``__MACOSX``
 left out); a file named on the command line is always tried.
+
+An export (:mod:`.export`: an image folder, or its zip, with its ``labels.csv``; a CSV, JSON lines
+or Parquet file) comes back labelled. Its pictures are the 28x28 PNGs a model saw, so each is
+stored byte for byte, not preprocessed again, and read by the model deployed here (its
+prediction and version are this home's, its source ``import``). Then its label is appended,
+by the reviewer who imports it, with its kind, save for a ``confirm`` of a digit this model
+reads otherwise, which becomes a ``correct`` (a row without a kind is a ``confirm`` when the
+model agrees). A picture stored already gets the label only if its current label is another
+digit, so importing an export twice, or again after an interruption, adds nothing twice.
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+from PIL import Image
+
 from mnist_hitl import metrics
 from mnist_hitl.config import Settings
 from mnist_hitl.model import Predictor
-from mnist_hitl.names import IMPORT
+from mnist_hitl.names import IMPORT, UNDO
 from mnist_hitl.preprocess import (
     EmptyDrawingError,
     InvalidImageError,
@@ -34,7 +46,8 @@ from mnist_hitl.preprocess import (
     read_picture_file,
     to_mnist,
 )
-from mnist_hitl.store import DuplicateError, Store, content_hash
+from mnist_hitl.store import UNKNOWN_REVIEWER, DuplicateError, Store, content_hash
+from mnist_hitl.workbench.export import is_export, read_export
 from mnist_hitl.workbench.recording import predict_and_store
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -43,20 +56,35 @@ PROGRESS_FROM = 50  # pictures: a smaller import shows no progress bar
 
 @dataclass(frozen=True)
 class Entry:
-    """One picture to import (``read`` gives its bytes), or a path refused before reading (``error``)."""
+    """One picture to import (``read`` gives its bytes), or a path refused before reading (``error``).
+
+    A row of an export has its ``label`` (and ``kind``, if the export says).
+    """
 
     path: str
     read: Callable[[], bytes] | None = None
     error: str | None = None
+    label: int | None = None
+    kind: str | None = None
 
 
 def import_pictures(
-    store: Store, predictor: Predictor, settings: Settings, paths: Iterable[str | Path], progress: bool = False
+    store: Store,
+    predictor: Predictor,
+    settings: Settings,
+    paths: Iterable[str | Path],
+    progress: bool = False,
+    reviewer: str = UNKNOWN_REVIEWER,
 ) -> Iterator[dict]:
-    """Import every picture under ``paths``; yields one dict per picture, in order.
+    """Import every picture under ``paths``, and the labelled pictures of the exports among them; yields one dict
+    per picture, in order.
 
     Each dict has ``path``, then ``prediction_id`` (stored; with ``predicted_label`` and
-    ``model_version``), ``duplicate_of`` (stored already, as that prediction) or ``error``.
+    ``model_version``), ``duplicate_of`` (stored already, as that prediction) or ``error``. A row of
+    an export also has its ``label``, ``kind`` and ``label_id`` (None: the label was there already).
+
+    Args:
+        reviewer: who gives the labels of the exports.
 
     Raises:
         ModelFileError: no deployed model; nothing more is imported.
@@ -68,11 +96,12 @@ def import_pictures(
         show = progress and len(entries) > PROGRESS_FROM
         with tqdm(total=len(entries), unit="picture", file=sys.stderr, disable=not show) as bar:
             for entry in entries:
-                yield (
-                    {"path": entry.path, "error": entry.error}
-                    if entry.error
-                    else import_one(store, predictor, settings, entry)
-                )
+                if entry.error:
+                    yield {"path": entry.path, "error": entry.error}
+                elif entry.label is not None:
+                    yield import_labelled(store, predictor, entry, reviewer)
+                else:
+                    yield import_one(store, predictor, settings, entry)
                 bar.update()
 
 
@@ -124,9 +153,61 @@ def import_one(store: Store, predictor: Predictor, settings: Settings, entry: En
     }
 
 
+def import_labelled(store: Store, predictor: Predictor, entry: Entry, reviewer: str) -> dict:
+    """Import one labelled picture of an export, its PNG stored as it is, then its label (see the module's notes)."""
+    start = time.perf_counter()
+    png = entry.read()
+    try:
+        digit = _stored_digit(png)
+    except InvalidImageError as error:
+        metrics.record_refusal(type(error).__name__)
+        return {"path": entry.path, "error": str(error)}
+    existing = store.find_import(content_hash(png))
+    if existing is None:
+        try:
+            result = predict_and_store(store, predictor, digit, IMPORT, start, png)
+        except DuplicateError as error:  # another process imported it meanwhile
+            existing = error.prediction_id
+        else:
+            prediction_id, predicted = result.prediction_id, result.predicted_label
+            outcome = {"prediction_id": prediction_id, "predicted_label": predicted}
+            outcome["model_version"] = result.model_version
+    if existing is not None:
+        prediction_id, predicted = existing, store.get_prediction(existing).predicted_label
+        outcome = {"duplicate_of": existing}
+        latest = store.labels(existing)[-1:]
+        if latest and latest[0].kind != UNDO and latest[0].label == entry.label:  # labelled so already
+            return {"path": entry.path, **outcome, "label": entry.label, "kind": latest[0].kind, "label_id": None}
+    kind = "correct" if entry.kind == "correct" or entry.label != predicted else "confirm"
+    label_id = store.add_label(prediction_id, entry.label, kind, reviewer)
+    metrics.record_label(entry.label, kind)
+    return {"path": entry.path, **outcome, "label": entry.label, "kind": kind, "label_id": label_id}
+
+
+def _stored_digit(png: bytes) -> np.ndarray:
+    """A stored picture (a 28x28 grey PNG, as :func:`encode_png` writes it) as the model reads it."""
+    try:
+        with Image.open(io.BytesIO(png), formats=("PNG",)) as picture:
+            if picture.mode == "L" and picture.size == (28, 28):
+                return np.frombuffer(picture.tobytes(), dtype=np.uint8).reshape(28, 28) / np.float32(255)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        pass
+    raise InvalidImageError("not a 28x28 grey PNG, the picture an export holds")
+
+
+def _export_entries(path: Path, max_bytes: int) -> Iterator[Entry]:
+    for row in read_export(path, max_bytes):
+        if row.error:
+            yield Entry(row.path, error=row.error)
+        else:
+            yield Entry(row.path, read=lambda png=row.png: png, label=row.label, kind=row.kind)
+
+
 def _entries(paths: list[Path], open_zips: ExitStack, max_bytes: int) -> Iterator[Entry]:
     for path in paths:
-        if path.is_dir():
+        if is_export(path):
+            yield from _export_entries(path, max_bytes)
+        elif path.is_dir():
             for file in _files_under(path):
                 yield from (
                     _zip_entries(file, str(file), open_zips, max_bytes)

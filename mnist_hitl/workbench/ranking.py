@@ -31,7 +31,7 @@ from mnist_hitl.model import Predictor
 from mnist_hitl.store import Label, Store
 
 RANKED = ("margin", "entropy", "doubtful")  # the strategies :func:`review_queue` ranks
-STRATEGIES = (*RANKED, "suspect", "second-opinion")  # :mod:`.suspects`, :mod:`.opinions`
+STRATEGIES = (*RANKED, "suspect", "second-opinion", "adjudicate")  # .suspects, .opinions, .adjudication
 SCORING_CHUNK = 4096  # pictures decoded and scored at once: ~13 MB of float32
 
 

@@ -11,13 +11,17 @@ probabilities (each label scored by a model trained without it). The learning cy
 its judging folds and stores its list (:func:`record_suspects`); until one is stored, the queue
 computes a list from the deployed model's scores of the labelled drawings and says so in each
 ``reason``: that model trained on most of those labels, so it flags fewer of them.
+
+A stored suspect's label neither trains nor judges the next retraining until someone has looked
+at the drawing again (:func:`unreviewed_suspects`): any later label, a confirmation of the same
+digit included, clears it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -40,6 +44,7 @@ class Suspect:
     model_probability: float  # the model's probability of that digit
     label_probability: float  # the model's probability of the digit given
     probabilities: list[float]
+    looked_again: bool = False  # flagged again after someone labelled the drawing since an earlier flag
 
     def reason(self, origin: str) -> str:
         return (
@@ -137,7 +142,8 @@ def record_judged_suspects(
     A cycle judges only the labels given since the deployed model was trained, so a suspect found by
     an earlier cycle stays listed until its drawing is labelled again (the queue then drops it) or a
     later cycle judges it anew. A label given since ``label_ids`` were read is not judged: someone
-    has looked again.
+    has looked again. A label given after an earlier flag of its drawing and flagged anew is marked
+    ``looked_again``: listed for the queue, but no retraining sets it aside again.
 
     Args:
         label_ids: the ids of the labels judged.
@@ -154,6 +160,9 @@ def record_judged_suspects(
     found = suspects_among(judged, np.asarray(probabilities, dtype=np.float64).reshape(-1, 10)[keep]) if judged else []
     judged_drawings = {label.prediction_id for label in judged}
     before = stored_suspects(store)
+    earlier = {old.prediction_id: old.label_id for old in (before[0] if before else [])}
+    again = {s.prediction_id for s in found if earlier.get(s.prediction_id, s.label_id) < s.label_id}
+    found = [replace(s, looked_again=True) if s.prediction_id in again else s for s in found]
     kept = [old for old in (before[0] if before else []) if old.prediction_id not in judged_drawings]
     record_suspects(store, [*found, *kept], model_version, origin)
     return found
@@ -167,6 +176,25 @@ def stored_suspects(store: Store) -> tuple[list[Suspect], str, str] | None:
     record = json.loads(raw)
     origin = f"{record['origin']}, computed {record['computed_at']}"
     return [Suspect(**row) for row in record["suspects"]], record["model_version"], origin
+
+
+def unreviewed_suspects(suspects: Iterable[Suspect], history: Iterable[Label]) -> set[int]:
+    """The drawings of the suspects nobody has looked at again: no label (of any kind, by anyone) was given to
+    the drawing after the flagged one. A retraining sets their labels aside until someone does; a label given
+    after an earlier flag and flagged again (``looked_again``) is not set aside twice.
+
+    Args:
+        suspects: a stored list (:func:`stored_suspects`).
+        history: the labels to look in (a cycle's: those up to its newest label id); undos included.
+    """
+    newest: dict[int, int] = {}
+    for label in history:
+        newest[label.prediction_id] = max(newest.get(label.prediction_id, 0), label.id)
+    return {
+        suspect.prediction_id
+        for suspect in suspects
+        if not suspect.looked_again and newest.get(suspect.prediction_id) == suspect.label_id
+    }
 
 
 def suspect_queue(store: Store, cache: ScoreCache, limit: int, exclude: Collection[int] = ()) -> list[QueueItem]:

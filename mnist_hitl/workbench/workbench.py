@@ -22,6 +22,7 @@ from mnist_hitl.model import ModelFileError, Predictor, deployed_model
 from mnist_hitl.preprocess import EmptyDrawingError, InvalidImageError, decode_image, read_picture_file, to_mnist
 from mnist_hitl.store import UNDO, UNKNOWN_REVIEWER, Prediction, StoreError, open_store
 from mnist_hitl.workbench import agreement, pool
+from mnist_hitl.workbench.adjudication import adjudication_queue
 from mnist_hitl.workbench.opinions import second_opinion_queue
 from mnist_hitl.workbench.ranking import QueueItem, ScoreCache, doubtful, labelled_scores, review_queue
 from mnist_hitl.workbench.recording import PredictionResult, predict_and_store
@@ -213,7 +214,9 @@ class Workbench:
             strategy: ``margin``, ``entropy``, ``doubtful`` (labels the model doubts, see
                 :meth:`doubtful_labels`) or ``suspect`` (labels confident learning flags, each with its
                 ``reason``: :mod:`.suspects`) or ``second-opinion`` (labelled drawings for a reviewer who has
-                not labelled them, the first answer not shown: :mod:`.opinions`; needs ``reviewer``).
+                not labelled them, the first answer not shown: :mod:`.opinions`; needs ``reviewer``) or
+                ``adjudicate`` (disputed drawings, the competing labels and their reviewers in each ``reason``:
+                :mod:`.adjudication`).
             exclude: prediction ids to leave out (skipped).
             reviewer: lease what is returned to this reviewer for ``MNIST_HITL_LEASE_SECONDS`` (their own
                 leases renewed) and leave out what others hold; None: no leases, nothing left out.
@@ -244,15 +247,20 @@ class Workbench:
             return second_opinion_queue(self.store, self.scores, self.settings, limit, reviewer.strip(), exclude)
         if strategy == "suspect":
             return suspect_queue(self.store, self.scores, limit, exclude)
+        if strategy == "adjudicate":
+            return adjudication_queue(self.store, self.scores, limit, exclude)
         return review_queue(self.store, self.scores, self.settings, limit, strategy, exclude)
 
     def release(self, prediction_id: int, reviewer: str) -> bool:
         """Give back a drawing the queue leased to ``reviewer`` (a skip): others may be given it now."""
         return self.store.release(prediction_id, reviewer)
 
-    def import_pictures(self, paths: Iterable[str | Path], progress: bool = False) -> Iterator[dict]:
-        """Predict and store pictures (files, folders, zips of PNG/JPEG) unlabelled (:mod:`.pool`)."""
-        return pool.import_pictures(self.store, self.predictor, self.settings, paths, progress)
+    def import_pictures(
+        self, paths: Iterable[str | Path], progress: bool = False, reviewer: str = UNKNOWN_REVIEWER
+    ) -> Iterator[dict]:
+        """Predict and store pictures (files, folders, zips of PNG/JPEG) unlabelled, and the pictures of exports with
+        their labels, given by ``reviewer`` (:mod:`.pool`)."""
+        return pool.import_pictures(self.store, self.predictor, self.settings, paths, progress, reviewer)
 
     def import_uploads(self, uploads: Iterable[tuple[str, bytes]]) -> Iterator[dict]:
         """Predict and store pictures received as ``(name, bytes)``, zips expanded (:mod:`.pool`)."""

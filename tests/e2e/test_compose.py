@@ -129,28 +129,31 @@ def test_every_service_of_the_image_starts_as_a_mnist_hitl_command():
     assert 'ENTRYPOINT ["sh", "-c", "mnist-hitl prepare && exec' in (ROOT / "Dockerfile").read_text()
 
 
-def test_the_mlflow_services_run_the_command_lines_they_ran_before(monkeypatch):
+def test_the_mlflow_services_serve_the_stores_and_artifacts_they_served_before(monkeypatch):
     from typer.testing import CliRunner
 
     from mnist_hitl.cli import app
+    from mnist_hitl.services import mlflow_server
 
     services = compose()["services"]
     # the image's environment (the Dockerfile's), not this machine's tracking URI
     image = {"MNIST_HITL_HOME": "/data", "MNIST_HITL_APP_HOST": "0.0.0.0", "MLFLOW_TRACKING_URI": ""}
     backend = "postgresql+psycopg://mnist:${MNIST_HITL_POSTGRES_PASSWORD:-mnist-hitl}@postgres:5432/mlflow"
-    address = ["--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
-    before = {
-        "mlflow": ["--backend-store-uri", "sqlite:////data/mlflow/mlflow.db"]
-        + ["--default-artifact-root", "/data/mlflow/artifacts", *address],
-        "mlflow-server": ["--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", "/artifacts"]
-        + [*address, "--allowed-hosts", "mlflow-server:5000,localhost:*,127.0.0.1:*"],
+    before = {  # what `mlflow server` was given: --backend-store-uri, --default-artifact-root or --serve-artifacts ...
+        "mlflow": mlflow_server.MlflowServer("sqlite:////data/mlflow/mlflow.db", "/data/mlflow/artifacts"),
+        "mlflow-server": mlflow_server.MlflowServer(
+            backend, "mlflow-artifacts:/", "/artifacts", "mlflow-server:5000,localhost:*,127.0.0.1:*"
+        ),
     }
-    for name, options in before.items():
-        executed = []
-        monkeypatch.setattr(os, "execvp", lambda program, args, executed=executed: executed.append(args))
+    for name, expected in before.items():
+        served = []
+        monkeypatch.setattr(
+            mlflow_server, "serve_mlflow", lambda settings, server, served=served: served.append((settings, server))
+        )
         outcome = CliRunner().invoke(app, services[name]["command"][1:], env=image)
-        assert outcome.exit_code == 0 and len(executed) == 1, outcome.output
-        assert Path(executed[0][0]).name == "mlflow" and executed[0][1:] == ["server", *options], name
+        assert outcome.exit_code == 0 and len(served) == 1, outcome.output
+        settings, server = served[0]
+        assert (settings.app_host, settings.mlflow_port, server) == ("0.0.0.0", 5000, expected), name
 
 
 def test_prometheus_and_grafana_point_at_the_compose_services():

@@ -202,3 +202,100 @@ def test_prometheus_scrapes_the_metrics_and_every_dashboard_query_returns_data(
             for log in sorted(logs.iterdir()):
                 print(f"--- {log.name}\n{log.read_text()[-3000:]}")
             raise
+
+
+def record_traffic(env: dict, api: str, rounds: int = 2, count: int = 5) -> None:
+    """Users draw and label, the flow publishes a cycle, the HTTP API is asked; ``rounds`` times, each one scraped."""
+
+    def seen(expression: str, total: int) -> bool:
+        url = f"{api}/query?" + urllib.parse.urlencode({"query": expression})
+        return any(float(r["value"][1]) == total for r in json.loads(get(url))["data"]["result"])
+
+    for done_rounds in range(1, rounds + 1):
+        start = str((done_rounds - 1) * count)
+        for command in ([USER_SESSION, start, str(count)], ["-c", FLOW, str(count)], ["-c", API_CLIENT]):
+            done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=180)
+            assert done.returncode == 0, done.stderr
+        predictions, requests = done_rounds * count, 2 * done_rounds
+        wait_until(lambda n=predictions: seen("sum(mnist_hitl_predictions_total)", n), 30, f"{predictions} predictions")
+        wait_until(
+            lambda n=requests: seen("sum(mnist_hitl_http_request_duration_seconds_count)", n),
+            30,
+            f"{requests} requests",
+        )
+
+
+@pytest.mark.slow
+def test_metrics_notebook_draws_every_dashboard_panel_from_a_real_prometheus(
+    home_with_model, processes, tmp_path, require_binary
+):
+    from html import escape
+
+    import nbformat
+
+    from mnist_hitl.services import dashboards
+    from tests.support.helpers import run_cli
+
+    require_binary("prometheus", "prometheus")
+    settings = home_with_model.replace(metrics_port=free_port(), prometheus_port=free_port())
+    env = {**os.environ, "MNIST_HITL_HOME": str(settings.home)}
+    processes.append(start_cli(env, "metrics", "--port", str(settings.metrics_port), stdout=subprocess.DEVNULL))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(prometheus_config(settings, scrape_interval="1s"))
+    address = f"127.0.0.1:{settings.prometheus_port}"
+    processes.append(
+        subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    api, url = f"http://{address}/api/v1", f"http://{address}"
+
+    def exporter_scraped() -> bool:
+        active = json.loads(get(f"{api}/targets"))["data"]["activeTargets"]
+        return {t["labels"]["job"] for t in active if t["health"] == "up"} >= {"mnist-hitl", "prometheus"}
+
+    wait_until(exporter_scraped, 120, "Prometheus to scrape the exporter")
+    record_traffic(env, api)
+    time.sleep(3)  # a few more scrapes: every rate has two points after the last round
+
+    # The module: every panel of the dashboard, with data where the exporter has some (no app runs here).
+    board = dashboards.load_dashboard()
+    panels = dashboards.dashboard_panels(board)
+    broken = dashboards.Panel("Broken", "timeseries", (dashboards.Query("sum(rate(x[5m])"),))
+    window, results = dashboards.fetch_panels(url, [*panels, broken], minutes=5)
+    assert window.scrape_seconds == 1
+    by_title = {data.panel.title: data for data in results}
+    assert by_title["Broken"].errors and "parse error" in by_title["Broken"].errors[0]
+    app_only = {p.title for p in panels if all('job="app"' in q.expr for q in p.queries)}
+    assert app_only == {"App server requests by status", "App server latency"}
+    without = sorted(data.panel.title for data in results[:-1] if not data.has_data or data.errors)
+    assert without == sorted(app_only), [(d.panel.title, d.errors) for d in results if not d.has_data]
+    for title in ("HTTP API requests by route and status", "Prediction rate", "Labels: confirmations and corrections"):
+        frame = by_title[title].frame
+        assert not frame.empty and frame.notna().to_numpy().any() and (frame.fillna(0) > 0).to_numpy().any(), title
+    requests = by_title["HTTP API requests by route and status"].frame.columns
+    assert {"/health/ready 200", "/predictions/{prediction_id} 404"} <= set(requests)
+
+    # The notebook, as `mnist-hitl dashboards` runs it: every panel drawn, one HTML page.
+    report = tmp_path / "report"
+    done = run_cli(
+        env, "dashboards", "--prometheus-url", url, "--minutes", "5", "--output-dir", str(report), timeout=300
+    )
+    paths = json.loads(done.stdout)
+    assert paths == {"notebook": str(report / "metrics.ipynb"), "html": str(report / "metrics.html")}
+    executed = nbformat.read(report / "metrics.ipynb", as_version=4)
+    outputs = [output for cell in executed.cells for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1 + sum(p.kind != "stat" for p in panels)
+    page = (report / "metrics.html").read_text()
+    assert page.count('src="data:image/png;base64') == 1 + sum(p.kind != "stat" for p in panels)
+    assert "<script src=" not in page  # self-contained
+    assert [p.title for p in panels if escape(p.title) not in page] == []
+    assert f"<strong>{len(panels) - len(app_only)} of {len(panels)} panels</strong> have data" in page

@@ -112,6 +112,21 @@ def executed_by(line: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     return executed[0]
 
 
+def served_by(line: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """The settings and the MLflow server a Procfile line serves in its own process, run here with ``env``."""
+    from typer.testing import CliRunner
+
+    from mnist_hitl.cli import app
+    from mnist_hitl.services import mlflow_server
+
+    argv = shlex.split(string.Template(line).substitute(env))
+    served = []
+    monkeypatch.setattr(mlflow_server, "serve_mlflow", lambda settings, server: served.append((settings, server)))
+    outcome = CliRunner().invoke(app, argv[1:], env=env)
+    assert outcome.exit_code == 0 and len(served) == 1, outcome.output
+    return served[0]
+
+
 def test_mlflow_and_prometheus_get_the_stacks_paths_address_and_ports(home, monkeypatch):
     from honcho.environ import parse_procfile
 
@@ -120,11 +135,12 @@ def test_mlflow_and_prometheus_get_the_stacks_paths_address_and_ports(home, monk
     settings = home.replace(mlflow_port=free_port(), prometheus_port=free_port())
     env = stack_environment(settings)
     commands = parse_procfile(resource("Procfile").read_text()).processes
-    mlflow = executed_by(commands["mlflow"], env, monkeypatch)
-    assert Path(mlflow[0]).name == "mlflow" and mlflow[1] == "server"  # `mlflow ui` is its alias
-    store, artifacts, port = env["MLFLOW_TRACKING_URI"], str(settings.mlflow_artifacts_dir), str(settings.mlflow_port)
-    stores = ["--backend-store-uri", store, "--default-artifact-root", artifacts]
-    assert mlflow[2:] == [*stores, "--host", "127.0.0.1", "--port", port, "--workers", "1"]
+    served, mlflow = served_by(commands["mlflow"], env, monkeypatch)  # in that process: no `mlflow server` parent
+    assert (served.app_host, served.mlflow_port) == ("127.0.0.1", settings.mlflow_port)
+    assert mlflow.environment()["_MLFLOW_SERVER_FILE_STORE"] == env["MLFLOW_TRACKING_URI"]
+    assert mlflow.environment()["_MLFLOW_SERVER_ARTIFACT_ROOT"] == str(settings.mlflow_artifacts_dir)
+    assert mlflow.environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert "_MLFLOW_SERVER_SERVE_ARTIFACTS" not in mlflow.environment()  # clients write the artifacts
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed")
     folder = settings.home / "prometheus"
@@ -146,6 +162,39 @@ def assert_lab_lists_the_notebooks(output: str, port: int) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=10)
     assert refused.value.code == 403
+
+
+EVENT = re.compile(r"^\d\d:\d\d:\d\d ")  # the console's lines after the table: the time, the service, the event
+
+
+def wait_for_events(log_path: Path, patterns: list[str], run: subprocess.Popen, timeout: float = 120) -> str:
+    """The terminal's output once an event line matches each pattern (fails the test after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = log_path.read_text()
+        missing = [p for p in patterns if not re.search(rf"^\d\d:\d\d:\d\d {p}", output, re.M)]
+        if not missing:
+            return output
+        assert run.poll() is None and time.monotonic() < deadline, f"no event {missing}:\n{output[-5000:]}"
+        time.sleep(0.5)
+
+
+def assert_the_console_shows_events_and_the_logs_the_rest(output: str, home: Path, mlflow: int, restart: bool) -> None:
+    """After the table, only event lines; each service's own output is in its log; MLflow opens on the runs."""
+    after_table = output.split("Ctrl-C stops everything.\n", 1)[1].splitlines()
+    assert [line for line in after_table if not EVENT.match(line)] == [], output[-5000:]
+    logs = home / "logs"
+    if shutil.which("prometheus"):
+        assert "TSDB" in (logs / "prometheus.log").read_text() and "TSDB" not in output
+    assert "extension was successfully loaded" in (logs / "lab.log").read_text()
+    assert "extension" not in output
+    assert "serving hitl-cycle every" in (logs / "schedule.log").read_text()
+    experiment = rf"http://127\.0\.0\.1:{mlflow}/#/experiments/\d+"
+    assert re.search(rf"mlflow +ready: {experiment}$", output, re.M), output[-5000:]
+    if restart:  # the experiment exists now: the table points at it
+        assert re.search(rf"^\s+mlflow\s+{experiment}\s", output, re.M), output[:3000]
+    with urllib.request.urlopen(f"http://127.0.0.1:{mlflow}/ajax-api/3.0/mlflow/ui-telemetry", timeout=10) as answer:
+        assert json.load(answer)["disable_ui_telemetry"] is True  # the UI sends nothing either
 
 
 @pytest.mark.slow
@@ -201,11 +250,14 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
 
             for name in services:  # one clear line per service, with its URL
                 assert re.search(rf"^\s+{name}\s+http://127\.0\.0\.1:{ports[name]}/", output, re.M), name
-            started = dict(re.findall(r"\| (\w+) started \(pid=(\d+)\)", output))
+            started = dict(re.findall(r"^\d\d:\d\d:\d\d (\w+) +started \(pid (\d+)\)", output, re.M))
             assert set(started) == {*services, "schedule"}
+            output = wait_for_events(log_path, [rf"{name} +ready" for name in {*services, "schedule"}], run)
+            assert_the_console_shows_events_and_the_logs_the_rest(output, home, ports["mlflow"], restart=start > 1)
+            assert {f"{name}.log" for name in {*services, "schedule"}} <= {p.name for p in (home / "logs").iterdir()}
             time.sleep(3)  # the schedule has had time to reach the server
             output = log_path.read_text()
-            assert "schedule stopped" not in output, output[-5000:]
+            assert not re.search(r"schedule +(stopped|crashed)", output), output[-5000:]
             os.kill(int(started["schedule"]), 0)  # the schedule process is alive
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as response:
                 assert f'mnist_hitl_deployed_model_info{{model_version="{version}"}} 1.0' in response.read().decode()
@@ -216,7 +268,7 @@ def test_run_starts_every_service_ctrl_c_stops_them_and_a_restart_keeps_everythi
             assert run.wait(timeout=60) == 0
             output = log_path.read_text()
             for name in {*services, "schedule"}:
-                assert f"{name} stopped" in output, name
+                assert re.search(rf"^\d\d:\d\d:\d\d {name} +(stopped|did not stop)", output, re.M), name
             deadline = time.monotonic() + 20
             while processes_of(home) and time.monotonic() < deadline:
                 time.sleep(0.5)

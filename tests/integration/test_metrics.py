@@ -112,7 +112,7 @@ def test_metrics_add_up_across_processes(home_with_model, exporter):
         for (name, labels_), value in samples.items()
         if name == "mnist_hitl_labels_total"
     }
-    assert len(served) == 30  # every kind (confirm, correct, undo) and digit, zeros included
+    assert len(served) == 40  # every kind (confirm, correct, adjudicate, undo) and digit, zeros included
     assert {key: n for key, n in served.items() if n} == Counter((label.kind, str(label.label)) for label in labels)
     assert {label.kind for label in labels} == {"confirm", "correct"}
     assert values(samples, "mnist_hitl_prediction_latency_seconds_count") == {(): 21}

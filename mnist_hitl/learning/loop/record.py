@@ -12,12 +12,12 @@ import logging
 from dataclasses import asdict
 
 from mnist_hitl.config import Settings
-from mnist_hitl.files import json_default
+from mnist_hitl.files import json_default, write_json
 from mnist_hitl.learning.loop.stages import RUNNING_CYCLE, CyclePlan
 from mnist_hitl.learning.loop.watermarks import advance_watermarks
 from mnist_hitl.names import CycleOutcome
 from mnist_hitl.store import Store
-from mnist_hitl.workbench.agreement import agreement, agreement_metrics
+from mnist_hitl.workbench.agreement import agreement, agreement_metrics, team_figures
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def record_cycle(
             "promoted": int(bool(summary.get("promoted"))),
         }
     )
-    record_agreement(store, parent)
+    record_agreement(settings, store, parent)
     parent.tags(
         {
             "outcome": summary["outcome"],
@@ -59,12 +59,15 @@ def record_cycle(
     tracking.end_run(settings, parent.run_id, "FINISHED")
 
 
-def record_agreement(store: Store, parent) -> dict:
+def record_agreement(settings: Settings, store: Store, parent) -> dict:
     """Log the team's agreement (:mod:`mnist_hitl.workbench.agreement`) to the cycle's run: alpha and each
-    pair's kappa as metrics, every figure as ``agreement.json``."""
-    figures = agreement(store.labels())
+    pair's kappa as metrics, every figure as ``agreement.json``; and write what the metrics exporter serves
+    of it (:attr:`~mnist_hitl.config.Settings.team_figures_path`)."""
+    history = store.labels()
+    figures = agreement(history)
     parent.metrics(agreement_metrics(figures))
     parent.json(figures, "agreement.json")
+    write_json(settings.team_figures_path, team_figures(history))
     return figures
 
 

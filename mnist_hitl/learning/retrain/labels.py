@@ -10,12 +10,18 @@ times instead. Every label trains the deployed model eventually; a challenger is
 labels the champion never saw (``fresh``: labelled after it was trained), each by a model of the
 same recipe that did not train on it either
 (a cross-fit over judging folds, see :mod:`mnist_hitl.learning.retrain.crossfit`).
+
+Some labels are held out of both until a person has settled them (:func:`retraining_labels`): a
+disputed drawing, whose reviewers gave different digits, until an adjudication decides it
+(:mod:`mnist_hitl.workbench.adjudication`); a suspect label the previous cycle flagged, until
+someone labels the drawing again (:mod:`mnist_hitl.workbench.suspects`). Both are read as of the
+retraining's newest label, so its search workers leave out the same drawings.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -24,6 +30,8 @@ from mnist_hitl.config import Settings
 from mnist_hitl.learning.retrain.variants import copies_for_share, variants
 from mnist_hitl.preprocess import decode_image
 from mnist_hitl.store import Store
+from mnist_hitl.workbench.adjudication import disputes
+from mnist_hitl.workbench.suspects import stored_suspects, unreviewed_suspects
 
 
 @dataclass
@@ -65,6 +73,46 @@ def user_labels(store: Store, since_label_id: int = 0, through_label_id: int | N
     )
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The labelled drawings a retraining leaves out of training and judging, by prediction id."""
+
+    disputed: frozenset[int] = frozenset()  # reviewers disagree and no adjudication decided it
+    suspects: frozenset[int] = frozenset()  # flagged by the previous cycle, nobody has looked again
+
+    def __len__(self) -> int:
+        return len(self.disputed) + len(self.suspects)
+
+
+def to_hold_out(store: Store, through_label_id: int | None = None) -> HeldOut:
+    """The drawings to hold out as of label ``through_label_id`` (None: the newest): the disputed ones, and the
+    stored suspects' drawings with no label since the flagged one (a drawing both disputed and suspect counts
+    as disputed)."""
+    history = [label for label in store.labels() if through_label_id is None or label.id <= through_label_id]
+    disputed = set(disputes(history))
+    stored = stored_suspects(store)
+    suspects = unreviewed_suspects(stored[0], history) - disputed if stored else set()
+    return HeldOut(frozenset(disputed), frozenset(suspects))
+
+
+def retraining_labels(store: Store, through_label_id: int | None = None) -> tuple[UserLabels, HeldOut]:
+    """Every labelled drawing up to ``through_label_id`` that may train and judge, and those held out of both."""
+    return without_held_out(store, user_labels(store, 0, through_label_id), through_label_id)
+
+
+def without_held_out(store: Store, labels: UserLabels, through_label_id: int | None) -> tuple[UserLabels, HeldOut]:
+    """``labels`` less the drawings :func:`to_hold_out` as of ``through_label_id``, and those held out (the drawings
+    among ``labels`` only)."""
+    if not len(labels):
+        return labels, HeldOut()
+    candidates = to_hold_out(store, through_label_id)
+    present = set(labels.prediction_ids.tolist())
+    held = HeldOut(candidates.disputed & present, candidates.suspects & present)
+    if not len(held):
+        return labels, held
+    return labels.subset(~np.isin(labels.prediction_ids, sorted(held.disputed | held.suspects))), held
+
+
 def _as_digit(picture: np.ndarray) -> np.ndarray:
     picture = np.asarray(picture)
     if picture.ndim == 3:
@@ -96,6 +144,7 @@ class RetrainData:
     judged_fold: int | None = None  # one fold judges (the quick way, see crossfit.judge); None: every fold does
     label_share: float = 0.0  # people's drawings' share of the training examples; 0: ``oversample`` repeats
     seed: int = 0  # the variants' seed
+    held_out: HeldOut = field(default_factory=HeldOut)  # labelled drawings left out of training and judging
 
     @cached_property
     def copies(self) -> int:
@@ -179,6 +228,8 @@ class RetrainData:
             "label_copies": self.copies,
             "through_label_id": self.through_label_id,
             "champion_through_label_id": self.champion_through,
+            "users_disputed_held_out": len(self.held_out.disputed),
+            "users_suspects_set_aside": len(self.held_out.suspects),
         }
 
 
@@ -232,16 +283,28 @@ def retrain_data(
     labels = user_labels(store, 0, through_label_id)
     seen_through = champion_through(store, deployed_version)
     through = max(int(labels.label_ids.max()) if len(labels) else 0, int(through_label_id or 0))
-    return training_data(settings, load_mnist(settings), labels, oversample, through, seen_through, folds)
+    labels, held = without_held_out(store, labels, through)
+    return training_data(settings, load_mnist(settings), labels, oversample, through, seen_through, folds, held)
 
 
 def training_data(
-    settings: Settings, dataset, labels: UserLabels, oversample: int, through: int, seen_through: int, folds: int = 2
+    settings: Settings,
+    dataset,
+    labels: UserLabels,
+    oversample: int,
+    through: int,
+    seen_through: int,
+    folds: int = 2,
+    held_out: HeldOut | None = None,
 ) -> RetrainData:
     """A retraining's data: a replay of ``dataset``'s train split and ``labels``, those up to ``seen_through`` first.
 
     The retraining and the search's workers both build their data here, so a worker's trials are the
     retraining's (the replay's seed is the newest label's id).
+
+    Args:
+        labels: the drawings that train and judge (:func:`retraining_labels`).
+        held_out: the drawings left out of ``labels``, for the record.
     """
     fresh = labels.label_ids > seen_through
     replay = replay_sample(
@@ -260,6 +323,7 @@ def training_data(
         folds,
         label_share=settings.label_share,
         seed=settings.seed + through,
+        held_out=held_out or HeldOut(),
     )
 
 

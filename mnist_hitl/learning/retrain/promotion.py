@@ -25,6 +25,10 @@ MNIST (10,000 test digits) the test is sharp enough that the two rarely differ.
 With no users' held-out drawings the challenger must be strictly better on the
 MNIST holdout.
 
+The reasons also say how many labelled drawings neither trained nor judged either model, when
+some did not: disputed drawings waiting for an adjudication, and suspect labels set aside until
+someone looks at them again (:mod:`mnist_hitl.learning.retrain.labels`).
+
 Acting on the verdict is :func:`mnist_hitl.learning.retrain.deployment.apply_verdict`'s job;
 this module only judges.
 """
@@ -68,6 +72,9 @@ class Comparison:
     users_log_loss: dict[str, float] | None = None
     users_surer: int = 0
     users_less_sure: int = 0
+    # Labelled drawings left out of training and judging (RetrainData.held_out).
+    users_disputed_held_out: int = 0
+    users_suspects_set_aside: int = 0
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -128,6 +135,8 @@ def compare(challenger, champion, data, challenger_users: np.ndarray | None = No
         np.asarray(data.y_mnist_holdout),
         y_users,
     )
+    comparison.users_disputed_held_out = len(data.held_out.disputed)
+    comparison.users_suspects_set_aside = len(data.held_out.suspects)
     return with_log_loss(comparison, new_users, old_users, y_users) if new_users is not None else comparison
 
 
@@ -212,7 +221,7 @@ def promotion_rule(
             "no users' held-out drawings: the challenger must be better on the MNIST holdout: "
             + ("it is" if better else "it is not")
         )
-        return Verdict(better and holdout_ok, reasons)
+        return Verdict(better and holdout_ok, reasons + held_out_reasons(comparison))
     gain = challenger.users_heldout - champion.users_heldout
     surer = gain == 0 and surer_on_the_true_digit(comparison)
     users_ok = gain > 0 or surer
@@ -223,7 +232,24 @@ def promotion_rule(
         + f"; {users_uncertainty(comparison)}"
         + (f"; {users_log_loss(comparison)}" if comparison.users_log_loss is not None else "")
     )
-    return Verdict(users_ok and holdout_ok, reasons)
+    return Verdict(users_ok and holdout_ok, reasons + held_out_reasons(comparison))
+
+
+def held_out_reasons(comparison: Comparison) -> list[str]:
+    """What was left out of training and judging, if anything: one reason for each kind."""
+    disputed, suspects = comparison.users_disputed_held_out, comparison.users_suspects_set_aside
+    reasons = []
+    if disputed:
+        reasons.append(
+            f"{disputed} disputed drawing{'s' * (disputed != 1)} held out of training and judging until"
+            " adjudicated (mnist-hitl queue --strategy adjudicate)"
+        )
+    if suspects:
+        reasons.append(
+            f"{suspects} suspect label{'s' * (suspects != 1)} set aside until someone looks at"
+            f" {'them' if suspects != 1 else 'it'} again (mnist-hitl queue --strategy suspect)"
+        )
+    return reasons
 
 
 def surer_on_the_true_digit(comparison: Comparison) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.retrain import search_request
-from mnist_hitl.learning.retrain.labels import RetrainData, training_data, user_labels
+from mnist_hitl.learning.retrain.labels import RetrainData, retraining_labels, training_data
 from mnist_hitl.learning.retrain.search import STUDY_NAME, make_objective, trial_arrays
 from mnist_hitl.learning.retrain.search_request import SearchRequest
 from mnist_hitl.store import Store, open_store
@@ -113,7 +113,13 @@ def request_data(settings: Settings, store: Store, request: SearchRequest) -> Re
     """MNIST and the users' labels up to the request's label, the champion's seen ones first (no pseudo-labels)."""
     from mnist_hitl.learning.data import load_mnist
 
-    users = user_labels(store, 0, request.through_label_id)
+    users, held = retraining_labels(store, request.through_label_id)
     return training_data(
-        settings, load_mnist(settings), users, request.oversample, request.through_label_id, request.champion_through
+        settings,
+        load_mnist(settings),
+        users,
+        request.oversample,
+        request.through_label_id,
+        request.champion_through,
+        held_out=held,
     )

@@ -16,20 +16,6 @@ from mnist_hitl.store.schema import HASH_FUNCTION, migration
 from tests.integration.store.test_store import PNG, PROBS, sql
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    """Where a new, empty store is: a SQLite file, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store.sqlite")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(location):
-    with Store(location) as opened:
-        yield opened
-
-
 def test_a_label_keeps_its_reviewer_and_the_undo_its_own(store):
     prediction_id = store.record_prediction(PNG, 9, PROBS, "v1", 1.0)
     store.add_label(prediction_id, 4, "correct", reviewer="ada")
@@ -111,7 +97,7 @@ def test_a_version_3_store_migrates_in_place_and_its_labels_read_unknown(locatio
     else:
         _version_3_sqlite(location)
     with Store(location) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         ((_, label),) = store.labelled_predictions()
         assert (label.id, label.label, label.created_at, label.reviewer) == (1, 7, "then", UNKNOWN_REVIEWER)
         store.add_label(1, 3, "correct", reviewer="ada")

@@ -20,20 +20,6 @@ PNG = b"\x89PNG fake but non-empty"
 PROBS = [0.01] * 9 + [0.91]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path) -> str:
-    """Where a new, empty store is: a SQLite file, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        return str(tmp_path / "store.sqlite")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(location):
-    with Store(location) as opened:
-        yield opened
-
-
 def sql(store: Store, statement: str) -> list[tuple]:
     """Run SQL on a connection of the store's own, past its methods (as any other client could)."""
     with store.engine.begin() as connection:

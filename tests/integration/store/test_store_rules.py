@@ -180,7 +180,7 @@ def test_a_version_1_store_migrates_in_place_and_keeps_every_row(tmp_path):
     old.close()
     before = rows(path)
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         assert store.get_meta("watermark") == "1"
         assert [(p.id, label.label) for p, label in store.labelled_predictions()] == [(1, 7)]
         store.add_label(1, 3)

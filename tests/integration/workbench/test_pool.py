@@ -113,7 +113,7 @@ def test_the_cli_prints_a_line_per_picture_counts_and_a_progress_bar(home_with_m
     assert len(lines) == 62 and all(set(line) & {"prediction_id", "duplicate_of", "error"} for line in lines)
     assert lines[-1]["duplicate_of"] == lines[0]["prediction_id"]
     summary = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("{")))
-    assert summary == {"imported": 60, "duplicates": 1, "refused": 1}
+    assert summary == {"imported": 60, "duplicates": 1, "refused": 1, "labelled": 0}
     assert "62/62" in done.stderr  # tqdm's bar, more than 50 pictures
     small = run_cli(home_with_model, "import", str(tmp_path / "many" / "01.png"))
     assert "duplicate_of" in small.stdout and "%|" not in small.stderr

@@ -317,7 +317,7 @@ def test_a_version_2_store_migrates_to_3_keeping_every_row_and_rule(tmp_path):
     with sqlite3.connect(path) as before:
         labels_before = before.execute("SELECT * FROM labels ORDER BY id").fetchall()
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 4  # through 3, then 4 (reviewers)
+        assert store.schema_version == SCHEMA_VERSION == 5  # through 3, then 4 (reviewers), 5 (adjudicate)
         assert [(p.id, label.label) for p, label in store.labelled_predictions()] == [(1, 5), (2, 3)]
         undo_id, undone = store.undo_label(1)
         assert undo_id == 4 and (undone.id, undone.label) == (2, 5)  # ids carry on after the migration

@@ -168,3 +168,19 @@ def test_a_doubted_label_is_offered_blind_to_another_reviewer_until_one_has_answ
         assert bench.queue(strategy="second-opinion", reviewer="eve") == []  # two opinions now
         with pytest.raises(ValueError, match="reviewer"):
             bench.queue(strategy="second-opinion")
+
+
+def test_an_adjudication_from_the_command_line_ends_the_dispute(home, predictions):
+    from mnist_hitl.workbench.adjudication import disputes
+
+    first = predictions[0]
+    run_cli(home, "correct", str(first), "4", "--reviewer", "ada")
+    run_cli(home, "correct", str(first), "9", "--reviewer", "bob")
+    with Store(home.db_path) as store:
+        assert list(disputes(store.labels())) == [first]
+    answer = lines(run_cli(home, "adjudicate", str(first), "4", "--reviewer", "cy").stdout)
+    assert answer[0]["kind"] == "adjudicate" and answer[0]["label"] == 4 and answer[0]["reviewer"] == "cy"
+    with Store(home.db_path) as store:
+        assert disputes(store.labels()) == {}
+    refused = run_cli(home, "adjudicate", str(first), "10", check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr

@@ -10,7 +10,14 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from mnist_hitl.store import Label
-from mnist_hitl.workbench.agreement import agreement, agreement_metrics, agreement_table, reviewers_labels
+from mnist_hitl.workbench.agreement import (
+    agreement,
+    agreement_metrics,
+    agreement_table,
+    quality,
+    reviewers,
+    reviewers_labels,
+)
 
 ids = itertools.count(1)
 
@@ -82,3 +89,54 @@ def test_the_cycle_logs_alpha_and_each_pairs_kappa_and_the_notebook_shows_one_ro
     assert table["reviewers"].tolist() == ["ada & bob", "all (2)"]
     assert table["kappa"].iloc[0] == kappa and table["alpha"].iloc[1] == figures["alpha"]
     assert table["drawings"].tolist() == [8, 8]
+
+
+def test_each_reviewer_is_scored_against_the_others_majority_a_tie_going_to_the_latest_label():
+    history = [
+        # drawing 1: ada, bob and eve say 7; cy says 1: the others' majority is 7 for everyone
+        given(1, 7, "ada"),
+        given(1, 7, "bob"),
+        given(1, 7, "eve"),
+        given(1, 1, "cy"),
+        # drawing 2: ada 3, bob 5: for each, the other's label is the decision
+        given(2, 3, "ada"),
+        given(2, 5, "bob"),
+        # drawing 3: ada 4, bob 9, eve 4: a tie between two others goes to the later of their labels
+        given(3, 4, "ada"),
+        given(3, 9, "bob"),
+        given(3, 4, "eve"),
+        # drawing 4: no other named reviewer ("unknown" is no one person): not compared
+        given(4, 2, "ada"),
+        given(4, 2, "unknown"),
+        # drawing 5: bob's label was undone, so ada is alone on it
+        given(5, 6, "ada"),
+        given(5, 8, "bob"),
+        given(5, None, "bob"),
+    ]
+    scores = quality(history)
+    assert scores == {
+        "ada": {"drawings": 3, "agreement": round(2 / 3, 4)},  # 1 yes; 2 no; 3: bob 9 vs eve 4, eve's later: yes
+        "bob": {"drawings": 3, "agreement": round(1 / 3, 4)},  # 1 yes; 2 no; 3: ada and eve say 4: no
+        "eve": {"drawings": 2, "agreement": 0.5},  # 1 yes; 3: ada 4 vs bob 9, bob's later: no
+        "cy": {"drawings": 1, "agreement": 0.0},
+    }
+    assert list(scores) == ["ada", "bob", "eve", "cy"]  # the most compared first
+    assert agreement(history)["quality"] == scores
+    people = {person["reviewer"]: person for person in reviewers(history)}
+    assert (people["ada"]["compared"], people["ada"]["agreement"]) == (3, round(2 / 3, 4))
+    assert (people["unknown"]["compared"], people["unknown"]["agreement"]) == (0, None)
+
+
+def test_an_adjudication_is_the_decided_label_and_its_adjudicator_is_not_scored_on_it():
+    history = [
+        given(1, 3, "ada"),
+        given(1, 5, "bob"),
+        given(1, 5, "cy"),  # without the adjudication, the majority would be 5
+        Label(next(ids), 1, 3, "adjudicate", "then", "eve"),
+        given(2, 3, "ada"),
+        given(2, 3, "eve"),
+    ]
+    scores = quality(history)
+    assert scores["ada"] == {"drawings": 2, "agreement": 1.0}
+    assert scores["bob"] == {"drawings": 1, "agreement": 0.0} and scores["cy"] == scores["bob"]
+    assert scores["eve"] == {"drawings": 1, "agreement": 1.0}  # drawing 2 only: her own decision is not scored
