@@ -6,6 +6,12 @@ of those keys (Backspace, say) is held back; after a click on the Review tab the
 is there already. A hidden text box, the other way to get keys into a kernel, needs the
 focus, which every click on a button takes away, and on a phone it opens the on-screen
 keyboard over the drawing.
+
+That listener takes every key, so the one text field, the reviewer's name, needs a few lines of
+script (:data:`GLUE`): a key typed into it stops at the window, before the document's listener,
+and Enter or Escape hands the keys back to the tab. The same script fills the field from the
+browser's ``localStorage`` when the page opens; the kernel hears it as if it were typed, and says
+which name to keep there once it has accepted one (:func:`mnist_hitl.app.views.name_line`).
 """
 
 from __future__ import annotations
@@ -15,10 +21,33 @@ from ipyevents import Event
 
 from mnist_hitl.app.draw import DrawingApp
 from mnist_hitl.app.review import ReviewView
+from mnist_hitl.app.views import REVIEWER_KEY, script
 from mnist_hitl.config import Settings
 
 DRAW, REVIEW = 0, 1
 MODIFIERS = ("ctrlKey", "altKey", "metaKey")
+NAME_FIELD = ".hitl-review-name"
+GLUE = f"""(() => {{
+  if (window.hitlNameGlue) return;
+  window.hitlNameGlue = true;
+  const inField = target => target instanceof Element && target.closest("{NAME_FIELD}") !== null;
+  window.addEventListener("keydown", event => {{
+    if (!inField(event.target)) return;
+    event.stopPropagation();
+    if (event.key === "Enter" || event.key === "Escape") setTimeout(() => event.target.blur(), 0);
+  }}, true);
+  const fill = () => {{
+    const input = document.querySelector("{NAME_FIELD} input");
+    if (!input || input.dataset.hitlFilled) return;
+    input.dataset.hitlFilled = "1";
+    const name = localStorage.getItem("{REVIEWER_KEY}");
+    if (name && !input.value) {{
+      input.value = name;
+      input.dispatchEvent(new Event("change", {{bubbles: true}}));
+    }}
+  }};
+  setInterval(fill, 200);
+}})()"""
 
 
 class AppPage:
@@ -38,6 +67,7 @@ class AppPage:
         self.review = ReviewView(workbench=self.draw.workbench)
         self.tabs = widgets.Tab([self.draw.widget, self.review.widget], titles=("Draw", "Review"))
         self.tabs.add_class("hitl-tabs")
+        self.glue = widgets.HTML(script(GLUE), layout=widgets.Layout(display="none"))
         self.tabs.observe(self._on_tab, names="selected_index")
         self.keys = Event(source=self.tabs, watched_events=["keydown"], ignore_modifier_key_events=True)
         self.keys.on_dom_event(self.on_key)
@@ -52,7 +82,7 @@ class AppPage:
         """Show the page in the notebook (or the Voila page)."""
         from IPython.display import display
 
-        display(self.tabs)
+        display(widgets.VBox([self.glue, self.tabs]))
 
     def _ipython_display_(self) -> None:
         self.display()

@@ -14,6 +14,8 @@ drawing again and the next digit replaces the decision. Three choices keep it fa
 * The history stays append-only: an undo appends an ``undo`` label (the drawing is
   unlabelled again and comes back), a change appends the new label; the latest counts.
 
+A team shares the queue (the name, the strategy, the agreement table: :mod:`.review_team`).
+
 The keys reach :meth:`ReviewView.press` from :mod:`mnist_hitl.app.page`.
 """
 
@@ -29,12 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_hitl.app import views
+from mnist_hitl.app.review_team import TeamReview
 from mnist_hitl.app.review_widgets import RECENT, ReviewWidgets
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.learning.loop import trigger
 from mnist_hitl.learning.loop.lock import start_cycle
 from mnist_hitl.model import ModelFileError
-from mnist_hitl.store import StoreError
+from mnist_hitl.store import ADJUDICATE, StoreError
 from mnist_hitl.workbench import Workbench
 
 if TYPE_CHECKING:
@@ -42,12 +45,14 @@ if TYPE_CHECKING:
 
 PREFETCH = 4  # refill the buffer when fewer drawings than this wait in it
 BATCH = 12  # drawings asked of the queue per refill
+LEASED_BATCH = 6  # the same for a named reviewer: fewer, as each one is kept from the others while it waits
 STALE_SECONDS = 30.0  # a buffer filled longer ago than this is filled again when the tab opens
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What the person said about one drawing: a label (``confirm``/``correct``) or a skip (label None)."""
+    """What the person said about one drawing: a label (``confirm``/``correct``/``adjudicate``) or a skip (label
+    None)."""
 
     item: QueueItem
     label: int | None
@@ -63,7 +68,7 @@ class Decision:
         return f"#{self.prediction_id}: {self.label} ({self.kind})"
 
 
-class ReviewView(ReviewWidgets):
+class ReviewView(TeamReview, ReviewWidgets):
     """What the Review tab's keys and buttons do (its widgets: :class:`~mnist_hitl.app.review_widgets.ReviewWidgets`).
 
     Args:
@@ -73,6 +78,8 @@ class ReviewView(ReviewWidgets):
 
     Attributes:
         current: the drawing shown, or None when nothing is left.
+        reviewer: the name labels are given under (and drawings leased to), or None: ``unknown``, no leases.
+        strategy: the queue's strategy (:data:`mnist_hitl.workbench.STRATEGIES`).
         changing: the earlier decision being changed (its drawing is shown), or None.
         decisions: this session's standing decisions, oldest first.
         status_text: the status line as plain text.
@@ -96,12 +103,16 @@ class ReviewView(ReviewWidgets):
         self.buffer: deque[QueueItem] = deque()
         self.decisions: list[Decision] = []
         self.skipped: set[int] = set()
+        self.reviewer: str | None = None
+        self.strategy = "margin"
+        self.served_by: dict[int, str] = {}  # the strategy that served each drawing
         self.version: str | None = None
         self.accuracy: float | None = None
         self.cycle: subprocess.Popen | None = None
         self._filled_at = float("-inf")
         self._build()
         self._show(None)
+        self._show_name()
         self._set_status("")
 
     # what a person does ----------------------------------------------------------------
@@ -120,13 +131,17 @@ class ReviewView(ReviewWidgets):
     def label(self, digit: int) -> int | None:
         """Label the drawing shown as ``digit`` and show the next one; returns the label's id.
 
-        The model's answer makes a ``confirm``, any other digit a ``correct``.
+        The model's answer makes a ``confirm``, any other digit a ``correct``; a drawing served to adjudicate
+        gets an ``adjudicate``.
         """
         item = self.current
         if item is None:
             self._set_status("nothing to label: the queue is empty", error=True)
             return None
-        kind = "confirm" if digit == item.predicted_label else "correct"
+        if self.served_by.get(item.prediction_id) == "adjudicate":
+            kind = ADJUDICATE
+        else:
+            kind = "confirm" if digit == item.predicted_label else "correct"
         replaced, decision = self.changing, Decision(item, int(digit), kind)
         if replaced is not None:
             self.decisions.remove(replaced)
@@ -135,7 +150,7 @@ class ReviewView(ReviewWidgets):
         self.decisions.append(decision)
         self._show_next()  # on its way to the page before anything is written
         try:
-            label_id = self.workbench.label(item.prediction_id, digit, kind)
+            label_id = self.workbench.label(item.prediction_id, digit, kind, reviewer=self.signature)
         except StoreError as error:
             self.decisions.remove(decision)
             if replaced is not None:  # it still stands
@@ -146,7 +161,7 @@ class ReviewView(ReviewWidgets):
         was = f" (was {html.escape(replaced.describe().split(': ', 1)[1])})" if replaced else ""
         self._after_decision()
         self._set_status(
-            f"saved: #{item.prediction_id} is a {digit}, a {kind}{was}",
+            f"saved: #{item.prediction_id} is a {digit}, {'an' if kind == ADJUDICATE else 'a'} {kind}{was}",
             data={"prediction-id": item.prediction_id, "label": digit, "kind": kind},
         )
         return label_id
@@ -170,6 +185,7 @@ class ReviewView(ReviewWidgets):
         self.decisions.append(Decision(item, None, "skip"))
         self.skipped.add(item.prediction_id)
         self._show_next()
+        self._release([item])
         self._after_decision()
         self._set_status(f"skipped #{item.prediction_id}", data={"prediction-id": item.prediction_id, "kind": "skip"})
 
@@ -188,7 +204,7 @@ class ReviewView(ReviewWidgets):
             self.skipped.discard(pid)
         else:
             try:
-                self.workbench.undo(pid)
+                self.workbench.undo(pid, reviewer=self.signature)
             except StoreError as error:
                 self.decisions.append(decision)
                 self._show_next()
@@ -257,6 +273,7 @@ class ReviewView(ReviewWidgets):
     def activate(self) -> None:
         """The tab was opened: refresh a buffer left waiting, and what the page says."""
         if not self.decisions and self.changing is None and time.monotonic() - self._filled_at > STALE_SECONDS:
+            self._release([self.current, *self.buffer])  # what the queue serves now may be others
             self.reload()
             return
         self._check_model()
@@ -272,10 +289,16 @@ class ReviewView(ReviewWidgets):
             exclude.add(self.current.prediction_id)
         try:
             with views.native_stderr_silenced():
-                items = self.workbench.queue(limit=BATCH, exclude=exclude)
-        except (ModelFileError, StoreError) as error:
+                items = self.workbench.queue(
+                    limit=BATCH if self.reviewer is None else LEASED_BATCH,
+                    strategy=self.strategy,
+                    exclude=exclude,
+                    reviewer=self.reviewer,
+                )
+        except (ModelFileError, StoreError, ValueError) as error:
             self._set_status(f"the queue cannot be read: {html.escape(str(error))}", error=True)
             return
+        self.served_by.update((item.prediction_id, self.strategy) for item in items)
         self.buffer.extend(items)
         self._filled_at = time.monotonic()
 

@@ -15,14 +15,23 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 from mnist_hitl.app import views
 
 RECENT = 10  # decisions listed, each can be changed
+STRATEGY_CHOICES = (  # what the selector shows, and the queue's strategy it asks for
+    ("the model's least sure", "margin"),
+    ("the model's least sure (entropy)", "entropy"),
+    ("labels the model doubts", "doubtful"),
+    ("suspect labels", "suspect"),
+    ("second opinion (needs your name)", "second-opinion"),
+    ("adjudicate disputes", "adjudicate"),
+)
 PICTURE_SIZE, SMALL_SIZE = 280, 84
 
 
 class ReviewWidgets:
     """The Review tab's widgets and its status line.
 
-    The subclass says what the buttons do: ``label(digit)``, ``confirm()``, ``undo()``, ``skip()``,
-    ``train_now()`` and ``change(index)``.
+    The subclass says what the buttons and fields do: ``label(digit)``, ``confirm()``, ``undo()``, ``skip()``,
+    ``train_now()``, ``change(index)``, ``set_reviewer(name)``, ``set_strategy(strategy)`` and
+    ``show_agreement()``.
 
     Attributes:
         widget: the tab.
@@ -77,8 +86,25 @@ class ReviewWidgets:
         ]
         self.progress, self.model = html_widget("hitl-review-progress"), html_widget("hitl-review-model")
         self.status = html_widget("hitl-review-status")
+        self._build_team(button, html_widget)
 
         self.widget = self._layout(html_widget, plain)
+
+    def _build_team(self, button, html_widget) -> None:
+        """The name field and its line, the strategy selector, the agreement button and table."""
+        self.name = widgets.Text(
+            placeholder="Your name", continuous_update=False, layout=widgets.Layout(width="160px")
+        ).add_class("hitl-review-name")
+        self.name.observe(lambda change: self.set_reviewer(change["new"]), names="value")
+        self.name_note = html_widget("hitl-review-name-note")
+        self.strategy_picker = widgets.Dropdown(
+            options=STRATEGY_CHOICES, value="margin", layout=widgets.Layout(width="auto")
+        ).add_class("hitl-review-strategy")
+        self.strategy_picker.observe(lambda change: self.set_strategy(change["new"]), names="value")
+        self.agreement_button = button(
+            "Agreement", "hitl-review-agreement-button", self.show_agreement, tooltip="how far the reviewers agree"
+        )
+        self.agreement = html_widget("hitl-review-agreement")
 
     def _layout(self, html_widget, plain) -> widgets.VBox:
         """The tab's widgets arranged: the picture and its guesses, the keys, progress, the last decisions."""
@@ -90,8 +116,13 @@ class ReviewWidgets:
             [*self.digit_buttons, self.confirm_button, self.undo_button, self.skip_button],
             layout=widgets.Layout(flex_flow="row wrap"),
         )
+        who = widgets.HBox(
+            [self.name, self.strategy_picker, self.name_note],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
+        )
         return widgets.VBox(
             [
+                who,
                 html_widget("", views.KEYS_HINT),
                 widgets.HBox([self.picture, side], layout=plain).add_class("hitl-row"),
                 keys,
@@ -102,6 +133,8 @@ class ReviewWidgets:
                 widgets.VBox(self.recent_buttons, layout=widgets.Layout(align_items="flex-start")).add_class(
                     "hitl-review-recent"
                 ),
+                widgets.HBox([self.agreement_button], layout=plain),
+                self.agreement,
             ],
             layout=plain,
         ).add_class("hitl-review")

@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from mnist_hitl.store import UNKNOWN_REVIEWER
 
 DIGIT_IMAGE_SIZE = 140  # the 28x28 picture, shown 5x with nearest-neighbour pixels
 INK = "white"
@@ -45,7 +48,11 @@ STYLE = """
 .hitl-review-recent .hitl-empty { display: none; }
 .hitl-review-model .hitl-changed { color: #0a6b2b; font-weight: bold; }
 .hitl-review-status { min-height: 1.5em; }
-.hitl-review-status.hitl-error { color: #b00020; }
+.hitl-review-status.hitl-error, .hitl-review-name-note.hitl-error { color: #b00020; }
+.hitl-review-name-note { font-size: 12px; color: #666; }
+.hitl-review-reason { color: #8a4b00; }
+.hitl-team { border-collapse: collapse; font-size: 13px; margin: 4px 0; }
+.hitl-team td, .hitl-team th { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
 /* a phone: one column, the canvas whole, keys a finger can hit */
 .hitl-label-choice { flex-wrap: wrap; }
 @media (max-width: 600px), (pointer: coarse) {
@@ -139,11 +146,89 @@ def item_line(item, changing: str | None = None, history: Sequence[dict] = ()) -
     notes = [f"#{item.prediction_id}", html.escape(item.source), f"uncertainty {item.uncertainty:.3f}"]
     notes += ["a random pick"] if item.random else []
     notes += [f"<b>changing {html.escape(changing)}</b>"] if changing else []
-    steps = [html.escape("undo" if h["label"] is None else f"{h['label']} ({h['kind']})") for h in history]
+    notes += [f'<span class="hitl-review-reason">{html.escape(item.reason)}</span>'] if item.reason else []
+    steps = [html.escape(_step(h)) for h in history]
     notes += [f"labels so far: {' &rarr; '.join(steps)}"] if steps else []
     return status_line(
         " &middot; ".join(notes),
         {"prediction-id": item.prediction_id, "predicted": item.predicted_label, "changing": int(bool(changing))},
+    )
+
+
+def _step(label: dict) -> str:
+    said = "undo" if label["label"] is None else f"{label['label']} ({label['kind']})"
+    return said if label.get("reviewer", UNKNOWN_REVIEWER) == UNKNOWN_REVIEWER else f"{said} by {label['reviewer']}"
+
+
+REVIEWER_KEY = "mnist-hitl-reviewer"  # where the browser keeps the reviewer's name (localStorage)
+
+
+def name_line(reviewer: str | None, error: str | None = None, keep: bool = False) -> str:
+    """The line under the name field: who labels, or why a name was refused.
+
+    Args:
+        keep: the name was just changed: the browser keeps it (or forgets it, None) for the next page, through the
+            page's script (:data:`mnist_hitl.app.page.GLUE`). Not on a page's first line, which would forget the
+            name before the page has filled it in.
+    """
+    if error is not None:
+        return status_line(html.escape(error), {"reviewer-error": 1})
+    if reviewer is None:
+        message = "no name: labels are stored as <i>unknown</i> and nothing is held for you"
+        remember = f"localStorage.removeItem({json.dumps(REVIEWER_KEY)})"
+    else:
+        message = f"labelling as <b>{html.escape(reviewer)}</b>: no one else is shown your drawings"
+        remember = f"localStorage.setItem({json.dumps(REVIEWER_KEY)}, {json.dumps(reviewer)})"
+    return status_line(message, {"reviewer": reviewer or ""}) + (script(remember) if keep else "")
+
+
+def script(code: str) -> str:
+    """HTML that runs ``code`` once where it is shown: an HTML widget's value is set as ``innerHTML``, which runs no
+    ``<script>``, but does run the error handler of a picture that cannot load."""
+    return f'<img src="" alt="" style="display: none" onerror="{html.escape(code, quote=True)}">'
+
+
+def agreement_table(people: Sequence[dict], figures: dict) -> str:
+    """The team's agreement as small HTML tables: each reviewer (``Workbench.reviewers``), each pair's kappa and the
+    team's alpha (``Workbench.agreement``); every figure also a ``data-`` attribute."""
+
+    def share(value: float | None) -> str:
+        return "&ndash;" if value is None else f"{value:.0%}"
+
+    def number(value: float | None) -> str:
+        return "&ndash;" if value is None else f"{value:.2f}"
+
+    def plain(value: float | None) -> str:
+        return "" if value is None else str(value)
+
+    rows = "".join(
+        f'<tr data-reviewer="{html.escape(p["reviewer"])}" data-labels="{p["labels"]}"'
+        f' data-agreement="{plain(p["agreement"])}">'
+        f"<td>{html.escape(p['reviewer'])}</td><td>{p['labels']}</td><td>{p['compared']}</td>"
+        f"<td>{share(p['agreement'])}</td></tr>"
+        for p in people
+    )
+    pairs = "".join(
+        f'<tr data-pair="{html.escape(" & ".join(pair["reviewers"]))}" data-kappa="{plain(pair["kappa"])}">'
+        f"<td>{html.escape(' & '.join(pair['reviewers']))}</td><td>{pair['drawings']}</td>"
+        f"<td>{share(pair['agreement'])}</td><td>{number(pair['kappa'])}</td></tr>"
+        for pair in figures["kappa"]
+    )
+    alpha = figures["alpha"]
+    return (
+        '<table class="hitl-team"><tr><th>reviewer</th><th>labels</th><th>compared</th>'
+        f"<th>agrees with the decided label</th></tr>{rows}</table>"
+        + (
+            '<table class="hitl-team"><tr><th>pair</th><th>drawings both labelled</th><th>same digit</th>'
+            f"<th>Cohen's kappa</th></tr>{pairs}</table>"
+            if pairs
+            else ""
+        )
+        + status_line(
+            f"Krippendorff's alpha: <b>{number(alpha)}</b> over {figures['shared_drawings']} drawings labelled by"
+            " two reviewers or more",
+            {"alpha": plain(alpha), "shared": figures["shared_drawings"]},
+        )
     )
 
 

@@ -86,9 +86,9 @@ def test_the_next_drawing_is_shown_before_the_label_is_written(view: ReviewView,
     first, shown_while_writing = view.current, []
     write = view.workbench.label
 
-    def label(prediction_id, digit, kind):
+    def label(prediction_id, digit, kind, reviewer):
         shown_while_writing.append(data(view.info, "prediction-id"))
-        return write(prediction_id, digit, kind)
+        return write(prediction_id, digit, kind, reviewer)
 
     monkeypatch.setattr(view.workbench, "label", label)
     view.press("Enter")
