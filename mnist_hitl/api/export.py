@@ -8,6 +8,7 @@ small, then streamed from it. The Hugging Face data set is the command's (``mnis
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -15,6 +16,7 @@ from typing import IO, Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from mnist_hitl.api.dependencies import CurrentWorkbench
 from mnist_hitl.api.schemas import errors
@@ -29,6 +31,16 @@ from mnist_hitl.workbench.export import (
 )
 
 router = APIRouter(tags=["labels"])
+ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+
+
+def iso_only(value: object) -> object:
+    """Refuse what pydantic would otherwise read as a date (a number of seconds): only ISO 8601 text passes."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("not an ISO 8601 date or date and time (2026-01-31, 2026-01-31T12:00:00Z)")
+    return value
+
+
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/jsonl; charset=utf-8",
@@ -53,6 +65,7 @@ def export(
     ] = "csv",
     since: Annotated[
         datetime | date | None,
+        BeforeValidator(iso_only),
         Query(description="only labels given at or after this date or time (ISO 8601; UTC unless it says)"),
     ] = None,
     since_label_id: Annotated[int, Query(ge=0, le=MAX_ID, description="only labels newer than this label id")] = 0,

@@ -122,6 +122,7 @@ def test_the_api_streams_the_same_export(home_with_model: Settings, labelled, tm
         assert client.get("/export", params={"format": "xml"}).status_code == 422
         refused = client.get("/export", params={"since": "yesterday"})
         assert refused.status_code == 422 and "since" in str(refused.json()["detail"])
+        assert client.get("/export", params={"since": "0.5"}).status_code == 422  # not read as seconds
 
         zipped = client.get("/export", params={"format": "imagefolder"})
         assert zipped.headers["content-type"] == "application/zip"
