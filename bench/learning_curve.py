@@ -80,18 +80,12 @@ def main() -> None:
 def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], first_models: Path) -> dict:
     """One population, recipe, strategy and seed: the first model, then a retraining after each round."""
     from mnist_hitl.config import get_settings
-    from mnist_hitl.preprocess import to_mnist
     from mnist_hitl.workbench import Workbench
 
     home = home_with_model(first_models, prefix="mnist-hitl-bench-curve-")
     ceiling = {"final_fit": True} if strategy == "all" else {}  # every label trains it, every label judges it
     settings = get_settings(home=home, **RECIPES[recipe], **ceiling)
-    pool, truth, held, held_truth = population(name)
-    held_digits = np.stack([to_mnist(c) for c in held])
-    with Workbench(settings, source="import") as bench:
-        ids = [bench.predict_picture(c).prediction_id for c in pool]
-    digit_of = dict(zip(ids, truth.tolist()))
-    pool_digits = dict(zip(ids, (to_mnist(c) for c in pool)))
+    ids, digit_of, pool_digits, held_digits, held_truth = import_pool(settings, name)
     rounds = [{"labels": 0, **_read(settings, held_digits, held_truth)}]
     print(f"{name} {recipe} {strategy} seed {seed}: first model {rounds[0]['heldout']:.3f}", flush=True)
     rng, labelled = np.random.default_rng(seed), set()
@@ -122,6 +116,24 @@ def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], fir
         )
     shutil.rmtree(home, ignore_errors=True)
     return {"population": name, "recipe": recipe, "strategy": strategy, "seed": seed, "rounds": rounds}
+
+
+def import_pool(settings, name: str) -> tuple[list[int], dict, dict, np.ndarray, np.ndarray]:
+    """The population's pool imported unlabelled into the home's store (predicted and stored, as ``mnist-hitl
+    import`` does), and its held-out drawings, never stored.
+
+    Returns:
+        (the pool's prediction ids, their digits by id, their 28x28 digits by id, the held-out 28x28 digits,
+        their digits).
+    """
+    from mnist_hitl.preprocess import to_mnist
+    from mnist_hitl.workbench import Workbench
+
+    pool, truth, held, held_truth = population(name)
+    held_digits = np.stack([to_mnist(c) for c in held])
+    with Workbench(settings, source="import") as bench:
+        ids = [bench.predict_picture(c).prediction_id for c in pool]
+    return ids, dict(zip(ids, truth.tolist())), dict(zip(ids, (to_mnist(c) for c in pool))), held_digits, held_truth
 
 
 def _choose(strategy, bench, settings, ids, labelled, count, rng, pool_digits, digit_of) -> list[tuple[int, str]]:
@@ -157,10 +169,15 @@ def _corrections(settings, left, count, rng, pool_digits, digit_of) -> list[tupl
     return picks
 
 
-def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray) -> dict:
+def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray, judged=None) -> dict:
     """The retrain notebook's steps, in process, without a search: train, judge, and deploy if promoted.
 
     Also reads the held-out drawings with the challenger itself, promoted or not (the ceiling's figure).
+
+    Args:
+        judged: ``judged(store, data, challenger, champion, answers)``, called once the challenger is judged and
+            before the verdict is applied (where the notebook finds the suspect labels); the dict it returns
+            joins the result.
     """
     from mnist_hitl.learning.retrain import crossfit, deployment, labels, network, promotion, search
     from mnist_hitl.store import open_store
@@ -176,11 +193,12 @@ def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray
         )
         comparison = promotion.compare(challenger, champion, data, answers)
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)
+        extra = judged(store, data, challenger, champion, answers) if judged is not None else {}
         details = {"through_label_id": data.through_label_id, "data": data.sizes(), "judging": judging}
         deployment.apply_verdict(settings, store, challenger, verdict, comparison, details)
         own = network.evaluate(challenger, held_digits, held_truth)
     network.keras_module().backend.clear_session()
-    return {"promoted": bool(verdict.promote), "reasons": verdict.reasons, "challenger_heldout": own}
+    return {"promoted": bool(verdict.promote), "reasons": verdict.reasons, "challenger_heldout": own, **extra}
 
 
 def _read(settings, digits: np.ndarray, truth: np.ndarray) -> dict:
