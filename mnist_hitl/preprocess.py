@@ -271,3 +271,18 @@ def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def decode_stored_png(png: bytes) -> np.ndarray:
+    """A stored picture (a 28x28 grey PNG, as :func:`encode_png` writes it) as the model reads it, floats in [0, 1].
+
+    Raises:
+        InvalidImageError: not a 28x28 grey PNG.
+    """
+    try:
+        with Image.open(io.BytesIO(png), formats=("PNG",)) as picture:
+            if picture.mode == "L" and picture.size == (28, 28):
+                return np.frombuffer(picture.tobytes(), dtype=np.uint8).reshape(28, 28) / np.float32(255)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        pass
+    raise InvalidImageError("not a 28x28 grey PNG, the picture an export holds")

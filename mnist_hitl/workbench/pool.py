@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-from PIL import Image
-
 from mnist_hitl import metrics
 from mnist_hitl.config import Settings
 from mnist_hitl.model import Predictor
@@ -42,6 +39,7 @@ from mnist_hitl.preprocess import (
     EmptyDrawingError,
     InvalidImageError,
     decode_image,
+    decode_stored_png,
     encode_png,
     read_picture_file,
     to_mnist,
@@ -158,7 +156,7 @@ def import_labelled(store: Store, predictor: Predictor, entry: Entry, reviewer: 
     start = time.perf_counter()
     png = entry.read()
     try:
-        digit = _stored_digit(png)
+        digit = decode_stored_png(png)
     except InvalidImageError as error:
         metrics.record_refusal(type(error).__name__)
         return {"path": entry.path, "error": str(error)}
@@ -182,17 +180,6 @@ def import_labelled(store: Store, predictor: Predictor, entry: Entry, reviewer: 
     label_id = store.add_label(prediction_id, entry.label, kind, reviewer)
     metrics.record_label(entry.label, kind)
     return {"path": entry.path, **outcome, "label": entry.label, "kind": kind, "label_id": label_id}
-
-
-def _stored_digit(png: bytes) -> np.ndarray:
-    """A stored picture (a 28x28 grey PNG, as :func:`encode_png` writes it) as the model reads it."""
-    try:
-        with Image.open(io.BytesIO(png), formats=("PNG",)) as picture:
-            if picture.mode == "L" and picture.size == (28, 28):
-                return np.frombuffer(picture.tobytes(), dtype=np.uint8).reshape(28, 28) / np.float32(255)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        pass
-    raise InvalidImageError("not a 28x28 grey PNG, the picture an export holds")
 
 
 def _export_entries(path: Path, max_bytes: int) -> Iterator[Entry]:

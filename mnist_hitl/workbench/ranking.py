@@ -16,7 +16,6 @@ the same store gives the same queue, and an item does not jump away between two 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
@@ -24,10 +23,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from mnist_hitl.config import Settings
 from mnist_hitl.model import Predictor
+from mnist_hitl.preprocess import decode_stored_png
 from mnist_hitl.store import Label, Store
 
 RANKED = ("margin", "entropy", "doubtful")  # the strategies :func:`review_queue` ranks
@@ -206,12 +205,9 @@ class _Redeployed(Exception):
 def _digit(png: bytes) -> np.ndarray:
     """A stored 28x28 picture as the model reads it, floats in [0, 1]; NaN where it is not one."""
     try:
-        with Image.open(io.BytesIO(png), formats=("PNG",)) as picture:
-            if picture.mode == "L" and picture.size == (28, 28):  # what encode_png writes
-                return np.frombuffer(picture.tobytes(), dtype=np.uint8).reshape(28, 28) / np.float32(255)
+        return decode_stored_png(png)
     except Exception:  # a row written by another program: left out of the queue, not fatal
-        pass
-    return np.full((28, 28), np.nan, dtype=np.float32)
+        return np.full((28, 28), np.nan, dtype=np.float32)
 
 
 @dataclass(frozen=True)
