@@ -1,6 +1,6 @@
 """How the drawing app is served: the Voila command line.
 
-Voila runs standalone (it keeps its preheated kernels), launched through
+Voila runs standalone (it keeps its preheated kernels, if asked for), launched through
 :func:`main`, which adds jupyter_server's HTTP metrics: every request is timed
 into ``http_request_duration_seconds{method, handler, status_code}`` and the
 server answers ``/metrics`` without authentication (like jupyter_server with
@@ -22,7 +22,7 @@ for ever; :func:`main` also makes the server safe to leave running:
 - a failing cell shows no traceback in the browser (it goes to the server's log).
 
 :func:`running_app` serves it for a test or a benchmark and returns once a page
-load would find a preheated kernel waiting.
+load would find a preheated kernel waiting (or, without a pool, once the server answers).
 """
 
 from __future__ import annotations
@@ -44,15 +44,18 @@ from mnist_hitl import config
 from mnist_hitl.config import Settings
 
 
-def voila_command(settings: Settings, port: int | None = None, pool_size: int = 1) -> list[str]:
+def voila_command(settings: Settings, port: int | None = None, pool_size: int | None = None) -> list[str]:
     """The command that serves ``notebooks/draw.ipynb`` with Voila on the configured address.
 
-    Kernels are preheated (a pool per notebook), so a page load finds a kernel that
-    has already imported the app and loaded the model. One waiting kernel by default: the
-    local stack serves one person, and each kernel held in reserve costs ~100 MB.
+    With ``pool_size`` kernels preheated (default ``MNIST_HITL_APP_WARM_KERNELS``, 0), a page
+    load finds a kernel that has already imported the app and loaded the model. None by default:
+    each kernel held in reserve costs ~85 MB while the stack is idle, and without one a page
+    starts its own kernel when it is opened (a second or two: the app's kernel does not import
+    TensorFlow).
     """
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
     idle = settings.app_kernel_idle_seconds
+    pool_size = settings.app_warm_kernels if pool_size is None else pool_size
     return [
         sys.executable,
         "-m",
@@ -62,7 +65,7 @@ def voila_command(settings: Settings, port: int | None = None, pool_size: int = 
         "--Voila.port_retries=0",  # fail on a busy port rather than serve on another one
         f"--Voila.ip={settings.app_host}",
         "--no-browser",
-        "--preheat_kernel=True",
+        f"--preheat_kernel={pool_size > 0}",
         f"--pool_size={pool_size}",
         "--show_tracebacks=False",
         f"--Voila.root_dir={notebook.parent}",
@@ -95,7 +98,7 @@ class RunningApp:
 def running_app(
     settings: Settings, port: int | None = None, pool_size: int = 1, log: Path | None = None, timeout: float = 120.0
 ) -> Iterator[RunningApp]:
-    """Serve the app with Voila until the block ends; enter it once the kernel pool is filled.
+    """Serve the app with Voila until the block ends; enter it once the kernel pool is filled (if any).
 
     Voila runs in its own process group, with the environment a service of the local
     stack gets (:func:`mnist_hitl.config.child_environment`). Ready means a static file
@@ -127,13 +130,13 @@ def running_app(
     try:
         host = "127.0.0.1" if settings.app_host in ("", "0.0.0.0") else settings.app_host
         app = RunningApp(f"http://{host}:{settings.app_port}/", settings, process, log)
-        _wait_until_ready(app, timeout)
+        _wait_until_ready(app, timeout, pool_size > 0)
         yield app
     finally:
         _stop(process)
 
 
-def _wait_until_ready(app: RunningApp, timeout: float) -> None:
+def _wait_until_ready(app: RunningApp, timeout: float, pool: bool) -> None:
     deadline = time.monotonic() + timeout
     answering = False
     while time.monotonic() < deadline:
@@ -145,7 +148,7 @@ def _wait_until_ready(app: RunningApp, timeout: float) -> None:
                     answering = True
             except (urllib.error.URLError, OSError):
                 pass
-        if answering and "is filled with" in app.log.read_text(errors="replace"):
+        if answering and (not pool or "is filled with" in app.log.read_text(errors="replace")):
             return
         time.sleep(0.2)
     raise RuntimeError(f"voila did not get ready in {timeout:.0f} s:\n{app.log.read_text()}")
