@@ -17,18 +17,20 @@ The retraining is the retrain notebook's, in process: the same library calls (``
 ``crossfit.judge``, ``promotion.compare`` and ``promotion_rule``, ``deployment.apply_verdict``)
 with the search's middle parameters instead of a search (learning rate 1e-3, dropout 0.3, batch 64,
 ``MNIST_HITL_FINAL_EPOCHS`` epochs from the champion); no monitor, no papermill, no MLflow. A
-recipe is a set of settings: ``full-replay`` (the defaults: labels a third of the examples beside a
-replay of 4,000 MNIST digits, the whole bundled split), ``labels-weigh`` (the same beside 2,000) or
-``before`` (the learning of commit 37b6094: the whole MNIST split, each label repeated 5 times,
-pseudo-labels at 0.99). With every label of the pool (the ceiling) the first two train on the same
-examples: 800 labels x 5 copies beside 4,000 MNIST digits.
+recipe is a set of settings: ``final-fit`` (the defaults: labels a third of the examples beside a
+replay of 4,000 MNIST digits, the whole bundled split; a cross-fit judges, a final fit on every label
+is deployed), ``full-replay`` (the same with the quick judging, ``MNIST_HITL_FINAL_FIT=false``: one
+training that leaves half of the fresh labels out), ``labels-weigh`` (the quick judging beside 2,000
+MNIST digits) or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
+repeated 5 times, pseudo-labels at 0.99). With every label of the pool (the ceiling) the first three
+train on the same examples: 800 labels x 5 copies beside 4,000 MNIST digits.
 
 After each round it reads the held-out drawings and the MNIST holdout with the app's predictor,
 and appends one line per run to ``bench/results/learning_curve.jsonl`` (a run already there is
 skipped). ``bench/learning_curve_report.py`` makes the table and the plot. Asserts nothing.
 
     .venv/bin/python bench/learning_curve.py --populations shifted,fonts \
-        --strategies queue,random,corrections --recipes full-replay --seeds 0,1,2 --labels 25,50
+        --strategies queue,random,corrections --recipes final-fit --seeds 0,1,2 --labels 25,50
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ from support import RESULTS, deployed_models, home_with_model
 
 RAW = RESULTS / "learning_curve.jsonl"
 RECIPES = {
-    "labels-weigh": {"replay": 2000, "label_share": 1 / 3},
-    "full-replay": {"replay": 4000, "label_share": 1 / 3},
-    "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99},
+    "final-fit": {"replay": 4000, "label_share": 1 / 3, "final_fit": True},
+    "full-replay": {"replay": 4000, "label_share": 1 / 3, "final_fit": False},
+    "labels-weigh": {"replay": 2000, "label_share": 1 / 3, "final_fit": False},
+    "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99, "final_fit": False},
 }
 PARAMS = {"learning_rate": 1e-3, "dropout": 0.3, "batch_size": 64}
 
@@ -56,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--populations", default="shifted,fonts")
     parser.add_argument("--strategies", default="queue,random,corrections")
-    parser.add_argument("--recipes", default="full-replay")
+    parser.add_argument("--recipes", default="final-fit")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--labels", default="25,50,100", help="labels in all after each round")
     parser.add_argument("--models", type=Path, help="a home whose deployed first model every run starts from")
@@ -84,7 +87,7 @@ def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], fir
 
     home = home_with_model(first_models, prefix="mnist-hitl-bench-curve-")
     ceiling = {"final_fit": True} if strategy == "all" else {}  # every label trains it, every label judges it
-    settings = get_settings(home=home, **RECIPES[recipe], **ceiling)
+    settings = get_settings(home=home, **{**RECIPES[recipe], **ceiling})
     ids, digit_of, pool_digits, held_digits, held_truth = import_pool(settings, name)
     rounds = [{"labels": 0, **_read(settings, held_digits, held_truth)}]
     print(f"{name} {recipe} {strategy} seed {seed}: first model {rounds[0]['heldout']:.3f}", flush=True)
@@ -189,7 +192,7 @@ def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray
         data.pseudo = crossfit.champion_pseudo_labels(store, champion, settings.pseudo_confidence)
         params = network.TrainParams(epochs=settings.final_epochs, seed=seed, **PARAMS)
         challenger, answers, judging = crossfit.judge(
-            data, lambda x, y: search.fit(x, y, params, weights), promotion.read_digits, settings.final_fit
+            data, lambda x, y: search.fit(x, y, params, weights), network.predict_proba, settings.final_fit
         )
         comparison = promotion.compare(challenger, champion, data, answers)
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)

@@ -13,8 +13,14 @@ import numpy as np
 
 from mnist_hitl.config import Settings
 
-# The retraining of the end-to-end cycles: one tiny search, two epochs of fine-tuning.
-TINY_RETRAIN = {"MNIST_HITL_TRIALS": "2", "MNIST_HITL_EPOCHS_PER_TRIAL": "1", "MNIST_HITL_FINAL_EPOCHS": "2"}
+# The retraining of the end-to-end cycles: one tiny search, one training of two epochs of fine-tuning (the quick
+# judging; the default cross-fit and final fit run in the retrain notebook's test and in test_crossfit.py).
+TINY_RETRAIN = {
+    "MNIST_HITL_TRIALS": "2",
+    "MNIST_HITL_EPOCHS_PER_TRIAL": "1",
+    "MNIST_HITL_FINAL_EPOCHS": "2",
+    "MNIST_HITL_FINAL_FIT": "false",
+}
 PLAIN = {"thicken": (0, 0), "rotate": (0.0, 0.0), "shear": (0.0, 0.0), "elastic": 0.0, "size": (150, 220)}
 
 
