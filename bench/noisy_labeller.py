@@ -16,9 +16,9 @@ random), so the noisy conditions of a seed share the same wrong labels. Conditio
   them aside, but nobody looks at them;
 - ``suspects``: as ``set-aside``, and after each retraining a second, careful reviewer works the suspect
   queue (``Workbench.queue(strategy="suspect")``): the top ``--suspect-share`` of the round's labels
-  (10%: 5 of 50), each given its true digit (``confirm`` if it is the digit given, ``correct`` if not).
-  Both reviewers are named, so a correction opens a dispute (``workbench.adjudication``): the drawing is
-  held out, no longer trained on its wrong label, and nobody adjudicates here;
+  (10%: 5 of 50), each given its true digit as the Review tab writes an answer to a suspect: of kind
+  ``adjudicate``, so it decides the drawing (``workbench.adjudication``), which the next retraining
+  trains on with the checker's digit;
 - ``second-opinions``: after each round's labels, the careful reviewer gives a blind second opinion
   (its true digit) on every drawing ``Workbench.queue(strategy="second-opinion")`` serves: the labels the
   deployed model doubts and ``MNIST_HITL_SECOND_OPINION_SHARE`` of the rest. A disagreement is a dispute,
@@ -139,7 +139,7 @@ def run(condition: str, seed: int, totals: list[int], first_models: Path, args) 
         seconds = time.perf_counter() - start
         with Workbench(settings, source="app") as bench:
             if condition == "suspects":
-                extra["suspects"] += check_suspects(bench, truth, answers, round(args.suspect_share * len(picks)))
+                extra["suspects"] += check_suspects(bench, truth, round(args.suspect_share * len(picks)))
             if condition == "second-opinions":
                 extra["adjudications"] += adjudicate(bench, truth)
         rounds.append(
@@ -185,12 +185,12 @@ def data_figures(store, data, challenger, champion, judged_answers, truth, recor
     return figures
 
 
-def check_suspects(bench, truth: dict[int, int], answers: dict[int, int], count: int) -> int:
-    """The careful reviewer gives the top ``count`` suspects their true digit; returns the labels given."""
+def check_suspects(bench, truth: dict[int, int], count: int) -> int:
+    """The careful reviewer gives the top ``count`` suspects their true digit, as a decision (kind ``adjudicate``,
+    as the Review tab writes it); returns the labels given."""
     items = bench.queue(limit=count, strategy="suspect", reviewer=CHECKER)
     for item in items:
-        pid = item.prediction_id
-        bench.label(pid, truth[pid], "confirm" if truth[pid] == answers[pid] else "correct", reviewer=CHECKER)
+        bench.label(item.prediction_id, truth[item.prediction_id], "adjudicate", reviewer=CHECKER)
     return len(items)
 
 
@@ -204,9 +204,9 @@ def second_opinions(bench, truth: dict[int, int]) -> int:
 
 
 def adjudicate(bench, truth: dict[int, int]) -> int:
-    """The adjudicator gives every disputed drawing its true digit; returns the labels given."""
-    # No lease asked: a label does not end the checker's lease, and the adjudicator comes after it has run out.
-    items = bench.queue(limit=len(truth), strategy="adjudicate")
+    """The adjudicator gives every disputed drawing its true digit; returns the labels given. The queue leases them
+    as it does a person's; the checker's labels ended the checker's leases, so every dispute is served at once."""
+    items = bench.queue(limit=len(truth), strategy="adjudicate", reviewer=ADJUDICATOR)
     for item in items:
         bench.label(item.prediction_id, truth[item.prediction_id], "adjudicate", reviewer=ADJUDICATOR)
     return len(items)

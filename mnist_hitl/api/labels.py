@@ -32,7 +32,9 @@ def _label(workbench: Workbench, prediction_id: int, digit: int, kind: str, revi
 def add_label(
     prediction_id: PredictionId, body: LabelIn, workbench: CurrentWorkbench, reviewer: CurrentReviewer
 ) -> LabelOut:
-    """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right), by the ``X-Reviewer``."""
+    """Label a prediction: ``correct`` (the right digit) or ``confirm`` (the model was right), by the ``X-Reviewer``;
+    or ``adjudicate``, the answer to a drawing the ``adjudicate`` or ``suspect`` queue served: it decides the drawing.
+    The reviewer's lease on the drawing ends."""
     return _label(workbench, prediction_id, body.label, body.kind, reviewer)
 
 
@@ -57,10 +59,13 @@ def queue(
 ) -> list[QueueItem]:
     """The unlabelled drawings the deployed model is least sure of, first (some drawn at random); or the labels
     it doubts (``doubtful``), the labels confident learning flags (``suspect``, each with its ``reason``), the
-    labelled drawings that want a second opinion from this reviewer (``second-opinion``, needs ``X-Reviewer``).
+    labelled drawings that want a second opinion from this reviewer (``second-opinion``, needs ``X-Reviewer``),
+    the disputed drawings with every answer (``adjudicate``). A ``suspect`` or ``adjudicate`` drawing is answered
+    with a label of kind ``adjudicate``: it decides the drawing (of kind ``correct``, it would open a dispute).
 
     With ``X-Reviewer``, what is returned is leased to that reviewer for ``MNIST_HITL_LEASE_SECONDS`` (asking
     again renews it), and what others hold is left out: two reviewers are never given the same drawing at once.
+    Their label or undo of a drawing ends their lease on it.
     With named tokens (``MNIST_HITL_API_TOKENS``), the reviewer is the token's holder.
     """
     if strategy == "second-opinion" and reviewer is None:

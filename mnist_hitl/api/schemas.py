@@ -97,7 +97,7 @@ JsonInt = Annotated[int, BeforeValidator(_a_json_number)]
 
 class LabelIn(BaseModel):
     label: JsonInt = Field(ge=0, le=9, description="the true digit")
-    kind: Literal["correct", "confirm", "adjudicate"] = "correct"  # adjudicate: a disputed drawing decided
+    kind: Literal["correct", "confirm", "adjudicate"] = "correct"  # adjudicate: a disputed or suspect drawing decided
 
 
 class CorrectIn(BaseModel):

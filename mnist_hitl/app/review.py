@@ -47,6 +47,7 @@ PREFETCH = 4  # refill the buffer when fewer drawings than this wait in it
 BATCH = 12  # drawings asked of the queue per refill
 LEASED_BATCH = 6  # the same for a named reviewer: fewer, as each one is kept from the others while it waits
 STALE_SECONDS = 30.0  # a buffer filled longer ago than this is filled again when the tab opens
+DECIDING = ("adjudicate", "suspect")  # strategies that show the label given: an answer there decides the drawing
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,14 @@ class ReviewView(TeamReview, ReviewWidgets):
     def label(self, digit: int) -> int | None:
         """Label the drawing shown as ``digit`` and show the next one; returns the label's id.
 
-        The model's answer makes a ``confirm``, any other digit a ``correct``; a drawing served to adjudicate
-        gets an ``adjudicate``.
+        The model's answer makes a ``confirm``, any other digit a ``correct``; a drawing served to adjudicate, or
+        as a suspect (its label shown, and why it is suspect), gets an ``adjudicate``: the answer decides it.
         """
         item = self.current
         if item is None:
             self._set_status("nothing to label: the queue is empty", error=True)
             return None
-        if self.served_by.get(item.prediction_id) == "adjudicate":
+        if self.served_by.get(item.prediction_id) in DECIDING:
             kind = ADJUDICATE
         else:
             kind = "confirm" if digit == item.predicted_label else "correct"
@@ -190,7 +191,8 @@ class ReviewView(TeamReview, ReviewWidgets):
         self._set_status(f"skipped #{item.prediction_id}", data={"prediction-id": item.prediction_id, "kind": "skip"})
 
     def undo(self) -> None:
-        """Undo the last decision and show its drawing again (a label is undone by an ``undo`` label)."""
+        """Undo the last decision and show its drawing again, leased to the reviewer again (a label is undone by an
+        ``undo`` label); refused while another reviewer holds the drawing."""
         if self.changing is not None:
             self._cancel_change()
             return
@@ -200,16 +202,20 @@ class ReviewView(TeamReview, ReviewWidgets):
         decision = self.decisions.pop()
         pid = decision.prediction_id
         self._show_again(decision.item)
-        if decision.label is None:
-            self.skipped.discard(pid)
-        else:
-            try:
+        try:
+            problem = None if self._take(decision.item) else self._held(pid)
+            if problem is None and decision.label is not None:
                 self.workbench.undo(pid, reviewer=self.signature)
-            except StoreError as error:
-                self.decisions.append(decision)
-                self._show_next()
-                self._set_status(f"not undone: {html.escape(str(error))}", error=True)
-                return
+                self._take(decision.item)  # the undo ended the lease; a reviewer who took it since keeps it
+        except StoreError as error:
+            problem = html.escape(str(error))
+            self._release([decision.item])
+        if problem is not None:
+            self.decisions.append(decision)
+            self._show_next()
+            self._set_status(f"not undone: {problem}", error=True)
+            return
+        self.skipped.discard(pid)
         self._after_decision()
         self._set_status(
             f"undid {html.escape(decision.describe())}: decide again", data={"prediction-id": pid, "kind": "undo"}
@@ -221,8 +227,18 @@ class ReviewView(TeamReview, ReviewWidgets):
         if not 0 <= index < len(recent):
             return
         decision = recent[index]
+        try:
+            taken = self._take(decision.item)
+        except StoreError as error:
+            self._set_status(f"cannot change it: {html.escape(str(error))}", error=True)
+            return
+        if not taken:
+            self._set_status(f"cannot change it: {self._held(decision.prediction_id)}", error=True)
+            return
         if self.changing is None and self.current is not None:
             self.buffer.appendleft(self.current)
+        elif self.changing is not None and self.changing is not decision:
+            self._release([self.changing.item])  # that change is given up
         self.changing = decision
         self._show(decision.item)
         self._set_status(
@@ -233,6 +249,7 @@ class ReviewView(TeamReview, ReviewWidgets):
 
     def _cancel_change(self) -> None:
         decision, self.changing = self.changing, None
+        self._release([decision.item])
         self._show_next()
         self._set_status(f"kept {html.escape(decision.describe())}")
         self._show_recent()

@@ -1,12 +1,15 @@
 """The Review tab for a team: the reviewer's name, the queue's strategy, the team's agreement.
 
 With a name typed in (the browser keeps it: :mod:`mnist_hitl.app.page`), the labels carry it and the
-queue leases what it serves to that reviewer, so two people never get the same drawing; a skip gives
-the lease back, and so does a change of name or of strategy for the drawings waiting. Without a name
-the labels are ``unknown``'s and nothing is leased, as before labels had reviewers. The strategy
-selector picks the queue (:meth:`mnist_hitl.workbench.Workbench.queue`): a second opinion needs a
-name; in ``adjudicate`` the drawing's competing answers and who gave them are shown, and a digit
-decides the dispute.
+queue leases what it serves to that reviewer, so two people never get the same drawing; a label or a
+skip gives the lease back, and so does a change of name or of strategy for the drawings waiting; an
+undo or a change of an earlier decision takes the drawing's lease again (refused while another
+reviewer holds it). Without a name the labels are ``unknown``'s and nothing is leased, as before
+labels had reviewers. The strategy selector picks the queue
+(:meth:`mnist_hitl.workbench.Workbench.queue`): a second opinion needs a name; in ``adjudicate``
+the drawing's competing answers and who gave them are shown, and a digit decides the dispute; in
+``suspect`` the label given and why it is suspect are shown, so a digit decides the drawing too
+(a label of kind ``adjudicate``) instead of opening a dispute with the label it answers.
 """
 
 from __future__ import annotations
@@ -89,11 +92,24 @@ class TeamReview:
         if self.reviewer is None:
             return
         for item in items:
-            if item is not None and (self.changing is None or item is not self.changing.item):
+            if item is not None:
                 try:
                     self.workbench.release(item.prediction_id, self.reviewer)
                 except StoreError:
                     pass  # the lease ends by itself
+
+    def _take(self, item: QueueItem) -> bool:
+        """Lease a drawing brought back (an undo, a change) to the reviewer, as the queue does; False if another
+        reviewer holds it. Without a name nothing is leased.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        return self.reviewer is None or self.workbench.lease(item.prediction_id, self.reviewer)
+
+    @staticmethod
+    def _held(prediction_id: int) -> str:
+        return f"#{prediction_id} is leased to another reviewer now"
 
     def _show_name(self, error: str | None = None, keep: bool = False) -> None:
         self.name_note.value = views.name_line(self.reviewer, error, keep)

@@ -100,7 +100,8 @@ def adjudicate(
     label: int,
     reviewer: Annotated[str | None, typer.Option(help=REVIEWER_HELP, show_default=False)] = None,
 ) -> None:
-    """Decide a drawing reviewers disagree on: its digit trains and judges from now (queue --strategy adjudicate)."""
+    """Decide a drawing reviewers disagree on, or a suspect label: its digit trains and judges from now (queue
+    --strategy adjudicate or suspect)."""
     _label(prediction_id, label, "adjudicate", reviewer)
 
 
@@ -154,8 +155,9 @@ def queue(
         str,
         typer.Option(
             help="margin, entropy, doubtful (labels the model doubts), suspect (labels confident learning"
-            " flags, each with its reason), second-opinion (drawings others labelled, their answer not shown)"
-            " or adjudicate (drawings reviewers disagree on, with every answer: decide with mnist-hitl adjudicate)"
+            " flags, each with its reason: decide with mnist-hitl adjudicate), second-opinion (drawings others"
+            " labelled, their answer not shown) or adjudicate (drawings reviewers disagree on, with every answer:"
+            " decide with mnist-hitl adjudicate)"
         ),
     ] = "margin",
     reviewer: Annotated[

@@ -133,21 +133,23 @@ class Store(LeaseAccess):
             prediction_id: the id returned by :meth:`record_prediction`.
             label: the true digit, 0-9.
             kind: ``confirm`` (the prediction was right), ``correct``, or ``adjudicate`` (a digit decided
-                where reviewers disagree: :mod:`mnist_hitl.workbench.adjudication`).
-            reviewer: who gave it (1-100 printable characters, trimmed).
+                where reviewers disagree, or for a suspect label: :mod:`mnist_hitl.workbench.adjudication`).
+            reviewer: who gave it (1-100 printable characters, trimmed); their lease on the drawing ends.
         """
         label = checked_label(label, kind)
         reviewer = checked_reviewer(reviewer)
         prediction_id = checked_prediction_id(prediction_id)
         try:
-            with self._statement() as conn:
+            with self._transaction() as conn:
+                self._end_lease(conn, prediction_id, reviewer)  # first: the label-order lock is held the least
                 return self._insert_label(conn, _label_row(prediction_id, label, kind, reviewer))
         except sqlalchemy.exc.IntegrityError:  # the only rule an inserted label can break, input checked
             raise StoreError(f"no prediction with id {prediction_id}") from None
 
     @database_errors
     def undo_label(self, prediction_id: int, reviewer: str = UNKNOWN_REVIEWER) -> tuple[int, Label]:
-        """Append an ``undo`` by ``reviewer``: the prediction is unlabelled again, its history kept.
+        """Append an ``undo`` by ``reviewer``: the prediction is unlabelled again, its history kept; their lease on
+        the drawing ends.
 
         Returns:
             The undo's label id, and the label it undid.
@@ -170,6 +172,7 @@ class Store(LeaseAccess):
             )
             if latest is None or latest["kind"] == UNDO:
                 raise StoreError(f"prediction {prediction_id} has no label to undo")
+            self._end_lease(conn, prediction_id, reviewer)
             undo_id = self._insert_label(conn, _label_row(prediction_id, None, UNDO, reviewer))
             return int(undo_id), Label(**latest)
 

@@ -6,6 +6,10 @@ or the reviewer holds it already (then it is renewed); the database decides, row
 reviewers asking at once, on one machine or on several sharing PostgreSQL, never both get a
 drawing. The times are the asking process's clock: machines sharing a store keep their clocks in
 step (NTP), as they must for the label times anyway.
+
+A lease ends when its time runs out, when its reviewer gives it back (a skip), or when its reviewer
+writes a label or an undo of the drawing: the store ends it in the label's own transaction, so a
+drawing that label disputes reaches an adjudicator at once, whichever client wrote it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from mnist_hitl.store.access import StoreAccess, database_errors
 from mnist_hitl.store.rows import bounded, checked_reviewer
@@ -24,6 +28,7 @@ _TAKE = text(
     " WHERE leases.reviewer = excluded.reviewer OR leases.expires_at <= :now"
     " RETURNING prediction_id"
 )
+_END = text("DELETE FROM leases WHERE prediction_id = :id AND reviewer = :reviewer")
 
 
 class LeaseAccess(StoreAccess):
@@ -60,8 +65,8 @@ class LeaseAccess(StoreAccess):
     def release(self, prediction_id: int, reviewer: str) -> bool:
         """End ``reviewer``'s lease on a drawing (a skip); True if they held one."""
         with self._transaction() as conn:
-            done = conn.execute(
-                text("DELETE FROM leases WHERE prediction_id = :id AND reviewer = :reviewer"),
-                {"id": bounded(prediction_id), "reviewer": checked_reviewer(reviewer)},
-            )
-            return done.rowcount > 0
+            return self._end_lease(conn, bounded(prediction_id), checked_reviewer(reviewer))
+
+    def _end_lease(self, conn: Connection, prediction_id: int, reviewer: str) -> bool:
+        """End ``reviewer``'s lease on a drawing inside the caller's transaction; True if they held one."""
+        return conn.execute(_END, {"id": prediction_id, "reviewer": reviewer}).rowcount > 0

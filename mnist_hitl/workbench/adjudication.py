@@ -3,10 +3,12 @@
 A drawing is disputed when the labels that hold now from two reviewers (each reviewer's latest,
 not undone) give different digits, and no adjudication decided it after them. An adjudication is a
 label of kind ``adjudicate``: it settles every label given before it, and a later label that
-disagrees with it opens the dispute again. Labels whose reviewer is ``unknown`` (given before
-labels named their reviewer, or by a client that names none, such as the app) are no one person's,
-as for :mod:`~mnist_hitl.workbench.agreement`: they dispute nothing, so one person labelling in the
-app and correcting from the CLI is not a dispute (the latest label counts, as it always did).
+disagrees with it opens the dispute again. The answer to a suspect label is an adjudication too
+(:mod:`~mnist_hitl.workbench.suspects`): whoever gives it has seen the label and why it is suspect.
+Labels whose reviewer is ``unknown`` (given before labels named their reviewer, or by a client that
+names none, such as the app) are no one person's, as for :mod:`~mnist_hitl.workbench.agreement`:
+they dispute nothing, so one person labelling in the app and correcting from the CLI is not a
+dispute (the latest label counts, as it always did).
 
 Until a dispute is decided, the drawing neither trains nor judges a model
 (:mod:`mnist_hitl.learning.retrain.labels`); the ``adjudicate`` queue serves the disputed drawings,

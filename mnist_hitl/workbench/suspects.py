@@ -14,7 +14,10 @@ computes a list from the deployed model's scores of the labelled drawings and sa
 
 A stored suspect's label neither trains nor judges the next retraining until someone has looked
 at the drawing again (:func:`unreviewed_suspects`): any later label, a confirmation of the same
-digit included, clears it.
+digit included, clears it. The queue's answer is a label of kind ``adjudicate``
+(:mod:`.adjudication`): the person sees the label given, who gave it and why it is suspect, so the
+answer is an informed decision, not a second opinion, and a correction decides the drawing instead
+of opening a dispute with the label it corrects.
 """
 
 from __future__ import annotations

@@ -134,7 +134,10 @@ class Workbench:
         return self.predict_png(data)
 
     def label(self, prediction_id: int, label: int, kind: str = "correct", reviewer: str = UNKNOWN_REVIEWER) -> int:
-        """Append ``reviewer``'s label for a prediction; returns the label's id.
+        """Append ``reviewer``'s label for a prediction, ending their lease on it; returns the label's id.
+
+        Answer a drawing the ``suspect`` or ``adjudicate`` queue served with kind ``adjudicate``: it decides
+        the drawing (:mod:`.adjudication`).
 
         Raises:
             StoreError: the label is outside 0-9, the reviewer's name is empty or too long, or the
@@ -158,7 +161,8 @@ class Workbench:
         return {**model, **self.counts(), "home": str(self.settings.home)}
 
     def undo(self, prediction_id: int, reviewer: str = UNKNOWN_REVIEWER) -> int:
-        """Append ``reviewer``'s ``undo`` to a prediction's labels: it is unlabelled again; returns the undo's id.
+        """Append ``reviewer``'s ``undo`` to a prediction's labels: it is unlabelled again, and their lease on it
+        ends; returns the undo's id.
 
         Raises:
             StoreError: no such prediction, or no label to undo.
@@ -213,7 +217,8 @@ class Workbench:
             limit: at most this many items.
             strategy: ``margin``, ``entropy``, ``doubtful`` (labels the model doubts, see
                 :meth:`doubtful_labels`) or ``suspect`` (labels confident learning flags, each with its
-                ``reason``: :mod:`.suspects`) or ``second-opinion`` (labelled drawings for a reviewer who has
+                ``reason``: :mod:`.suspects`; answered with kind ``adjudicate``, as the label given and why it
+                is suspect are known) or ``second-opinion`` (labelled drawings for a reviewer who has
                 not labelled them, the first answer not shown: :mod:`.opinions`; needs ``reviewer``) or
                 ``adjudicate`` (disputed drawings, the competing labels and their reviewers in each ``reason``:
                 :mod:`.adjudication`).
@@ -252,8 +257,18 @@ class Workbench:
         return review_queue(self.store, self.scores, self.settings, limit, strategy, exclude)
 
     def release(self, prediction_id: int, reviewer: str) -> bool:
-        """Give back a drawing the queue leased to ``reviewer`` (a skip): others may be given it now."""
+        """Give back a drawing the queue leased to ``reviewer`` (a skip): others may be given it now. (A label or an
+        undo by ``reviewer`` ends their lease on its drawing too.)"""
         return self.store.release(prediction_id, reviewer)
+
+    def lease(self, prediction_id: int, reviewer: str) -> bool:
+        """Lease one drawing to ``reviewer`` for ``MNIST_HITL_LEASE_SECONDS``, as the queue does when it serves it
+        (their own lease renewed): a drawing brought back to decide again. False if another reviewer holds it.
+
+        Raises:
+            StoreError: a reviewer's name that is empty or too long.
+        """
+        return bool(self.store.lease([prediction_id], reviewer, self.settings.lease_seconds))
 
     def import_pictures(
         self, paths: Iterable[str | Path], progress: bool = False, reviewer: str = UNKNOWN_REVIEWER

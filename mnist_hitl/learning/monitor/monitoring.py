@@ -17,7 +17,7 @@ import numpy as np
 
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.monitor.decision import Decision, Thresholds, decide
-from mnist_hitl.learning.retrain.labels import user_labels
+from mnist_hitl.learning.retrain.labels import user_labels, without_held_out
 from mnist_hitl.store import Store
 
 
@@ -138,7 +138,8 @@ def monitor(
     reference_size: int = 2000,
     seed: int = 0,
 ) -> MonitorResult:
-    """Look at the labels in (since, through]: errors, drift, the decision; writes the pictures and report.
+    """Look at the labels in (since, through] that may train (a disputed drawing or an unreviewed suspect's is held
+    out, as the retraining holds it out): errors, drift, the decision; writes the pictures and report.
 
     Args:
         settings: the data, the deployed model.
@@ -152,7 +153,7 @@ def monitor(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    labels = user_labels(store, since_label_id, through_label_id)
+    labels, _ = without_held_out(store, user_labels(store, since_label_id, through_label_id), through_label_id)
     versions = _model_versions(store, since_label_id, through_label_id)
     counts, errors, confusion = error_counts(labels.y, labels.predicted)
     found = _drift(settings, labels.x, thresholds, output_dir, reference_size, seed)

@@ -50,6 +50,18 @@ def test_a_released_drawing_is_the_next_reviewers_next_drawing(client: TestClien
     assert client.get("/queue", params={"limit": 1}, headers={"X-Reviewer": "cy"}).json()[0]["prediction_id"] == mine
 
 
+def test_a_label_ends_its_writers_lease_so_the_dispute_it_opens_is_served_to_an_adjudicator_at_once(
+    client: TestClient,
+) -> None:
+    mine = first(client, AS_ADA)
+    assert client.post(f"/predictions/{mine}/labels", json={"label": 3}, headers=AS_BOB).status_code == 201
+    assert client.post(f"/predictions/{mine}/labels", json={"label": 5}, headers=AS_ADA).status_code == 201
+    served = client.get("/queue", params={"strategy": "adjudicate"}, headers={"X-Reviewer": "cy"}).json()
+    assert [item["prediction_id"] for item in served] == [mine]
+    assert "3 by bob" in served[0]["reason"] and "5 by ada" in served[0]["reason"]
+    assert client.delete(f"/queue/{mine}/lease", headers=AS_ADA).status_code == 404  # ended by her label
+
+
 def test_a_lease_that_is_not_yours_is_a_404(client: TestClient) -> None:
     mine = first(client, AS_ADA)
     refused = client.delete(f"/queue/{mine}/lease", headers=AS_BOB)

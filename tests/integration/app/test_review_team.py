@@ -9,7 +9,10 @@ import pytest
 from mnist_hitl.app.page import AppPage
 from mnist_hitl.app.review import ReviewView
 from mnist_hitl.config import Settings
+from mnist_hitl.learning.retrain.labels import retraining_labels
 from mnist_hitl.store import Store
+from mnist_hitl.workbench.adjudication import disputes
+from mnist_hitl.workbench.suspects import Suspect, record_suspects
 from tests.support.helpers import import_digits
 
 POOL = 24
@@ -143,6 +146,52 @@ def test_the_strategies_second_opinion_needs_a_name_and_adjudicate_decides(views
     cy.strategy_picker.value = "second-opinion"
     cy.name.value = ""  # a second opinion is no one's without a name: back to the model's least sure
     assert cy.strategy == "margin" and cy.strategy_picker.value == "margin" and cy.current is not None
+
+
+def test_an_answer_to_a_suspect_label_decides_the_drawing_instead_of_opening_a_dispute(
+    views, home_with_model: Settings, pool: list[int]
+) -> None:
+    flagged = pool[0]
+    believed = [0.91 if digit == 9 else 0.01 for digit in range(10)]
+    with Store(home_with_model.db_path) as store:
+        label_id = store.add_label(flagged, 4, "correct", "ada")
+        record_suspects(store, [Suspect(flagged, label_id, 4, "ada", 9, 0.91, 0.01, believed)], "cycle-1", "oof")
+    bob = views("bob")
+    bob.strategy_picker.value = "suspect"
+    assert bob.current.prediction_id == flagged and "labelled 4 by ada" in bob.info.value  # an informed answer
+    bob.press("9")
+    assert signed(home_with_model, flagged)[-1] == (9, "adjudicate", "bob")
+    with Store(home_with_model.db_path) as store:
+        assert disputes(store.labels()) == {}
+        labels, held = retraining_labels(store)
+    assert len(held) == 0 and labels.y[labels.prediction_ids.tolist().index(flagged)] == 9  # trained on bob's 9
+
+
+def test_an_undo_or_a_change_takes_the_drawings_lease_again(views, home_with_model: Settings) -> None:
+    ada = views("ada")
+    drawing = ada.current.prediction_id
+    with Store(home_with_model.db_path) as store:
+
+        def adas() -> bool:
+            return drawing in store.leased_to_others("bob")
+
+        ada.press("s")
+        assert not adas() and store.lease([drawing], "bob", 60) == [drawing]  # bob is given it meanwhile
+        ada.press("Backspace")
+        assert ada.status_text == f"not undone: #{drawing} is leased to another reviewer now"
+        assert ada.current.prediction_id != drawing and ada.decisions[-1].label is None  # the skip stands
+        store.release(drawing, "bob")
+        ada.press("Backspace")
+        assert ada.current.prediction_id == drawing and adas()  # back, and hers again
+        ada.press("Enter")
+        assert not adas()  # her label ended her lease
+        ada.press("Backspace")
+        assert ada.current.prediction_id == drawing and adas()  # undone: hers while she decides again
+        ada.press("Enter")
+        ada.change(0)
+        assert ada.current.prediction_id == drawing and adas()
+        ada.press("s")  # the decision kept: the lease given back
+        assert not adas() and ada.current.prediction_id != drawing
 
 
 def test_the_agreement_table_shows_each_reviewer_and_pair(views, home_with_model: Settings, pool: list[int]) -> None:

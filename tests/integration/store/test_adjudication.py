@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
+from mnist_hitl.learning.monitor.decision import Thresholds
+from mnist_hitl.learning.monitor.monitoring import monitor
 from mnist_hitl.learning.retrain.labels import retraining_labels, training_data
 from mnist_hitl.preprocess import encode_png
 from mnist_hitl.store import ADJUDICATE, SCHEMA_VERSION, Store, StoreError
@@ -62,6 +64,18 @@ def test_a_disputed_drawing_reaches_no_training_data_until_an_adjudication_decid
     assert len(held) == 0
     position = labels.prediction_ids.tolist().index(disputed)
     assert (labels.y[position], labels.label_ids[position]) == (5, decision)  # the decided label trains and judges
+
+
+def test_the_monitor_counts_no_disputed_label_among_the_new_labels(store, home, tmp_path):
+    disputed, agreed = drawings(store, 2)
+    store.add_label(disputed, 3, "correct", reviewer="ada")
+    store.add_label(disputed, 5, "correct", reviewer="bob")
+    store.add_label(agreed, 7, "correct", reviewer="ada")
+    result = monitor(home, store, 0, newest(store), Thresholds(2, 0.1, 1), tmp_path)
+    assert result.new_labels == 1 and result.class_counts[7] == 1 and sum(result.class_counts.values()) == 1
+    assert not result.decision.retrain and result.decision.reasons[0].startswith("1 new labels")
+    store.add_label(disputed, 5, ADJUDICATE, reviewer="eve")  # decided: it counts now
+    assert monitor(home, store, 0, newest(store), Thresholds(2, 0.1, 1), tmp_path).new_labels == 2
 
 
 def test_a_suspect_label_is_set_aside_until_someone_labels_its_drawing_again(store):

@@ -147,3 +147,20 @@ def test_a_lease_is_renewed_by_its_holder_released_on_a_skip_and_free_once_it_en
     assert store.leased_to_others("ada") == set() and store.lease([second], "ada", 60) == [second]
     with pytest.raises(StoreError, match="1-100 characters"):
         store.lease([first], " ", 60)
+
+
+def test_a_label_or_an_undo_ends_its_writers_own_lease_on_that_drawing(store):
+    first, second, third = (store.record_prediction(PNG, 9, PROBS, "v1", 1.0) for _ in range(3))
+    assert store.lease([first, second, third], "ada", 60) == [first, second, third]
+    store.add_label(first, 4, "correct", reviewer="bob")  # bob holds no lease: ada's stays
+    assert store.leased_to_others("bob") == {first, second, third}
+    store.add_label(first, 5, "correct", reviewer="ada")
+    assert store.leased_to_others("bob") == {second, third}  # free for an adjudicator now
+    assert store.lease([first], "ada", 60) == [first]  # taken back to decide again
+    store.undo_label(first, reviewer="ada")
+    store.add_label(second, 2, "adjudicate", reviewer="ada")
+    assert store.leased_to_others("bob") == {third}
+    assert store.lease([999_999], "ada", 60) == [999_999]  # leases do not check the drawing exists
+    with pytest.raises(StoreError, match="no prediction with id 999999"):
+        store.add_label(999_999, 1, "correct", reviewer="ada")
+    assert store.leased_to_others("bob") == {third, 999_999}  # a refused label ends nothing

@@ -154,20 +154,38 @@ def test_two_reviewers_are_never_given_the_same_drawing_and_a_skip_gives_it_back
     assert served("ada", 10) == [order[1]]
 
 
-def test_a_doubted_label_is_offered_blind_to_another_reviewer_until_one_has_answered(home_with_model):
+@pytest.fixture
+def doubted(home_with_model) -> int:
+    """Twenty drawings the deployed model reads surely, each labelled as read by ada but one, a 7 she labelled 3:
+    that one's id."""
     version = deployed_model(home_with_model.models_dir).version
     with Store(home_with_model.db_path) as store:
         ids = [store.record_prediction(picture(i), i % 10, sure_of(i % 10, 0.99), version, 1.0) for i in range(20)]
         for pid in ids:
             store.add_label(pid, 3 if pid == ids[7] else (pid - ids[0]) % 10, "correct", reviewer="ada")
+    return ids[7]
+
+
+def test_a_doubted_label_is_offered_blind_to_another_reviewer_until_one_has_answered(home_with_model, doubted):
     with Workbench(home_with_model.replace(second_opinion_share=0)) as bench:
         (item,) = bench.queue(strategy="second-opinion", reviewer="bob")
-        assert item.prediction_id == ids[7] and "doubts" in item.reason and "3" not in item.reason
+        assert item.prediction_id == doubted and "doubts" in item.reason and "3" not in item.reason
         assert bench.queue(strategy="second-opinion", reviewer="ada") == []  # she gave the first answer
-        bench.label(ids[7], 7, "correct", reviewer="bob")
+        bench.label(doubted, 7, "correct", reviewer="bob")
         assert bench.queue(strategy="second-opinion", reviewer="eve") == []  # two opinions now
         with pytest.raises(ValueError, match="reviewer"):
             bench.queue(strategy="second-opinion")
+
+
+def test_a_label_ends_its_writers_lease_so_the_dispute_it_opens_reaches_an_adjudicator_at_once(
+    home_with_model, doubted
+):
+    with Workbench(home_with_model.replace(second_opinion_share=0)) as bench:
+        (item,) = bench.queue(strategy="second-opinion", reviewer="bob")  # leased to bob
+        assert item.prediction_id == doubted
+        bench.label(doubted, 7, "correct", reviewer="bob")  # ada said 3: a dispute
+        assert [item.prediction_id for item in bench.queue(strategy="adjudicate", reviewer="cy")] == [doubted]
+        assert bench.release(doubted, "bob") is False  # the label ended bob's lease
 
 
 def test_an_adjudication_from_the_command_line_ends_the_dispute(home, predictions):
