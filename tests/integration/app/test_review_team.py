@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from mnist_hitl.app.review import ReviewView
 from mnist_hitl.config import Settings
 from mnist_hitl.learning.retrain.labels import retraining_labels
 from mnist_hitl.store import Store
+from mnist_hitl.workbench import Workbench
 from mnist_hitl.workbench.adjudication import disputes
 from mnist_hitl.workbench.suspects import Suspect, record_suspects
 from tests.support.helpers import import_digits
@@ -219,3 +221,29 @@ def test_the_page_carries_the_script_that_keeps_the_name(home_with_model: Settin
         assert "hitl-review-name" in page.review.name._dom_classes
     finally:
         page.draw.workbench.close()
+
+
+def test_a_drawing_shown_has_its_lease_renewed_and_one_taken_meanwhile_by_another_reviewer_is_left_out(
+    home_with_model: Settings, pool: list[int]
+) -> None:
+    settings = home_with_model.replace(lease_seconds=3.0)
+    ada = ReviewView(settings)
+    try:
+        ada.reload()
+        ada.name.value = "ada"
+        time.sleep(3.5)  # every lease of the drawings waiting for ada has run out
+        with Store(settings.db_path) as store:
+            assert not store.leased_to_others("bob")
+            ada.press("s")  # the next drawing is shown: leased to ada again
+            shown = ada.current.prediction_id
+            assert shown in store.leased_to_others("bob")
+
+            time.sleep(3.5)
+            with Workbench(settings) as bench:  # bob takes every free drawing, ada's waiting ones included
+                taken = {item.prediction_id for item in bench.queue(limit=POOL, reviewer="bob")}
+            assert taken & {item.prediction_id for item in ada.buffer}
+            for _ in range(3):
+                ada.press("s")
+                assert ada.current is None or ada.current.prediction_id not in taken  # never bob's
+    finally:
+        ada.workbench.close()
