@@ -6,9 +6,11 @@ The rule (``promotion_rule``): promote the challenger when
   labels given since the champion was trained, which the champion never saw, read
   by models of the challenger's recipe that did not train on them either (the
   cross-fit, :mod:`mnist_hitl.learning.retrain.crossfit`); the reasons state how sure
-  that is (a McNemar p-value and a 95% interval on the gain). On an exact tie, frequent
-  on a few dozen drawings, the proper scoring rule decides: a lower log-loss on the same
-  drawings with the challenger surer of the true digit on most of them; and
+  that is (a McNemar p-value and a 95% interval on the gain). When it reads no more of
+  them right (a tie, frequent on a few dozen drawings, or fewer, but not significantly:
+  the same one-sided McNemar test at ``significance``), the proper scoring rule decides:
+  a lower log-loss on the same drawings with the challenger surer of the true digit on
+  most of them; and
 * it is not more than ``max_holdout_drop`` (0.5 points) worse on the MNIST
   holdout, **or** its drop there is within the holdout's noise: not significant
   in an exact one-sided McNemar test at ``significance`` (5%) on the digits one
@@ -223,12 +225,24 @@ def promotion_rule(
         )
         return Verdict(better and holdout_ok, reasons + held_out_reasons(comparison))
     gain = challenger.users_heldout - champion.users_heldout
-    surer = gain == 0 and surer_on_the_true_digit(comparison)
+    # Fewer read right is noise too unless the test says otherwise (one drawing of 25 is 4 points).
+    worse_p = holdout_drop_p_value(comparison.users_only_champion_right, comparison.users_only_challenger_right)
+    worse = gain < 0 and significance > 0 and worse_p < significance
+    surer = gain <= 0 and not worse and surer_on_the_true_digit(comparison)
     users_ok = gain > 0 or surer
     reasons.append(
         f"users' judged drawings ({comparison.n_users_heldout}, never trained on by the model that read them) "
         f"{challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} ({gain * 100:+.2f} points): "
-        + ("better" if gain > 0 else "as many read right, and surer of the true digit" if surer else "not better")
+        + (
+            "better"
+            if gain > 0
+            else "as many read right, and surer of the true digit"
+            if surer and gain == 0
+            else f"fewer read right, within the noise (McNemar p={worse_p:.2f} >= {significance:g}), and surer of"
+            " the true digit"
+            if surer
+            else "not better"
+        )
         + f"; {users_uncertainty(comparison)}"
         + (f"; {users_log_loss(comparison)}" if comparison.users_log_loss is not None else "")
     )
@@ -253,8 +267,8 @@ def held_out_reasons(comparison: Comparison) -> list[str]:
 
 
 def surer_on_the_true_digit(comparison: Comparison) -> bool:
-    """On an accuracy tie, the proper scoring rule decides: a lower log-loss on the same drawings, with the
-    challenger giving the true digit more probability on most of the drawings where the two differ."""
+    """Where accuracy does not decide, the proper scoring rule does: a lower log-loss on the same drawings, with
+    the challenger giving the true digit more probability on most of the drawings where the two differ."""
     loss = comparison.users_log_loss
     return (
         loss is not None

@@ -142,6 +142,43 @@ def test_an_accuracy_tie_goes_to_the_model_surer_of_the_true_digit():
     assert not less_sure.promote and "not better" in less_sure.reasons[1]
 
 
+def judged_25(only_champion: int, only_challenger: int, surer: bool) -> Comparison:
+    """25 judged drawings (MNIST equal): both read 15 right, then ``only_champion`` read right by the champion alone
+    and ``only_challenger`` by the challenger alone; with ``surer`` the challenger gives the true digit more
+    probability wherever it reads right, else less."""
+    labels = np.zeros(25, dtype=int)
+    both = 15
+    old_right = np.arange(25) < both + only_champion
+    new_right = (np.arange(25) < both) | (
+        (np.arange(25) >= both + only_champion) & (np.arange(25) < both + only_champion + only_challenger)
+    )
+    digits = {name: np.where(right, 0, 1) for name, right in (("challenger", new_right), ("champion", old_right))}
+    mnist = {"challenger": np.zeros(100, dtype=int), "champion": np.zeros(100, dtype=int)}
+    verdict_input = promotion.judge(mnist, digits, np.zeros(100, dtype=int), labels)
+    new_true = np.where(new_right, 0.95 if surer else 0.55, 0.3 if surer else 0.05)
+    old_true = np.where(old_right, 0.7, 0.1)
+    new, old = np.zeros((25, 10)), np.zeros((25, 10))
+    new[:, 0], old[:, 0], new[:, 1], old[:, 1] = new_true, old_true, 1 - new_true, 1 - old_true
+    return with_log_loss(verdict_input, new, old, labels)
+
+
+def test_one_drawing_fewer_read_right_is_noise_and_the_proper_scoring_rule_decides():
+    # 3 drawings only the champion reads, 2 only the challenger: 4 points lower, McNemar p = 0.5
+    surer = promotion_rule(judged_25(3, 2, surer=True))
+    assert surer.promote, surer.reasons
+    assert (
+        "fewer read right, within the noise (McNemar p=0.50 >= 0.05), and surer of the true digit" in surer.reasons[1]
+    )
+    assert not promotion_rule(judged_25(3, 2, surer=False)).promote
+
+
+def test_significantly_fewer_read_right_is_rejected_however_sure_the_challenger_is():
+    # 7 drawings only the champion reads, none only the challenger: McNemar p = 0.008
+    verdict = promotion_rule(judged_25(7, 0, surer=True))
+    assert not verdict.promote and "not better" in verdict.reasons[1], verdict.reasons
+    assert verdict.reasons[1].count("log-loss") == 1  # the scoring rule is reported, and overruled
+
+
 def test_a_lower_log_loss_carried_by_one_drawing_does_not_break_a_tie():
     # the challenger is far surer on one drawing and a little less sure on the three others
     one_drawing = promotion_rule(with_probabilities([0.99, 0.6, 0.6, 0.6], [0.05, 0.62, 0.62, 0.62]))
