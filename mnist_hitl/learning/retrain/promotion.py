@@ -238,8 +238,8 @@ def promotion_rule(
             if gain > 0
             else "as many read right, and surer of the true digit"
             if surer and gain == 0
-            else f"fewer read right, within the noise (McNemar p={worse_p:.2f} >= {significance:g}), and surer of"
-            " the true digit"
+            else f"fewer read right but not significantly (one-sided McNemar p={worse_p:.2f} that it reads worse,"
+            f" >= {significance:g}), and surer of the true digit"
             if surer
             else "not better"
         )
