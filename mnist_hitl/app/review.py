@@ -354,18 +354,7 @@ class ReviewView(TeamReview, ReviewWidgets):
     # what the page shows ------------------------------------------------------------
 
     def _show_next(self) -> None:
-        """Show the next waiting drawing, its lease renewed for the time it is looked at; one whose lease ran out
-        while it waited and that another reviewer holds now is theirs, and left out."""
-        while self.buffer:
-            item = self.buffer.popleft()
-            try:
-                if not self._take(item):
-                    continue
-            except StoreError:
-                pass  # the store failed: the drawing is shown, its lease ends by itself
-            self._show(item)
-            return
-        self._show(None)
+        self._show(self._next_waiting())
 
     def _show_again(self, item: QueueItem) -> None:
         if self.current is not None:

@@ -107,6 +107,18 @@ class TeamReview:
         """
         return self.reviewer is None or self.workbench.lease(item.prediction_id, self.reviewer)
 
+    def _next_waiting(self) -> QueueItem | None:
+        """The next waiting drawing, its lease renewed for the time it is looked at; one whose lease ran out while it
+        waited and that another reviewer holds now is theirs, and left out."""
+        while self.buffer:
+            item = self.buffer.popleft()
+            try:
+                if self._take(item):
+                    return item
+            except StoreError:
+                return item  # the store failed: the drawing is shown, its lease ends by itself
+        return None
+
     @staticmethod
     def _held(prediction_id: int) -> str:
         return f"#{prediction_id} is leased to another reviewer now"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from mnist_hitl.store.access import StoreAccess, database_errors
 from mnist_hitl.store.rows import bounded, checked_reviewer
@@ -29,6 +29,9 @@ _TAKE = text(
     " RETURNING prediction_id"
 )
 _END = text("DELETE FROM leases WHERE prediction_id = :id AND reviewer = :reviewer")
+_LABELLED_SINCE = text(
+    "SELECT DISTINCT prediction_id FROM labels WHERE id > :after AND prediction_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 
 
 class LeaseAccess(StoreAccess):
@@ -66,6 +69,24 @@ class LeaseAccess(StoreAccess):
         """End ``reviewer``'s lease on a drawing (a skip); True if they held one."""
         with self._transaction() as conn:
             return self._end_lease(conn, bounded(prediction_id), checked_reviewer(reviewer))
+
+    @database_errors
+    def newest_label_id(self) -> int:
+        """The id of the newest label visible now (0 without any): what a lease taken later checks against."""
+        return int(self._one("SELECT COALESCE(MAX(id), 0) AS n FROM labels")["n"])
+
+    @database_errors
+    def labelled_since(self, prediction_ids: Iterable[int], label_id: int) -> set[int]:
+        """Those of ``prediction_ids`` given a label (of any kind, by anyone) with an id above ``label_id``.
+
+        A reviewer's label ends their lease, so a drawing ranked for the queue just before someone labelled it can be
+        leased just after: the queue checks what it leased with this and gives back what changed.
+        """
+        ids = sorted({bounded(pid) for pid in prediction_ids})
+        if not ids:
+            return set()
+        with self._statement() as conn:
+            return {int(row[0]) for row in conn.execute(_LABELLED_SINCE, {"after": bounded(label_id), "ids": ids})}
 
     def _end_lease(self, conn: Connection, prediction_id: int, reviewer: str) -> bool:
         """End ``reviewer``'s lease on a drawing inside the caller's transaction; True if they held one."""

@@ -238,9 +238,14 @@ class Workbench:
         excluded, served = set(exclude), []
         for _ in range(3):  # another reviewer may lease some of these between the ranking and our lease
             excluded |= self.store.leased_to_others(reviewer)
+            ranked_after = self.store.newest_label_id()
             items = self._ranked(limit - len(served), strategy, excluded, reviewer)
             asked = [item.prediction_id for item in items]
             leased = set(self.store.lease(asked, reviewer, self.settings.lease_seconds))
+            # ...or label one (their label ended their lease): it is no longer what was ranked, so it is given back
+            for changed in self.store.labelled_since(leased, ranked_after):
+                self.store.release(changed, reviewer)
+                leased.discard(changed)
             served += [item for item in items if item.prediction_id in leased]
             excluded |= {item.prediction_id for item in items}
             if len(leased) == len(items):

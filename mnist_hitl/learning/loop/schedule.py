@@ -43,6 +43,7 @@ from mnist_hitl import config
 from mnist_hitl.clock import wait_for
 from mnist_hitl.config import Settings, get_settings
 from mnist_hitl.learning.loop import trigger
+from mnist_hitl.learning.loop.cycle import run_cycle
 from mnist_hitl.names import CycleOutcome
 
 config.use_tool_environment(get_settings())  # before prefect is imported: it reads its settings once
@@ -78,10 +79,6 @@ def as_task(name: str, function, *args, **kwargs):
 @flow(name=FLOW_NAME, log_prints=True, persist_result=False)
 def hitl_cycle(force_retrain: bool = False, retrain_params: dict | None = None) -> dict:
     """One learning cycle; returns the cycle's summary (outcome, decision and reasons, model, times)."""
-    # Imported here: the process that serves the schedule only waits, and each flow run has a process of its own
-    # (the cycle's records bring scipy and scikit-learn, ~35 MB the idle schedule need not hold).
-    from mnist_hitl.learning.loop.cycle import run_cycle
-
     summary = run_cycle(force_retrain=force_retrain, retrain_params=retrain_params, runner=as_task)
     logger = get_run_logger()
     logger.info("cycle %s: %s", summary.get("cycle_id", "-"), summary["outcome"])

@@ -233,20 +233,24 @@ def promotion_rule(
     reasons.append(
         f"users' judged drawings ({comparison.n_users_heldout}, never trained on by the model that read them) "
         f"{challenger.users_heldout:.4f} vs {champion.users_heldout:.4f} ({gain * 100:+.2f} points): "
-        + (
-            "better"
-            if gain > 0
-            else "as many read right, and surer of the true digit"
-            if surer and gain == 0
-            else f"fewer read right but not significantly (one-sided McNemar p={worse_p:.2f} that it reads worse,"
-            f" >= {significance:g}), and surer of the true digit"
-            if surer
-            else "not better"
-        )
+        + _users_verdict(gain, surer, worse_p, significance)
         + f"; {users_uncertainty(comparison)}"
         + (f"; {users_log_loss(comparison)}" if comparison.users_log_loss is not None else "")
     )
     return Verdict(users_ok and holdout_ok, reasons + held_out_reasons(comparison))
+
+
+def _users_verdict(gain: float, surer: bool, worse_p: float, significance: float) -> str:
+    if gain > 0:
+        return "better"
+    if surer and gain == 0:
+        return "as many read right, and surer of the true digit"
+    if surer:
+        return (
+            f"fewer read right but not significantly (one-sided McNemar p={worse_p:.2f} that it reads worse,"
+            f" >= {significance:g}), and surer of the true digit"
+        )
+    return "not better"
 
 
 def held_out_reasons(comparison: Comparison) -> list[str]:
