@@ -56,8 +56,7 @@ def start(env: dict, log: Path, *args: str) -> subprocess.Popen:
 def test_ctrl_c_stops_the_app_and_its_kernels(home_with_model: Settings, tmp_path: Path):
     port = free_port()
     log = tmp_path / "app.log"
-    # One kernel preheated (the default is none): Ctrl-C must stop the page's kernel and the pool's.
-    app = start(environment(home_with_model, MNIST_HITL_APP_WARM_KERNELS=1), log, "app", "--port", str(port))
+    app = start(environment(home_with_model), log, "app", "--port", str(port))
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/voila/static/favicon.ico"), app, log)
         assert answers(f"http://127.0.0.1:{port}/")  # a page holds a kernel now, the pool starts another
