@@ -33,7 +33,7 @@ def watermarks(store: Store) -> Watermarks:
 
 
 def newest_label_id(store: Store) -> int:
-    return max((label.id for label in store.labels()), default=0)
+    return store.newest_label_id()
 
 
 def advance_watermarks(store: Store, seen_through: int, retrained_through: int | None = None) -> Watermarks:
