@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     extra_hosts: str = _env("MNIST_HITL_ALLOWED_HOSTS", default="")
     app_max_kernels: int = _env("MNIST_HITL_APP_MAX_KERNELS", ge=1, default=20)
     app_kernel_idle_seconds: int = _env("MNIST_HITL_APP_KERNEL_IDLE_SECONDS", ge=1, default=300)
-    app_warm_kernels: int = _env("MNIST_HITL_APP_WARM_KERNELS", ge=0, le=20, default=1)
+    app_warm_kernels: int = _env("MNIST_HITL_APP_WARM_KERNELS", ge=0, le=20, default=0)
     api_port: int = _env("MNIST_HITL_API_PORT", ge=1, le=65535, default=8000)
     api_token: str | None = _env("MNIST_HITL_API_TOKEN", min_length=1, repr=False)
     # Named tokens (mnist_hitl.api.tokens): "name:sha256hex,...", and a file of "name sha256hex" lines.

@@ -47,10 +47,11 @@ from mnist_hitl.config import Settings
 def voila_command(settings: Settings, port: int | None = None, pool_size: int | None = None) -> list[str]:
     """The command that serves ``notebooks/draw.ipynb`` with Voila on the configured address.
 
-    With ``pool_size`` kernels preheated (default ``MNIST_HITL_APP_WARM_KERNELS``, 1), a page
-    load finds a kernel that has already imported the app and loaded the model. Each kernel held
-    in reserve costs ~85 MB while the stack is idle; with none, a page starts its own kernel when
-    it is opened (2.5-4.4 s here: the app's kernel does not import TensorFlow).
+    With ``pool_size`` kernels preheated (default ``MNIST_HITL_APP_WARM_KERNELS``, 0), a page
+    load finds a kernel that has already imported the app and loaded the model. None by default:
+    each kernel held in reserve costs ~85 MB while the stack is idle, and without one a page
+    starts its own kernel when it is opened (a second or two: the app's kernel does not import
+    TensorFlow).
     """
     notebook = Path(settings.notebooks_dir) / "draw.ipynb"
     idle = settings.app_kernel_idle_seconds

@@ -120,3 +120,14 @@ def test_a_failing_cell_shows_no_traceback_in_the_browser(home_with_model: Setti
     assert status == 200
     assert "internal detail 4711" not in body and "Traceback" not in body and "RuntimeError" not in body
     assert "internal detail 4711" in app.log.read_text()  # the server's log has it
+
+
+def test_by_default_an_idle_app_holds_no_kernel_and_a_page_starts_its_own(home_with_model: Settings, tmp_path: Path):
+    assert home_with_model.app_warm_kernels == 0
+    with running_app(home_with_model, pool_size=home_with_model.app_warm_kernels, log=tmp_path / "voila.log") as app:
+        time.sleep(2)
+        assert kernels(app) == []  # nothing held in reserve while nobody draws
+        status, body = get(app.url)
+        assert status == 200 and "busy" not in body and "Traceback" not in body
+        assert "jupyter-widgets" in body or "application/vnd.jupyter.widget" in body  # the app's widgets were made
+        assert len(kernels(app)) == 1  # the page's own, and none started in reserve

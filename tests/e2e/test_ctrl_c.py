@@ -56,7 +56,8 @@ def start(env: dict, log: Path, *args: str) -> subprocess.Popen:
 def test_ctrl_c_stops_the_app_and_its_kernels(home_with_model: Settings, tmp_path: Path):
     port = free_port()
     log = tmp_path / "app.log"
-    app = start(environment(home_with_model), log, "app", "--port", str(port))
+    # One kernel preheated (the default is none): Ctrl-C must stop the page's kernel and the pool's.
+    app = start(environment(home_with_model, MNIST_HITL_APP_WARM_KERNELS=1), log, "app", "--port", str(port))
     try:
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/voila/static/favicon.ico"), app, log)
         assert answers(f"http://127.0.0.1:{port}/")  # a page holds a kernel now, the pool starts another
@@ -67,7 +68,7 @@ def test_ctrl_c_stops_the_app_and_its_kernels(home_with_model: Settings, tmp_pat
         wait_until(lambda: len(kernels()) >= 2, app, log)  # the pool's new kernel starts a moment later
     finally:
         left = ctrl_c(app)
-    assert left == [], left
+    assert left == [], f"{left}\n{log.read_text()[-3000:]}"
     assert port_is_free(port)
 
 

@@ -51,19 +51,20 @@ def app(home_with_model: Settings):
     drawing_app.workbench.close()
 
 
-def test_the_app_process_never_imports_tensorflow(home_with_model: Settings) -> None:
+def test_the_app_process_never_imports_tensorflow_or_scipy(home_with_model: Settings) -> None:
+    """TensorFlow would cost every app kernel ~650 MB, scipy ~26 MB."""
     code = (
         "import sys\n"
         "from mnist_hitl.app.draw import DrawingApp\n"
         "app = DrawingApp(); app.preload()\n"
         "app.pen_down(140, 40); app.pen_move(140, 240); app.pen_up()\n"
         "assert app.predict() is not None, app.status_text\n"
-        "print('tensorflow' in sys.modules)\n"
+        "print('tensorflow' in sys.modules, 'scipy' in sys.modules)\n"
     )
     env = {**os.environ, "MNIST_HITL_HOME": str(home_with_model.home)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_predict_stores_what_the_strokes_show_and_displays_it(app: DrawingApp, home_with_model: Settings) -> None:
