@@ -95,10 +95,18 @@ def start_cli(
 ) -> subprocess.Popen:
     """Start ``mnist-hitl ARGS`` (a server, or a command to kill midway) as :func:`run_cli` runs it.
 
-    ``popen_options`` go to :class:`subprocess.Popen` (``stdout``, ``start_new_session``, ...).
+    ``popen_options`` go to :class:`subprocess.Popen` (``stdout``, ``start_new_session``, ...). The
+    command starts with SIGINT's default action, as a command typed in a terminal does, whatever this
+    process inherited: a test suite started in the background by a script (``cmd &`` without job
+    control) ignores SIGINT, every child would inherit that, and Ctrl-C would reach no Python
+    program that leaves SIGINT to the interpreter.
     """
     command, env = _cli(settings_or_env, args, extra_env)
-    return subprocess.Popen(command, env=env, **popen_options)
+    return subprocess.Popen(command, env=env, preexec_fn=_sigint_as_in_a_terminal, **popen_options)
+
+
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the interpreter then installs its KeyboardInterrupt
 
 
 def import_digits(settings: Settings, count: int) -> list[int]:
@@ -112,12 +120,11 @@ def import_digits(settings: Settings, count: int) -> list[int]:
         return [workbench.predict_png(encode_png(digit)).prediction_id for digit in digits]
 
 
-def ctrl_c(process: subprocess.Popen, also: Callable[[], list[int]] = list, timeout: float = 30) -> list[str]:
+def ctrl_c(process: subprocess.Popen, also: Callable[[], list[int]] = list, timeout: float = 15) -> list[str]:
     """What Ctrl-C in a terminal does (SIGINT to the process group); the processes still alive after ``timeout`` s.
 
-    The timeout is generous (a stop takes 2-3 s here, ``bench/stack_memory.py`` times it): on a machine
-    loaded by the rest of the suite a server's graceful shutdown takes longer, and a test asks whether
-    everything stops, not how fast. The process must have been started in a session of its own.
+    The process must have been started in a session of its own (:func:`start_cli` gives it SIGINT's
+    default action).
     Counted: the process, every descendant it has at the moment of the signal (wherever their own
     process group), and the pids ``also`` returns (those started later); whatever is left is killed
     afterwards and returned as ``"pid name"``.
