@@ -169,6 +169,25 @@ def train_model(
     return model
 
 
+def blend_with(model, start_weights: list, start_share: float):
+    """Move a fine-tuned model's weights back towards the weights it started from, in place.
+
+    Each weight becomes ``start_share * start + (1 - start_share) * fine-tuned`` (weight-space
+    ensembling, as WiSE-FT does: Wortsman et al., CVPR 2022): the fine-tune's gains on the new
+    drawings largely stay while what the start knew (MNIST) is forgotten less. The network has no
+    batch normalisation, so every weight interpolates. ``start_share`` 0 leaves the model as it is.
+    """
+    if not 0.0 <= start_share <= 1.0:
+        raise ValueError(f"the start's share of the weights must be in [0, 1], not {start_share}")
+    if start_share:
+        tuned = model.get_weights()
+        if len(tuned) != len(start_weights):
+            raise ValueError("the start weights are not of this network")
+        blended = [start_share * a + (1.0 - start_share) * b for a, b in zip(start_weights, tuned, strict=True)]
+        model.set_weights(blended)
+    return model
+
+
 def predict_proba(model, images: np.ndarray) -> np.ndarray:
     """Class probabilities (n, 10) from a Keras model, batched, without Keras' per-call overhead."""
     x = as_input(images)

@@ -34,7 +34,7 @@ import numpy as np
 from mnist_hitl.config import get_settings
 from mnist_hitl.learning.retrain import search_request
 from mnist_hitl.learning.retrain.labels import RetrainData
-from mnist_hitl.learning.retrain.network import TrainParams, evaluate, keras_module, train_model
+from mnist_hitl.learning.retrain.network import TrainParams, blend_with, evaluate, keras_module, train_model
 
 STUDY_NAME = "mnist-hitl-retrain"
 SEARCHED_THROUGH = "searched_through_label_id"  # the study's note of the newest label its last search used
@@ -43,9 +43,16 @@ DROPOUTS = (0.1, 0.5)
 BATCH_SIZES = (32, 64, 128)
 
 
-def fit(x: np.ndarray, y: np.ndarray, params: TrainParams, initial_weights: list | None = None):
-    """Train a CNN quietly, from scratch or from ``initial_weights`` (a fine-tune)."""
-    return train_model(x, y, params, progress=False, initial_weights=initial_weights)
+def fit(
+    x: np.ndarray, y: np.ndarray, params: TrainParams, initial_weights: list | None = None, start_share: float = 0.0
+):
+    """Train a CNN quietly, from scratch or from ``initial_weights`` (a fine-tune).
+
+    A fine-tune keeps ``start_share`` of the weights it started from (``MNIST_HITL_CHAMPION_SHARE``;
+    :func:`mnist_hitl.learning.retrain.network.blend_with`).
+    """
+    model = train_model(x, y, params, progress=False, initial_weights=initial_weights)
+    return model if initial_weights is None else blend_with(model, initial_weights, start_share)
 
 
 # the search -------------------------------------------------------------------------

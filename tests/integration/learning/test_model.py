@@ -77,3 +77,20 @@ def test_corrupt_model_files_give_clear_errors(home_with_model):
     (models / "latest.json").write_text("{ half a json")
     with pytest.raises(ModelFileError, match="corrupt"):
         deployed_model(models)
+
+
+def test_a_fine_tune_keeping_a_share_of_the_champions_weights_lands_that_far_back_towards_it(home_with_model):
+    from mnist_hitl.learning.retrain import search
+    from mnist_hitl.learning.retrain.network import TrainParams
+
+    champion = load_model(deployed_keras_path(home_with_model)).get_weights()
+    data = load_bundled()
+    x, y = data.x_train[:128], 9 - data.y_train[:128]  # labels the champion disagrees with: the weights move
+    params = TrainParams(epochs=1, batch_size=32, seed=3)
+    tuned = search.fit(x, y, params, champion).get_weights()
+    kept = search.fit(x, y, params, champion, start_share=0.25).get_weights()
+    for start, alone, blended in zip(champion, tuned, kept, strict=True):
+        np.testing.assert_allclose(blended, 0.25 * start + 0.75 * alone, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(start, alone) for start, alone in zip(champion, tuned, strict=True))
+    with pytest.raises(ValueError, match="share"):
+        search.fit(x, y, params, champion, start_share=1.5)
