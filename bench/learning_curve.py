@@ -21,7 +21,10 @@ recipe is a set of settings: ``final-fit`` (the defaults: labels a third of the 
 replay of 4,000 MNIST digits, the whole bundled split; a cross-fit judges, a final fit on every label
 is deployed), ``full-replay`` (the same with the quick judging, ``MNIST_HITL_FINAL_FIT=false``: one
 training that leaves half of the fresh labels out), ``labels-weigh`` (the quick judging beside 2,000
-MNIST digits) or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
+MNIST digits), ``final-fit-share30`` and ``-share50`` (the final fit, with 30% or 50% of the queue
+drawn at random: ``MNIST_HITL_QUEUE_RANDOM_SHARE``), ``blend-half`` and ``blend-third`` (the final
+fit, each fine-tune keeping half or 30% of the champion's weights: ``MNIST_HITL_CHAMPION_SHARE``)
+or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
 repeated 5 times, pseudo-labels at 0.99). With every label of the pool (the ceiling) the first three
 train on the same examples: 800 labels x 5 copies beside 4,000 MNIST digits.
 
@@ -48,6 +51,10 @@ from support import RESULTS, deployed_models, home_with_model
 RAW = RESULTS / "learning_curve.jsonl"
 RECIPES = {
     "final-fit": {"replay": 4000, "label_share": 1 / 3, "final_fit": True},
+    "final-fit-share30": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "queue_random_share": 0.3},
+    "final-fit-share50": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "queue_random_share": 0.5},
+    "blend-half": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.5},
+    "blend-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
     "full-replay": {"replay": 4000, "label_share": 1 / 3, "final_fit": False},
     "labels-weigh": {"replay": 2000, "label_share": 1 / 3, "final_fit": False},
     "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99, "final_fit": False},
@@ -145,7 +152,10 @@ def _choose(strategy, bench, settings, ids, labelled, count, rng, pool_digits, d
     if strategy in ("random", "all"):
         picks = [int(pid) for pid in rng.choice(left, min(count, len(left)), replace=False)]
     elif strategy == "queue":
-        picks = [item.prediction_id for item in bench.queue(limit=count)]
+        items = bench.queue(limit=count)
+        drawn = sum(item.random for item in items)
+        print(f"  queue random share {bench.settings.queue_random_share}: {drawn} of {len(items)} drawn", flush=True)
+        picks = [item.prediction_id for item in items]
     else:
         return _corrections(settings, left, count, rng, pool_digits, digit_of)
     said = {pid: bench.prediction(pid).predicted_label for pid in picks}
@@ -192,7 +202,10 @@ def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray
         data.pseudo = crossfit.champion_pseudo_labels(store, champion, settings.pseudo_confidence)
         params = network.TrainParams(epochs=settings.final_epochs, seed=seed, **PARAMS)
         challenger, answers, judging = crossfit.judge(
-            data, lambda x, y: search.fit(x, y, params, weights), network.predict_proba, settings.final_fit
+            data,
+            lambda x, y: search.fit(x, y, params, weights, settings.champion_share),
+            network.predict_proba,
+            settings.final_fit,
         )
         comparison = promotion.compare(challenger, champion, data, answers)
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)
