@@ -8,6 +8,9 @@ the challenger's score on the fresh drawings, set against the champion's on the 
 Neither side is judged on a drawing it trained on. The model deployed is then fitted on every
 label (the final fit), so no label is kept from training for ever: the cross-fit judges the
 recipe, and the final fit is that recipe with more data. That is one training per fold more.
+Averaging the fold models' weights instead of the final fit (``MNIST_HITL_AVERAGE_FOLDS``) saves
+that last training: the folds all start from the champion, and each trained on every label but
+its own fold's, so their average has seen every label.
 
 The quick way (``final_fit=False``, :func:`judge`) trains once: the challenger leaves out one
 fold of the fresh labels, is judged on it against the champion, and is what gets deployed. The
@@ -41,13 +44,17 @@ class CrossFit:
     folds: np.ndarray
     seconds: list[float] = field(default_factory=list)
     probabilities: np.ndarray | None = None
+    models: list = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"folds": sorted({int(f) for f in self.folds}), "seconds": self.seconds}
 
 
 def cross_fit(
-    data: RetrainData, fit: Callable[[np.ndarray, np.ndarray], object], predict: Callable[[object, np.ndarray], object]
+    data: RetrainData,
+    fit: Callable[[np.ndarray, np.ndarray], object],
+    predict: Callable[[object, np.ndarray], object],
+    keep_models: bool = False,
 ) -> CrossFit:
     """Train the recipe once per judging fold without it, and read that fold.
 
@@ -55,14 +62,17 @@ def cross_fit(
         data: the split data (its fresh drawings are judged).
         fit: ``fit(x, y)`` trains a model of the challenger's recipe.
         predict: ``predict(model, x)`` gives the digits it reads, or its probabilities (n, 10).
+        keep_models: keep the fold models (``CrossFit.models``), to average them.
     """
     fresh, folds = data.users_fresh, data.folds
     predicted = np.full(len(fresh), -1, dtype=np.int64)
     probabilities = None
-    seconds = []
+    seconds, models = [], []
     for fold in sorted(set(folds.tolist())):
         start = time.perf_counter()
         model = fit(*data.training_set(leave_out_fold=fold))
+        if keep_models:
+            models.append(model)
         judged = folds == fold
         answers = np.asarray(predict(model, fresh.x[judged]))
         if answers.ndim == 2:
@@ -72,7 +82,7 @@ def cross_fit(
             answers = answers.argmax(axis=1)
         predicted[judged] = answers.astype(np.int64)
         seconds.append(round(time.perf_counter() - start, 2))
-    return CrossFit(predicted, folds, seconds, probabilities)
+    return CrossFit(predicted, folds, seconds, probabilities, models)
 
 
 def judge(
@@ -80,6 +90,7 @@ def judge(
     fit: Callable[[np.ndarray, np.ndarray], object],
     read: Callable[[object, np.ndarray], object],
     final_fit: bool,
+    average: Callable[[list], object] | None = None,
 ) -> tuple[object, np.ndarray | None, dict]:
     """Train the challenger and the answers it is judged by: ``(challenger, its answers or None, what was done)``.
 
@@ -90,12 +101,16 @@ def judge(
             (its answers on the fresh drawings are the out-of-fold ones). False: one training
             without the first fold of the fresh labels; the challenger reads that fold itself
             (``None``: :func:`~mnist_hitl.learning.retrain.promotion.compare` asks it), the others train it.
+        average: with ``final_fit``, ``average(models)`` makes the challenger from the fold models instead of a
+            final fit (one training less; with fewer than two folds the final fit is made); None: the final fit.
     """
     start = time.perf_counter()
     if final_fit:
-        judged = cross_fit(data, fit, read)
-        challenger = fit(*data.training_set())
-        done = {"judging": "cross-fit, then a final fit on every label", **judged.as_json()}
+        averaged = average is not None and len(set(data.folds.tolist())) > 1
+        judged = cross_fit(data, fit, read, keep_models=averaged)
+        challenger = average(judged.models) if averaged else fit(*data.training_set())
+        then = "the fold models' weights averaged" if averaged else "a final fit on every label"
+        done = {"judging": f"cross-fit, then {then}", **judged.as_json()}
         answers = judged.predicted if judged.probabilities is None else judged.probabilities
         return challenger, answers, {**done, "seconds": round(time.perf_counter() - start, 2)}
     data.judged_fold = 0

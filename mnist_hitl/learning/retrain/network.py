@@ -188,6 +188,18 @@ def blend_with(model, start_weights: list, start_share: float):
     return model
 
 
+def average_weights(models: list):
+    """The first model with, in place, every weight the mean of the models' (a "model soup": Wortsman et
+    al., ICML 2022). Meant for fine-tunes of the same start, as the cross-fit's fold models are."""
+    if not models:
+        raise ValueError("no model to average")
+    weights = [model.get_weights() for model in models]
+    if len({len(w) for w in weights}) != 1:
+        raise ValueError("the models are not of the same network")
+    models[0].set_weights([np.mean(layer, axis=0) for layer in zip(*weights, strict=True)])
+    return models[0]
+
+
 def predict_proba(model, images: np.ndarray) -> np.ndarray:
     """Class probabilities (n, 10) from a Keras model, batched, without Keras' per-call overhead."""
     x = as_input(images)

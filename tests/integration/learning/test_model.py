@@ -94,3 +94,20 @@ def test_a_fine_tune_keeping_a_share_of_the_champions_weights_lands_that_far_bac
     assert any(not np.allclose(start, alone) for start, alone in zip(champion, tuned, strict=True))
     with pytest.raises(ValueError, match="share"):
         search.fit(x, y, params, champion, start_share=1.5)
+
+
+def test_averaging_the_fold_models_gives_every_weight_their_mean(home_with_model):
+    from mnist_hitl.learning.retrain import search
+    from mnist_hitl.learning.retrain.network import TrainParams, average_weights
+
+    champion = load_model(deployed_keras_path(home_with_model)).get_weights()
+    data = load_bundled()
+    params = TrainParams(epochs=1, batch_size=32, seed=3)
+    folds = [search.fit(data.x_train[i : i + 64], 9 - data.y_train[i : i + 64], params, champion) for i in (0, 64)]
+    apart = [model.get_weights() for model in folds]
+    assert any(not np.allclose(a, b) for a, b in zip(*apart, strict=True))  # the folds learnt different things
+    soup = average_weights(folds).get_weights()
+    for mean, a, b in zip(soup, *apart, strict=True):
+        np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no model"):
+        average_weights([])

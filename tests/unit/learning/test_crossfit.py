@@ -167,3 +167,27 @@ def test_a_cross_fit_read_as_probabilities_gives_every_fresh_label_out_of_fold_p
     # Each row comes from a model that never trained on it: here, the champion's answer, never the label.
     assert (answers.argmax(axis=1) == (fresh.y + 1) % 10).all()
     np.testing.assert_array_equal(crossfit.out_of_fold_probabilities(data, challenger, None, answers), answers)
+
+
+def test_averaging_the_fold_models_deploys_a_challenger_of_every_label_without_a_final_training():
+    seen, fresh = drawings(8, seed=7), drawings(40, seed=8, first_id=300)
+    data = data_with(seen, fresh)
+    recipe, trained = Memoriser({p.tobytes(): (int(d) + 1) % 10 for p, d in zip(fresh.x, fresh.y)}), []
+
+    def fit(x, y):
+        trained.append(len(y))
+        return recipe.fit(x, y)
+
+    def average(models):  # a memoriser's "soup": what any fold model learnt
+        return {key: digit for model in models for key, digit in model.items()}
+
+    challenger, answers, done = crossfit.judge(data, fit, recipe.read, final_fit=True, average=average)
+    assert len(trained) == len(set(data.folds.tolist())) == 2  # one training per fold, no final fit
+    assert max(trained) < len(data.training_set()[1])  # each fold model left its fold out
+    assert list(recipe.read(challenger, fresh.x)) == list(fresh.y)  # the average learnt every fresh label
+    assert len(answers) == len(fresh) and not (answers == fresh.y).any()  # judged out of fold: as the champion
+    assert "averaged" in done["judging"]
+
+    trained.clear()
+    crossfit.judge(data, fit, recipe.read, final_fit=True)
+    assert len(trained) == 3  # without averaging: the final fit on every label comes on top
