@@ -99,6 +99,7 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     parent = runs[f"cycle {summary['cycle_id']}"]
     monitor, retrain = runs["monitor"], runs["retrain"]
     assert parent.info.status == monitor.info.status == retrain.info.status == "FINISHED"
+    assert monitor.info.end_time <= retrain.info.start_time  # the retraining waited for the monitor's decision
     assert monitor.data.tags["mlflow.parentRunId"] == retrain.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["outcome"] == "promoted" and "drift score" in parent.data.tags["reasons"]
     assert parent.data.params["min_new_labels"] == "20" and parent.data.metrics["promoted"] == 1
@@ -171,10 +172,10 @@ def test_a_worse_challenger_is_kept_on_file_but_not_promoted(home_quick):
     counts = draw_and_label(settings, 160, seed=12, styled=False, wrong_labels=True)
     assert counts["corrections"] >= 140  # the model reads them right; the user says otherwise
 
-    # weighted heavily enough that the challenger learns the wrong labels
-    summary = cycle(settings, extra_env={"MNIST_HITL_OVERSAMPLE": "30"})
+    # weighted heavily enough that the challenger learns the wrong labels; forced, as a label count asks for it
+    summary = cycle(settings, "--force-retrain", extra_env={"MNIST_HITL_OVERSAMPLE": "30"})
 
-    assert summary["decision"] is True
+    assert summary["decision"] is True and summary["new_labels"] == 160  # the monitor ran and decided
     assert summary["outcome"] == "rejected", summary["verdict_reasons"]
     holdout, users = summary["verdict_reasons"]
     assert "points lower (McNemar" in holdout, holdout  # much worse on MNIST...
@@ -188,6 +189,12 @@ def test_a_worse_challenger_is_kept_on_file_but_not_promoted(home_quick):
         assert watermarks.watermarks(store).retrained_through == 160  # tried: these labels are used
     assert tracking.champion(settings) is None and tracking.promotion_history(settings) == []
     client = tracking.client(settings)
+    runs = {run.info.run_name: run for run in client.search_runs([tracking.experiment_id(settings)])}
+    monitor, retrain = runs["monitor"], runs["retrain"]
+    assert monitor.info.status == retrain.info.status == "FINISHED"
+    # forced, the retraining waited for no decision: the monitor ran beside it
+    assert retrain.info.start_time < monitor.info.end_time and monitor.info.start_time < retrain.info.end_time
+    assert "decision.json" in artifacts(client, monitor.info.run_id)
     version = client.get_model_version(tracking.REGISTERED_MODEL, summary["mlflow_model_version"])
     assert version.tags["status"] == "rejected" and version.tags[tracking.VERSION_TAG] == rejected
 

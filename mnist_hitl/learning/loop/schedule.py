@@ -76,10 +76,17 @@ def as_task(name: str, function, *args, **kwargs):
     return task(function, name=name, cache_policy=NO_CACHE, retries=0, persist_result=False)(*args, **kwargs)
 
 
+def as_task_beside(name: str, function, *args):
+    """Start one stage of the cycle as a Prefect task on the flow's task runner (threads): a future."""
+    return task(function, name=name, cache_policy=NO_CACHE, retries=0, persist_result=False).submit(*args)
+
+
 @flow(name=FLOW_NAME, log_prints=True, persist_result=False)
 def hitl_cycle(force_retrain: bool = False, retrain_params: dict | None = None) -> dict:
     """One learning cycle; returns the cycle's summary (outcome, decision and reasons, model, times)."""
-    summary = run_cycle(force_retrain=force_retrain, retrain_params=retrain_params, runner=as_task)
+    summary = run_cycle(
+        force_retrain=force_retrain, retrain_params=retrain_params, runner=as_task, starter=as_task_beside
+    )
     logger = get_run_logger()
     logger.info("cycle %s: %s", summary.get("cycle_id", "-"), summary["outcome"])
     for reason in summary.get("reasons", []) + summary.get("verdict_reasons", []):
