@@ -7,6 +7,7 @@ store and the cycle's plan, so the Prefect flow can run each as a task.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from collections.abc import Callable
@@ -123,8 +124,10 @@ def run_notebook(settings: Settings, name: str, output: Path, parameters: dict) 
 
     source = settings.notebooks_dir / name
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(
+    try:  # in a context of its own: jupyter_core keeps its event loop in a context variable, and a stage
+        # run beside another (a thread started with a copy of that one's context) would find the other's, running
+        contextvars.Context().run(
+            papermill.execute_notebook,
             str(source),
             str(output),
             parameters=parameters,

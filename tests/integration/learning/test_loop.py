@@ -238,6 +238,32 @@ def test_a_failing_stage_fails_the_cycle_and_changes_nothing(home, monkeypatch, 
         pass
 
 
+def test_notebooks_run_beside_each_other_cycle_after_cycle(home, tmp_path):
+    """A forced cycle runs its monitor notebook in a thread beside the retrain notebook: each needs an event
+    loop of its own, in the second cycle of a process as in the first."""
+    import nbformat
+
+    from mnist_hitl.learning.loop.stages import run_notebook
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, code in (("slow.ipynb", "import time\ntime.sleep(3)\nanswer = 1"), ("quick.ipynb", "answer = 2")):
+        notebook = nbformat.v4.new_notebook(
+            cells=[
+                nbformat.v4.new_code_cell("home = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code),
+            ]  # fmt: skip
+        )
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, folder / name)
+    settings = home.replace(notebooks_override=folder)
+    for round_ in range(2):  # the second round is the one a process that ran notebooks before meets
+        beside = cycle._in_a_thread("quick", run_notebook, settings, "quick.ipynb", tmp_path / f"q{round_}.ipynb", {})
+        run_notebook(settings, "slow.ipynb", tmp_path / f"s{round_}.ipynb", {})
+        assert beside.result(timeout=120) == tmp_path / f"q{round_}.ipynb"
+        assert "answer = 2" in (tmp_path / f"q{round_}.ipynb").read_text()
+
+
 def test_cron_for_the_cycle_interval():
     assert cron_for(60) == "0 * * * *"
     assert cron_for(15) == "*/15 * * * *"
