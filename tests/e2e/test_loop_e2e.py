@@ -195,6 +195,8 @@ def test_a_worse_challenger_is_kept_on_file_but_not_promoted(home_quick):
     # forced, the retraining waited for no decision: the monitor ran beside it
     assert retrain.info.start_time < monitor.info.end_time and monitor.info.start_time < retrain.info.end_time
     assert "decision.json" in artifacts(client, monitor.info.run_id)
+    executed = (settings.runs_dir / f"cycle-{summary['cycle_id']}" / "monitor.ipynb").read_text()
+    assert "niceness = 10" in executed  # and gave way to it
     version = client.get_model_version(tracking.REGISTERED_MODEL, summary["mlflow_model_version"])
     assert version.tags["status"] == "rejected" and version.tags[tracking.VERSION_TAG] == rejected
 

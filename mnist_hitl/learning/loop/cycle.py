@@ -68,6 +68,7 @@ __all__ = ["LAST_CYCLE", "RUNNING_CYCLE", "CycleFailed", "CyclePlan", "last_cycl
 log = logging.getLogger(__name__)
 
 Runner = Callable[..., object]
+MONITOR_NICENESS_BESIDE = 10  # the monitor beside a retraining uses the cores the training leaves idle
 
 
 def _direct(name: str, function: Callable, *args, **kwargs):
@@ -205,8 +206,9 @@ class _Cycle:
     ) -> dict | None:
         monitor_args = (self.settings, plan, parent_run, monitor_params)
         retrain_args = (self.settings, plan, parent_run, retrain_params)
-        if plan.force_retrain:  # the retraining waits for no decision: the monitor runs beside it
-            monitoring = self.stage_beside("monitor", monitor_stage, *monitor_args)
+        if plan.force_retrain:  # the retraining waits for no decision: the monitor runs beside it, giving way
+            beside = (self.settings, plan, parent_run, {"niceness": MONITOR_NICENESS_BESIDE, **monitor_params})
+            monitoring = self.stage_beside("monitor", monitor_stage, *beside)
             try:
                 retrained = self.stage("retrain", retrain_stage, *retrain_args)
             except BaseException:

@@ -20,6 +20,7 @@ not ``.ipynb``.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from mnist_hitl import metrics
@@ -48,6 +49,13 @@ def notebook_settings(home: str | None = None, tracking_uri: str | None = None) 
     settings = get_settings(home=home, mlflow_tracking_uri=tracking_uri)
     metrics.use_folder(settings.metrics_dir)
     return settings
+
+
+def give_way(niceness: int) -> None:
+    """Lower this process's CPU priority by ``niceness`` (0: leave it): a forced cycle's monitor, which runs
+    beside the retraining, takes the cores only when the training leaves them idle."""
+    if niceness > 0:
+        os.nice(niceness)
 
 
 def resolve_window(store: Store, since_label_id: int | None, through_label_id: int | None) -> tuple[int, int]:

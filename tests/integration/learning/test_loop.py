@@ -264,6 +264,16 @@ def test_notebooks_run_beside_each_other_cycle_after_cycle(home, tmp_path):
         assert "answer = 2" in (tmp_path / f"q{round_}.ipynb").read_text()
 
 
+def test_the_monitor_beside_a_retraining_gives_way_to_it():
+    import subprocess
+    import sys
+
+    code = "import os; from mnist_hitl.learning.loop import notebooks; notebooks.give_way({}); print(os.nice(0))"
+    niceness = [int(subprocess.check_output([sys.executable, "-c", code.format(n)], text=True)) for n in (0, 10)]
+    assert niceness[1] == niceness[0] + 10
+    assert cycle.MONITOR_NICENESS_BESIDE > 0
+
+
 def test_cron_for_the_cycle_interval():
     assert cron_for(60) == "0 * * * *"
     assert cron_for(15) == "*/15 * * * *"
