@@ -54,6 +54,7 @@ def test_the_notebooks_declare_their_parameters(home):
         "fail_threshold",
         "output_dir",
         "decision_path",
+        "niceness",
     }
     assert declared("retrain.ipynb", home) >= {
         "home",
@@ -66,6 +67,9 @@ def test_the_notebooks_declare_their_parameters(home):
         "final_epochs",
         "oversample",
         "judge_folds",
+        "final_fit",
+        "champion_share",
+        "average_folds",
         "pseudo_confidence",
         "search_now",
         "max_holdout_drop",
