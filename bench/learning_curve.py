@@ -24,6 +24,7 @@ training that leaves half of the fresh labels out), ``labels-weigh`` (the quick 
 MNIST digits), ``final-fit-share30`` and ``-share50`` (the final fit, with 30% or 50% of the queue
 drawn at random: ``MNIST_HITL_QUEUE_RANDOM_SHARE``), ``blend-half`` and ``blend-third`` (the final
 fit, each fine-tune keeping half or 30% of the champion's weights: ``MNIST_HITL_CHAMPION_SHARE``),
+``blend-third-small`` (``blend-third`` beside a replay of 2,000 MNIST digits: three trainings of half the size),
 ``soup-third`` (``blend-third`` with the fold models' weights averaged instead of the final fit:
 ``MNIST_HITL_AVERAGE_FOLDS``), ``soup-small`` (the same beside a replay of 2,000 MNIST digits: half the
 training) or ``before`` (the learning of commit 37b6094: the whole MNIST split, each label
@@ -57,6 +58,7 @@ RECIPES = {
     "final-fit-share50": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "queue_random_share": 0.5},
     "blend-half": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.5},
     "blend-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
+    "blend-third-small": {"replay": 2000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
     "soup-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
     "soup-small": {"replay": 2000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
     "full-replay": {"replay": 4000, "label_share": 1 / 3, "final_fit": False},
