@@ -68,6 +68,7 @@ __all__ = ["LAST_CYCLE", "RUNNING_CYCLE", "CycleFailed", "CyclePlan", "last_cycl
 log = logging.getLogger(__name__)
 
 Runner = Callable[..., object]
+MONITOR_WAIT_SECONDS = 120  # how long a failed forced cycle waits for the monitor beside it
 MONITOR_NICENESS_BESIDE = 10  # the monitor beside a retraining uses the cores the training leaves idle
 
 
@@ -212,8 +213,8 @@ class _Cycle:
             try:
                 retrained = self.stage("retrain", retrain_stage, *retrain_args)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    monitoring.result()  # the monitor's run is closed before the cycle is
+                with contextlib.suppress(Exception):  # its run closed before the cycle's, if it ends soon
+                    monitoring.result(timeout=MONITOR_WAIT_SECONDS)
                 raise
             self.note_decision(*monitoring.result())
             self.note_retraining(*retrained)
