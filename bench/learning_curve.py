@@ -52,18 +52,21 @@ from populations import population
 from support import RESULTS, deployed_models, home_with_model
 
 RAW = RESULTS / "learning_curve.jsonl"
+# Every learning setting a recipe leaves alone is pinned here, so a recipe means the same whatever the defaults.
+PINNED = {"oversample": 5, "pseudo_confidence": 0.0, "queue_random_share": 0.1, "champion_share": 0.0}
+FINAL_FIT = {**PINNED, "replay": 4000, "label_share": 1 / 3, "final_fit": True, "average_folds": False}
 RECIPES = {
-    "final-fit": {"replay": 4000, "label_share": 1 / 3, "final_fit": True},
-    "final-fit-share30": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "queue_random_share": 0.3},
-    "final-fit-share50": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "queue_random_share": 0.5},
-    "blend-half": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.5},
-    "blend-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
-    "blend-third-small": {"replay": 2000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3},
-    "soup-third": {"replay": 4000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
-    "soup-small": {"replay": 2000, "label_share": 1 / 3, "final_fit": True, "champion_share": 0.3, "average_folds": 1},
-    "full-replay": {"replay": 4000, "label_share": 1 / 3, "final_fit": False},
-    "labels-weigh": {"replay": 2000, "label_share": 1 / 3, "final_fit": False},
-    "before": {"label_share": 0.0, "replay": 0, "oversample": 5, "pseudo_confidence": 0.99, "final_fit": False},
+    "final-fit": FINAL_FIT,
+    "final-fit-share30": {**FINAL_FIT, "queue_random_share": 0.3},
+    "final-fit-share50": {**FINAL_FIT, "queue_random_share": 0.5},
+    "blend-half": {**FINAL_FIT, "champion_share": 0.5},
+    "blend-third": {**FINAL_FIT, "champion_share": 0.3},
+    "blend-third-small": {**FINAL_FIT, "champion_share": 0.3, "replay": 2000},
+    "soup-third": {**FINAL_FIT, "champion_share": 0.3, "average_folds": True},
+    "soup-small": {**FINAL_FIT, "champion_share": 0.3, "average_folds": True, "replay": 2000},
+    "full-replay": {**FINAL_FIT, "final_fit": False},
+    "labels-weigh": {**FINAL_FIT, "final_fit": False, "replay": 2000},
+    "before": {**FINAL_FIT, "label_share": 0.0, "replay": 0, "pseudo_confidence": 0.99, "final_fit": False},
 }
 PARAMS = {"learning_rate": 1e-3, "dropout": 0.3, "batch_size": 64}
 
