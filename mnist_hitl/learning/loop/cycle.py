@@ -205,11 +205,12 @@ class _Cycle:
     def decide_and_retrain(
         self, plan: CyclePlan, parent_run: str, monitor_params: dict, retrain_params: dict
     ) -> dict | None:
+        if plan.force_retrain:  # the retraining waits for no decision: the monitor runs beside it, giving way
+            monitor_params = {"niceness": MONITOR_NICENESS_BESIDE, **monitor_params}
         monitor_args = (self.settings, plan, parent_run, monitor_params)
         retrain_args = (self.settings, plan, parent_run, retrain_params)
-        if plan.force_retrain:  # the retraining waits for no decision: the monitor runs beside it, giving way
-            beside = (self.settings, plan, parent_run, {"niceness": MONITOR_NICENESS_BESIDE, **monitor_params})
-            monitoring = self.stage_beside("monitor", monitor_stage, *beside)
+        if plan.force_retrain:
+            monitoring = self.stage_beside("monitor", monitor_stage, *monitor_args)
             try:
                 retrained = self.stage("retrain", retrain_stage, *retrain_args)
             except BaseException:
