@@ -122,6 +122,8 @@ def run(name: str, recipe: str, strategy: str, seed: int, totals: list[int], fir
                 "labels": len(labelled),
                 **_read(settings, held_digits, held_truth),
                 "challenger_heldout": verdict["challenger_heldout"],
+                "challenger_mnist": verdict["challenger_mnist"],
+                "fine_tune_mnist": verdict["fine_tune_mnist"],
                 "promoted": verdict["promoted"],
                 "reasons": verdict["reasons"],
                 "retrain_seconds": round(time.perf_counter() - start, 1),
@@ -218,14 +220,22 @@ def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray
             settings.final_fit,
             network.average_weights if settings.average_folds else None,
         )
-        comparison = promotion.compare(challenger, champion, data, answers)
+        fine_tune = network.before_blend(challenger, weights, settings.champion_share)
+        comparison = promotion.compare(challenger, champion, data, answers, fine_tune, settings.champion_share)
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)
         extra = judged(store, data, challenger, champion, answers) if judged is not None else {}
         details = {"through_label_id": data.through_label_id, "data": data.sizes(), "judging": judging}
         deployment.apply_verdict(settings, store, challenger, verdict, comparison, details)
         own = network.evaluate(challenger, held_digits, held_truth)
     network.keras_module().backend.clear_session()
-    return {"promoted": bool(verdict.promote), "reasons": verdict.reasons, "challenger_heldout": own, **extra}
+    return {
+        "promoted": bool(verdict.promote),
+        "reasons": verdict.reasons,
+        "challenger_heldout": own,
+        "challenger_mnist": comparison.challenger.mnist_holdout,
+        "fine_tune_mnist": comparison.fine_tune_mnist_holdout,
+        **extra,
+    }
 
 
 def _read(settings, digits: np.ndarray, truth: np.ndarray) -> dict:

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     search_every_labels: int = _env("MNIST_HITL_SEARCH_EVERY_LABELS", ge=1, default=500)
     pseudo_confidence: float = _env("MNIST_HITL_PSEUDO_LABEL_CONFIDENCE", ge=0, le=1, default=0.0)
     final_fit: bool = _env("MNIST_HITL_FINAL_FIT", default=True)
-    champion_share: float = _env("MNIST_HITL_CHAMPION_SHARE", ge=0, le=1, default=0.0)
+    champion_share: float = _env("MNIST_HITL_CHAMPION_SHARE", ge=0, le=1, default=0.3)
     average_folds: bool = _env("MNIST_HITL_AVERAGE_FOLDS", default=False)
     mlflow_tracking_uri: str = _env("MLFLOW_TRACKING_URI", default="")
     prefect_port: int = _env("MNIST_HITL_PREFECT_PORT", ge=1, le=65535, default=4200)

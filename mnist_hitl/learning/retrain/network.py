@@ -188,6 +188,25 @@ def blend_with(model, start_weights: list, start_share: float):
     return model
 
 
+def before_blend(model, start_weights: list, start_share: float):
+    """The fine-tune a blended model came from (:func:`blend_with` undone), as a new model; None when there
+    was no blend (``start_share`` 0) or nothing of the fine-tune is left in it (1).
+
+    The blend is linear in the weights, so the fine-tune's are ``(blended - start_share * start) /
+    (1 - start_share)``; that holds for an average of blended fine-tunes of the same start too.
+    """
+    if not 0.0 < start_share < 1.0:
+        return None
+    keras = keras_module()
+    blended = model.get_weights()
+    if len(blended) != len(start_weights):
+        raise ValueError("the start weights are not of this network")
+    tuned = keras.models.clone_model(model)
+    keep = 1.0 - start_share
+    tuned.set_weights([(b - start_share * a) / keep for a, b in zip(start_weights, blended, strict=True)])
+    return tuned
+
+
 def average_weights(models: list):
     """The first model with, in place, every weight the mean of the models' (a "model soup": Wortsman et
     al., ICML 2022). Meant for fine-tunes of the same start, as the cross-fit's fold models are."""

@@ -27,6 +27,15 @@ MNIST (10,000 test digits) the test is sharp enough that the two rarely differ.
 With no users' held-out drawings the challenger must be strictly better on the
 MNIST holdout.
 
+A challenger that keeps a share of the champion's weights (``MNIST_HITL_CHAMPION_SHARE``,
+:func:`mnist_hitl.learning.retrain.network.blend_with`) also answers for the fine-tune it was
+blended from: that one may not read the MNIST holdout more than ``max_fine_tune_drop`` (1.5 points)
+worse than the champion. The blend pulls the weights back towards the champion and with them the
+MNIST score, so labels that teach wrong digits can pass the holdout once blended: a labeller wrong
+on 140 of 160 drawings left a fine-tune 1.9 points down on MNIST (significant), and its blend 0.2
+points down (ok). Honest fine-tunes measured up to 0.9 points down at 25 and 50 labels on three
+populations, and 0.7 to 0.8 at 50 to 300 labels on one kept outside the repository.
+
 The reasons also say how many labelled drawings neither trained nor judged either model, when
 some did not: disputed drawings waiting for an adjudication, and suspect labels set aside until
 someone looks at them again (:mod:`mnist_hitl.learning.retrain.labels`).
@@ -45,6 +54,8 @@ import numpy as np
 from mnist_hitl.learning.retrain.network import predict_proba
 
 MAX_HOLDOUT_DROP = 0.005
+MAX_FINE_TUNE_DROP = 0.015
+BLEND_HIDES = "the blend would hide what the labels taught it"
 SIGNIFICANCE = 0.05
 
 
@@ -77,6 +88,10 @@ class Comparison:
     # Labelled drawings left out of training and judging (RetrainData.held_out).
     users_disputed_held_out: int = 0
     users_suspects_set_aside: int = 0
+    # With a blend: the champion's share of the challenger's weights, and the MNIST holdout of the fine-tune
+    # it was blended from (None: no blend).
+    champion_share: float = 0.0
+    fine_tune_mnist_holdout: float | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -108,7 +123,9 @@ def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
     )
 
 
-def compare(challenger, champion, data, challenger_users: np.ndarray | None = None) -> Comparison:
+def compare(
+    challenger, champion, data, challenger_users: np.ndarray | None = None, fine_tune=None, champion_share: float = 0.0
+) -> Comparison:
     """Score both models on the same MNIST holdout and users' judged drawings (a RetrainData).
 
     Args:
@@ -116,6 +133,8 @@ def compare(challenger, champion, data, challenger_users: np.ndarray | None = No
             elsewhere (the cross-fit's out-of-fold digits, or probabilities (n, 10)); default: the
             challenger reads them. With probabilities, the comparison also carries both models'
             log-loss on them.
+        fine_tune: the fine-tune a blended challenger came from (``network.before_blend``), which keeps
+            ``champion_share`` of the champion's weights; the comparison carries its MNIST holdout.
     """
     x_users, y_users = data.users_heldout.x, np.asarray(data.users_heldout.y)
     old_users = predict_proba(champion, x_users)
@@ -139,6 +158,11 @@ def compare(challenger, champion, data, challenger_users: np.ndarray | None = No
     )
     comparison.users_disputed_held_out = len(data.held_out.disputed)
     comparison.users_suspects_set_aside = len(data.held_out.suspects)
+    if fine_tune is not None:
+        comparison.champion_share = float(champion_share)
+        comparison.fine_tune_mnist_holdout = float(
+            (read_digits(fine_tune, data.x_mnist_holdout) == np.asarray(data.y_mnist_holdout)).mean()
+        )
     return with_log_loss(comparison, new_users, old_users, y_users) if new_users is not None else comparison
 
 
@@ -187,7 +211,10 @@ def holdout_drop_p_value(only_champion_right: int, only_challenger_right: int) -
 
 
 def promotion_rule(
-    comparison: Comparison, max_holdout_drop: float = MAX_HOLDOUT_DROP, significance: float = SIGNIFICANCE
+    comparison: Comparison,
+    max_holdout_drop: float = MAX_HOLDOUT_DROP,
+    significance: float = SIGNIFICANCE,
+    max_fine_tune_drop: float = MAX_FINE_TUNE_DROP,
 ) -> Verdict:
     """Decide whether the challenger replaces the champion; the reasons say why, with the numbers.
 
@@ -196,6 +223,7 @@ def promotion_rule(
         max_holdout_drop: the MNIST-holdout drop always tolerated (0.005 = half a point).
         significance: a larger drop is still tolerated when a one-sided McNemar test
             does not find it significant at this level; 0 turns the allowance off.
+        max_fine_tune_drop: with a blend, the MNIST-holdout drop tolerated of the fine-tune before it.
     """
     challenger, champion = comparison.challenger, comparison.champion
     reasons = []
@@ -217,6 +245,10 @@ def promotion_rule(
         f"({-drop * 100:+.2f} points; {comparison.mnist_only_champion_right} digits only the champion reads, "
         f"{comparison.mnist_only_challenger_right} only the challenger): {verdict}"
     )
+    if comparison.fine_tune_mnist_holdout is not None:
+        tuned_ok, reason = fine_tune_holdout(comparison, max_fine_tune_drop)
+        holdout_ok = holdout_ok and tuned_ok
+        reasons.append(reason)
     if _missing(challenger.users_heldout) or _missing(champion.users_heldout):
         better = challenger.mnist_holdout > champion.mnist_holdout
         reasons.append(
@@ -238,6 +270,18 @@ def promotion_rule(
         + (f"; {users_log_loss(comparison)}" if comparison.users_log_loss is not None else "")
     )
     return Verdict(users_ok and holdout_ok, reasons + held_out_reasons(comparison))
+
+
+def fine_tune_holdout(comparison: Comparison, max_fine_tune_drop: float) -> tuple[bool, str]:
+    """Whether the fine-tune a blended challenger came from is within ``max_fine_tune_drop`` of the champion
+    on the MNIST holdout, and the reason that says so."""
+    drop = comparison.champion.mnist_holdout - comparison.fine_tune_mnist_holdout
+    ok = drop <= max_fine_tune_drop + 1e-12
+    return ok, (
+        f"the fine-tune, before keeping {comparison.champion_share:.0%} of the champion's weights: MNIST holdout "
+        f"{comparison.fine_tune_mnist_holdout:.4f} ({-drop * 100:+.2f} points): "
+        + ("ok" if ok else f"more than {max_fine_tune_drop * 100:.2f} points lower: {BLEND_HIDES}")
+    )
 
 
 def _users_verdict(gain: float, surer: bool, worse_p: float, significance: float) -> str:

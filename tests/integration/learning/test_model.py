@@ -81,7 +81,7 @@ def test_corrupt_model_files_give_clear_errors(home_with_model):
 
 def test_a_fine_tune_keeping_a_share_of_the_champions_weights_lands_that_far_back_towards_it(home_with_model):
     from mnist_hitl.learning.retrain import search
-    from mnist_hitl.learning.retrain.network import TrainParams
+    from mnist_hitl.learning.retrain.network import TrainParams, before_blend
 
     champion = load_model(deployed_keras_path(home_with_model)).get_weights()
     data = load_bundled()
@@ -92,6 +92,12 @@ def test_a_fine_tune_keeping_a_share_of_the_champions_weights_lands_that_far_bac
     for start, alone, blended in zip(champion, tuned, kept, strict=True):
         np.testing.assert_allclose(blended, 0.25 * start + 0.75 * alone, rtol=1e-5, atol=1e-6)
     assert any(not np.allclose(start, alone) for start, alone in zip(champion, tuned, strict=True))
+    # the guard's view: the fine-tune the blend came from, recovered from the blend and the champion
+    blend = search.fit(x, y, params, champion, start_share=0.25)
+    recovered = before_blend(blend, champion, 0.25).get_weights()
+    for alone, back in zip(tuned, recovered, strict=True):
+        np.testing.assert_allclose(back, alone, rtol=1e-4, atol=1e-5)
+    assert before_blend(blend, champion, 0.0) is None and before_blend(blend, champion, 1.0) is None
     with pytest.raises(ValueError, match="share"):
         search.fit(x, y, params, champion, start_share=1.5)
 

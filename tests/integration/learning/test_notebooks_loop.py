@@ -73,6 +73,7 @@ def test_the_notebooks_declare_their_parameters(home):
         "pseudo_confidence",
         "search_now",
         "max_holdout_drop",
+        "max_fine_tune_drop",
         "output_dir",
         "result_path",
     }

@@ -71,6 +71,25 @@ def test_poisoned_challenger_is_rejected():
     assert not promotion_rule(comparison(0.90, 0.989, 0.6, 0.0, only_champion=95, only_challenger=6)).promote
 
 
+def blended(fine_tune_mnist: float) -> Comparison:
+    """A challenger that keeps 30% of the champion's weights, 0.1 points down on MNIST once blended."""
+    judged = comparison(0.988, 0.989, 0.92, 0.76, only_champion=6, only_challenger=5)
+    judged.champion_share, judged.fine_tune_mnist_holdout = 0.3, fine_tune_mnist
+    return judged
+
+
+def test_a_blend_does_not_hide_labels_that_taught_the_fine_tune_wrong_digits():
+    poisoned = promotion_rule(blended(0.970))  # the fine-tune lost 1.9 points; the blend brought them back
+    assert not poisoned.promote
+    (reason,) = [reason for reason in poisoned.reasons if "fine-tune" in reason]
+    assert "30% of the champion's weights" in reason and "-1.90 points" in reason and "more than 1.50" in reason
+    honest = promotion_rule(blended(0.980))  # 0.9 points down before the blend: what honest labels cost
+    assert honest.promote
+    assert any("fine-tune" in reason and reason.endswith("ok") for reason in honest.reasons)
+    assert not promotion_rule(blended(0.980), max_fine_tune_drop=0.005).promote
+    assert not any("fine-tune" in reason for reason in promotion_rule(comparison(0.988, 0.989, 0.92, 0.76)).reasons)
+
+
 def test_without_users_heldout_the_challenger_must_be_better_on_mnist():
     assert promotion_rule(comparison(0.990, 0.989, None, None, only_champion=1, only_challenger=2)).promote
     verdict = promotion_rule(comparison(0.989, 0.989, None, None))
