@@ -17,13 +17,14 @@ The retraining is the retrain notebook's, in process: the same library calls (``
 ``crossfit.judge``, ``promotion.compare`` and ``promotion_rule``, ``deployment.apply_verdict``)
 with the search's middle parameters instead of a search (learning rate 1e-3, dropout 0.3, batch 64,
 ``MNIST_HITL_FINAL_EPOCHS`` epochs from the champion); no monitor, no papermill, no MLflow. A
-recipe is a set of settings: ``final-fit`` (the defaults: labels a third of the examples beside
+recipe is a set of settings: ``final-fit`` (labels a third of the examples beside
 a replay of 4,000 MNIST digits, the whole bundled split; a cross-fit judges, a final fit on every label
 is deployed), ``full-replay`` (the same with the quick judging, ``MNIST_HITL_FINAL_FIT=false``: one
 training that leaves half of the fresh labels out), ``labels-weigh`` (the quick judging beside 2,000
 MNIST digits), ``final-fit-share30`` and ``-share50`` (the final fit, with 30% or 50% of the queue
 drawn at random: ``MNIST_HITL_QUEUE_RANDOM_SHARE``), ``blend-half`` and ``blend-third`` (the final
-fit, each fine-tune keeping half or 30% of the champion's weights: ``MNIST_HITL_CHAMPION_SHARE``),
+fit, each fine-tune keeping half or 30% of the champion's weights: ``MNIST_HITL_CHAMPION_SHARE``;
+``blend-third`` is the defaults),
 ``blend-third-small`` (``blend-third`` beside a replay of 2,000 MNIST digits: three trainings of half the size),
 ``soup-third`` (``blend-third`` with the fold models' weights averaged instead of the final fit:
 ``MNIST_HITL_AVERAGE_FOLDS``), ``soup-small`` (the same beside a replay of 2,000 MNIST digits: half the
