@@ -132,6 +132,7 @@ def test_a_cycle_learns_the_users_style_and_the_app_serves_it(home_quick):
     for name in (
         "challenger_mnist_holdout",
         "champion_mnist_holdout",
+        "fine_tune_mnist_holdout",  # the fine-tune before 30% of the champion's weights were kept
         "challenger_users_heldout",
         "champion_users_heldout",
     ):

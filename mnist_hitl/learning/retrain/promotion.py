@@ -32,7 +32,7 @@ A challenger that keeps a share of the champion's weights (``MNIST_HITL_CHAMPION
 blended from: that one may not read the MNIST holdout more than ``max_fine_tune_drop`` (1.5 points)
 worse than the champion. The blend pulls the weights back towards the champion and with them the
 MNIST score, so labels that teach wrong digits can pass the holdout once blended: a labeller wrong
-on 140 of 160 drawings left a fine-tune 1.9 points down on MNIST (significant), and its blend 0.2
+on 140 of 160 drawings left a fine-tune 1.9 points down on MNIST, and its blend 0.2
 points down (ok). Honest fine-tunes measured up to 0.9 points down at 25 and 50 labels on three
 populations, and 0.7 to 0.8 at 50 to 300 labels on one kept outside the repository.
 

@@ -233,6 +233,11 @@ def _retrain_metrics(search, comparison, outcome, seconds: dict) -> dict:
         "best_trial_value": search.best_value,
         "challenger_mnist_holdout": challenger.mnist_holdout,
         "champion_mnist_holdout": champion.mnist_holdout,
+        **(
+            {"fine_tune_mnist_holdout": comparison.fine_tune_mnist_holdout}
+            if comparison.fine_tune_mnist_holdout is not None
+            else {}
+        ),
         "challenger_users_heldout": challenger.users_heldout,
         "champion_users_heldout": champion.users_heldout,
         "promoted": int(outcome.status == "deployed"),
