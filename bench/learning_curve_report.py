@@ -7,7 +7,7 @@ the worst seed's MNIST holdout change. Writes ``bench/results/learning_curve.md`
 ``learning_curve.png``, and logs both, with one metric per cell, to the MLflow experiment
 ``mnist-hitl-bench`` (``MLFLOW_TRACKING_URI``, else the home's).
 
-    .venv/bin/python bench/learning_curve_report.py [--no-mlflow]
+    .venv/bin/python bench/learning_curve_report.py [--no-mlflow] [--recipes blend-third,final-fit]
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ def log_to_mlflow(table: dict, table_path, plot_path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--recipes", help="only these recipes (comma-separated) and the ceilings; default: every one")
     args = parser.parse_args()
     rows = [json.loads(line) for line in RAW.read_text().splitlines()]
+    if args.recipes:
+        rows = [row for row in rows if row["recipe"] in args.recipes.split(",") or row["strategy"] == "all"]
     table, first = cells(rows)
     text = markdown(table, first)
     print(text)
