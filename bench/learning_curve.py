@@ -221,8 +221,7 @@ def retrain(settings, seed: int, held_digits: np.ndarray, held_truth: np.ndarray
             settings.final_fit,
             network.average_weights if settings.average_folds else None,
         )
-        fine_tune = network.before_blend(challenger, weights, settings.champion_share)
-        comparison = promotion.compare(challenger, champion, data, answers, fine_tune, settings.champion_share)
+        comparison = promotion.compare(challenger, champion, data, answers, settings.champion_share)
         verdict = promotion.promotion_rule(comparison, 0.005, 0.05)
         extra = judged(store, data, challenger, champion, answers) if judged is not None else {}
         details = {"through_label_id": data.through_label_id, "data": data.sizes(), "judging": judging}

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mnist_hitl.learning.retrain.network import predict_proba
+from mnist_hitl.learning.retrain.network import before_blend, evaluate, predict_proba
 
 MAX_HOLDOUT_DROP = 0.005
 MAX_FINE_TUNE_DROP = 0.015
@@ -125,7 +125,7 @@ def _scores(mnist_pred, y_mnist, users_pred, y_users) -> Scores:
 
 
 def compare(
-    challenger, champion, data, challenger_users: np.ndarray | None = None, fine_tune=None, champion_share: float = 0.0
+    challenger, champion, data, challenger_users: np.ndarray | None = None, champion_share: float = 0.0
 ) -> Comparison:
     """Score both models on the same MNIST holdout and users' judged drawings (a RetrainData).
 
@@ -134,8 +134,9 @@ def compare(
             elsewhere (the cross-fit's out-of-fold digits, or probabilities (n, 10)); default: the
             challenger reads them. With probabilities, the comparison also carries both models'
             log-loss on them.
-        fine_tune: the fine-tune a blended challenger came from (``network.before_blend``), which keeps
-            ``champion_share`` of the champion's weights; the comparison carries its MNIST holdout.
+        champion_share: the share of the champion's weights the challenger kept (a fine-tune of it, blended:
+            ``MNIST_HITL_CHAMPION_SHARE``); the comparison then carries the MNIST holdout of the fine-tune it
+            was blended from (``network.before_blend``).
     """
     x_users, y_users = data.users_heldout.x, np.asarray(data.users_heldout.y)
     old_users = predict_proba(champion, x_users)
@@ -159,11 +160,10 @@ def compare(
     )
     comparison.users_disputed_held_out = len(data.held_out.disputed)
     comparison.users_suspects_set_aside = len(data.held_out.suspects)
+    fine_tune = before_blend(challenger, champion.get_weights(), champion_share)
     if fine_tune is not None:
         comparison.champion_share = float(champion_share)
-        comparison.fine_tune_mnist_holdout = float(
-            (read_digits(fine_tune, data.x_mnist_holdout) == np.asarray(data.y_mnist_holdout)).mean()
-        )
+        comparison.fine_tune_mnist_holdout = evaluate(fine_tune, data.x_mnist_holdout, data.y_mnist_holdout)
     return with_log_loss(comparison, new_users, old_users, y_users) if new_users is not None else comparison
 
 
